@@ -1,0 +1,35 @@
+"""``reasonvos``: the project's command line (golden checks, offline segmentation/evaluation, bag tools).
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``; they are
+imported lazily so ``reasonvos --help`` stays fast and a missing optional dependency only affects its command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "golden": ("reasonvos_ros.golden.cli", "reproduce golden reference outputs (any case directory)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reasonvos", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    modules = {}
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text)
+        if name == chosen:
+            modules[name] = importlib.import_module(module_name)
+            modules[name].add_arguments(sub_parser)
+    args = parser.parse_args(argv)
+    return modules[args.command].run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The three model roles of the pipeline, as small abstract interfaces.
+
+Backends (lite OpenCV/SSD, VISA, XMem, video-LLM sampler, and the scripted test doubles) implement these; the
+pipeline only talks to them through these methods. All images are RGB ``uint8`` and all masks ``bool``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .types import Frame, KeyframeChoice, Segmentation, TrackedMask
+
+
+class FrameSampler(abc.ABC):
+    """Chooses the key frame of a window for an instruction (VISA's text-guided frame sampler)."""
+
+    @abc.abstractmethod
+    def sample(self, frames: Sequence[Frame], instruction: str) -> KeyframeChoice:
+        """Return the key frame position in ``frames`` (``0 <= key < len(frames)``).
+
+        ``references`` may be left empty: the pipeline then fills them with its configured strategy
+        (see ``core.references``)."""
+
+
+class KeyframeSegmenter(abc.ABC):
+    """Segments the instructed object on the key frame, given reference frames for temporal context."""
+
+    @abc.abstractmethod
+    def segment(self, frames: Sequence[Frame], key: int, references: Sequence[int], instruction: str) -> Segmentation:
+        """Mask on ``frames[key]`` (its size), or ``present=False`` with an empty mask."""
+
+    def release(self) -> None:  # noqa: B027 - optional hook, default no-op
+        """Free accelerator memory (lifecycle deactivate). Default: nothing to free."""
+
+
+class TrackerSession(abc.ABC):
+    """One pass of a tracker through time (forward, or backward over reversed stored frames).
+
+    Objects are identified by string ids. ``step`` consumes frames in the order the pass visits them; giving
+    ``new_masks`` on a step seeds (or re-seeds) those objects on that frame, like XMem's ``step(image, mask)``.
+    """
+
+    @abc.abstractmethod
+    def step(self, frame: Frame, new_masks: Mapping[str, np.ndarray] | None = None) -> dict[str, TrackedMask]:
+        """Advance to ``frame``; return every tracked object's mask on it (seeded objects return their seed)."""
+
+    @abc.abstractmethod
+    def remove(self, obj_id: str) -> None:
+        """Stop tracking one object without disturbing the others."""
+
+    @property
+    @abc.abstractmethod
+    def object_ids(self) -> list[str]:
+        """Ids currently tracked."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, default no-op
+        """Drop the session's memory."""
+
+
+class Tracker(abc.ABC):
+    """A tracker backend: a factory of independent sessions that may share caches (e.g. encoder features)."""
+
+    @abc.abstractmethod
+    def new_session(self) -> TrackerSession: ...
+
+    def release(self) -> None:  # noqa: B027 - optional hook, default no-op
+        """Free accelerator memory and caches."""
