@@ -1,0 +1,409 @@
+"""The live engine: instructions + a rolling window in, per-frame target results out (ROS-free).
+
+Two worker threads keep ingest free of inference: the *acquisition* worker resolves instructions (sampler,
+segmenter, backward pass, catch-up), one target at a time in instruction order; the *tracking* worker steps every
+tracked target on the newest frame, skipping frames it had no time for (the newest frame always wins), runs
+drift detection and emits one result set per processed frame. A new instruction for a target replaces the old
+one: the acquisition in flight is dropped at its next step (a model call already running is not interrupted).
+Backend exceptions set that target to ERROR with the reason; other targets continue; a new instruction retries.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .errors import BackendFailure, ConfigError
+from .interfaces import TrackerSession
+from .pipeline import Acquisition, Cancelled, DriftMonitor, FrameResult, Pipeline
+from .types import Frame, TargetStatus, TrackedMask
+from .window import RollingWindow
+
+MAX_INSTRUCTION_CHARS = 2000
+
+
+def validate_instruction(text: str) -> str:
+    """Normalise an instruction or raise ValueError with a reason fit for a log line."""
+    if not isinstance(text, str):
+        raise ValueError(f"instruction must be text, got {type(text).__name__}")
+    cleaned = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    if not cleaned:
+        raise ValueError("instruction is empty")
+    if len(cleaned) > MAX_INSTRUCTION_CHARS:
+        raise ValueError(f"instruction has {len(cleaned)} characters; the limit is {MAX_INSTRUCTION_CHARS}")
+    return cleaned
+
+
+@dataclass
+class TargetState:
+    target_id: str
+    instruction: str
+    status: TargetStatus = TargetStatus.SEARCHING
+    reason: str = "waiting for the key-frame segmentation"
+    generation: int = 0
+    score: float = 0.0
+    session: TrackerSession | None = None
+    last_index: int = -1  # sequence number of the last frame the forward session stepped
+    last_mask: TrackedMask | None = None
+    monitor: DriftMonitor | None = None
+    keyframe_stamp: float | None = None
+    retry_at: float = 0.0  # monotonic time of the next automatic re-acquisition (LOST / NOT_PRESENT)
+    queued: bool = False
+    acquisitions: int = 0
+
+
+@dataclass
+class EngineStats:
+    frames_processed: int = 0
+    frames_skipped: int = 0
+    acquisitions: int = 0
+    acquisitions_cancelled: int = 0
+    errors: int = 0
+    lost_events: int = 0
+    last_timings: dict[str, float] = field(default_factory=dict)
+    last_counts: dict[str, int] = field(default_factory=dict)
+    track_step_s: float = 0.0
+    track_rate_hz: float = 0.0
+
+
+ResultsCallback = Callable[[Frame, list[FrameResult], bool], None]
+
+
+class LiveEngine:
+    """Owns the targets and the two workers. ``on_results(frame, results, live)`` is called from the workers:
+    ``live`` True for the newest frame, False for results computed on past frames (backward pass, catch-up)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        window: RollingWindow,
+        on_results: ResultsCallback,
+        max_targets: int = 4,
+        on_event: Callable[[str, str], None] | None = None,
+    ) -> None:
+        if max_targets < 1:
+            raise ConfigError(f"max_targets must be >= 1, got {max_targets}")
+        self.pipeline = pipeline
+        self.window = window
+        self.on_results = on_results
+        self.on_event = on_event or (lambda level, text: None)
+        self.max_targets = max_targets
+        self.stats = EngineStats()
+        self.enabled = True
+        self._targets: dict[str, TargetState] = {}
+        self._queue: deque[str] = deque()
+        self._lock = threading.RLock()
+        self._tracker_lock = threading.Lock()  # tracker sessions are stepped by one thread at a time
+        self._wake_acquire = threading.Condition(self._lock)
+        self._wake_track = threading.Condition(self._lock)
+        self._last_processed = -1
+        self._stop = False
+        self._threads: list[threading.Thread] = []
+        self._generation = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._threads:
+            return
+        self._stop = False
+        for name, target in (("acquire", self._acquire_loop), ("track", self._track_loop)):
+            thread = threading.Thread(target=target, name=f"reasonvos-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        with self._lock:
+            self._stop = True
+            self._generation += 1
+            self._wake_acquire.notify_all()
+            self._wake_track.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+        self.reset(None)
+
+    # ---- inputs -------------------------------------------------------------------------------------
+    def notify_frame(self) -> None:
+        """Call after adding a frame to the window: wakes the workers (never blocks on inference)."""
+        with self._lock:
+            self._wake_track.notify_all()
+            if self._queue or any(self._retry_due(t, time.monotonic()) for t in self._targets.values()):
+                self._wake_acquire.notify_all()
+
+    def set_instruction(self, target_id: str, text: str) -> TargetState:
+        """Replace ``target_id``'s instruction; raises ValueError for bad text or when max_targets is reached."""
+        text = validate_instruction(text)
+        target_id = target_id.strip() or "default"
+        with self._lock:
+            if target_id not in self._targets and len(self._targets) >= self.max_targets:
+                raise ValueError(
+                    f"cannot add target {target_id!r}: max_targets={self.max_targets} reached "
+                    f"({', '.join(sorted(self._targets))}); reset one first"
+                )
+            old = self._targets.get(target_id)
+            if old is not None:
+                self._drop_session(old)
+            self._generation += 1
+            state = TargetState(target_id, text, generation=self._generation)
+            if len(self.window) == 0:
+                state.reason = "waiting for the first camera frame"
+            self._targets[target_id] = state
+            self._enqueue(state)
+            return state
+
+    def reset(self, target_id: str | None) -> bool:
+        """Forget one target (or all with None); False when the id is unknown."""
+        with self._lock:
+            ids = list(self._targets) if target_id is None else [target_id]
+            if target_id is not None and target_id not in self._targets:
+                return False
+            for tid in ids:
+                state = self._targets.pop(tid)
+                self._drop_session(state)
+                if tid in self._queue:
+                    self._queue.remove(tid)
+            self._generation += 1
+            return True
+
+    def set_enabled(self, enabled: bool) -> None:
+        with self._lock:
+            self.enabled = bool(enabled)
+            self._wake_acquire.notify_all()
+            self._wake_track.notify_all()
+
+    def targets(self) -> dict[str, TargetState]:
+        with self._lock:
+            return dict(self._targets)
+
+    # ---- internals ------------------------------------------------------------------------------------
+    def _drop_session(self, state: TargetState) -> None:
+        state.generation = -1  # any acquisition in flight for this state is now stale
+        if state.session is not None:
+            session, state.session = state.session, None
+            with self._tracker_lock:
+                session.close()
+
+    def _enqueue(self, state: TargetState) -> None:
+        if not state.queued:
+            state.queued = True
+            self._queue.append(state.target_id)
+        self._wake_acquire.notify_all()
+
+    @staticmethod
+    def _retry_due(state: TargetState, now: float) -> bool:
+        return (
+            state.status in (TargetStatus.LOST, TargetStatus.NOT_PRESENT) and not state.queued and now >= state.retry_at
+        )
+
+    def _is_current(self, state: TargetState, generation: int) -> bool:
+        with self._lock:
+            return not self._stop and self._targets.get(state.target_id) is state and state.generation == generation
+
+    def _acquire_loop(self) -> None:
+        while True:
+            with self._lock:
+                state = None
+                while not self._stop:
+                    now = time.monotonic()
+                    for candidate in self._targets.values():
+                        if self._retry_due(candidate, now):
+                            self._enqueue(candidate)
+                    if self.enabled and self._queue and len(self.window) > 0:
+                        state = self._targets.get(self._queue.popleft())
+                        if state is not None:
+                            state.queued = False
+                            break
+                        continue
+                    self._wake_acquire.wait(timeout=0.2)
+                if self._stop:
+                    return
+                generation = state.generation
+                instruction = state.instruction
+            frames = self.window.snapshot()
+            self._run_acquisition(state, generation, instruction, frames)
+
+    def _run_acquisition(self, state: TargetState, generation: int, instruction: str, frames: list[Frame]) -> None:
+        past_results: list[tuple[Frame, FrameResult]] = []
+
+        def emit(frame: Frame, tracked: TrackedMask | None, pass_name: str) -> None:
+            mask = tracked.mask if tracked is not None and tracked.area > 0 else None
+            status = TargetStatus.TRACKING if mask is not None else TargetStatus.LOST
+            score = tracked.confidence if tracked is not None else 0.0
+            result = FrameResult(
+                state.target_id,
+                instruction,
+                frame,
+                status,
+                "" if mask is not None else f"empty mask ({pass_name})",
+                score,
+                mask,
+                key_frame_stamp[0],
+            )
+            self.on_results(frame, [result], False)
+            past_results.append((frame, result))
+
+        key_frame_stamp: list[float | None] = [None]
+        try:
+            with self._tracker_lock:
+                acquisition = self._acquire_with_key_stamp(
+                    state, generation, instruction, frames, emit, key_frame_stamp
+                )
+        except Cancelled:
+            with self._lock:
+                self.stats.acquisitions_cancelled += 1
+            return
+        except Exception as exc:  # any backend failure becomes this target's ERROR
+            self._fail(state, generation, exc)
+            return
+        with self._lock:
+            if not self._is_current(state, generation):
+                if acquisition.session is not None:
+                    acquisition.session.close()
+                self.stats.acquisitions_cancelled += 1
+                return
+            self.stats.acquisitions += 1
+            state.acquisitions += 1
+            self.stats.last_timings = dict(acquisition.timings)
+            self.stats.last_counts = dict(acquisition.counts)
+            state.keyframe_stamp = acquisition.key_frame.stamp
+            if acquisition.session is None:
+                state.status = TargetStatus.NOT_PRESENT
+                state.reason = acquisition.segmentation.reason or "the segmenter found no such object in the window"
+                state.score = float(acquisition.segmentation.score)
+                state.retry_at = time.monotonic() + self.pipeline.config.not_present_retry_s
+                state.last_mask = None
+                return
+            state.session = acquisition.session
+            state.last_index = acquisition.last_frame.index
+            state.status = TargetStatus.TRACKING
+            state.reason = ""
+            state.score = float(acquisition.segmentation.score)
+            state.monitor = DriftMonitor(self.pipeline.config, acquisition.seed_area)
+            last = acquisition.last_mask
+            state.last_mask = last if last is not None and last.area > 0 else None
+            self._wake_track.notify_all()
+
+    def _acquire_with_key_stamp(self, state, generation, instruction, frames, emit, key_stamp_box) -> Acquisition:
+        def emit_with_stamp(frame: Frame, tracked: TrackedMask | None, pass_name: str) -> None:
+            if pass_name == "key":
+                key_stamp_box[0] = frame.stamp
+            emit(frame, tracked, pass_name)
+
+        return self.pipeline.acquire(
+            state.target_id,
+            instruction,
+            frames,
+            emit=emit_with_stamp,
+            is_cancelled=lambda: not self._is_current(state, generation),
+            tracker_lock=self._tracker_lock,
+        )
+
+    def _fail(self, state: TargetState, generation: int, exc: BaseException) -> None:
+        reason = _describe_failure(exc)
+        self.on_event("error", f"target {state.target_id!r}: {reason}")
+        with self._lock:
+            self.stats.errors += 1
+            if self._is_current(state, generation):
+                if state.session is not None:
+                    session, state.session = state.session, None
+                    session.close()
+                state.status = TargetStatus.ERROR
+                state.reason = reason
+                state.last_mask = None
+
+    def _track_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stop:
+                    newest = self.window.newest()
+                    if self.enabled and self._targets and newest is not None and newest.index > self._last_processed:
+                        break
+                    self._wake_track.wait(timeout=0.2)
+                if self._stop:
+                    return
+                if self._last_processed >= 0 and newest.index > self._last_processed + 1:
+                    self.stats.frames_skipped += newest.index - self._last_processed - 1
+                self._last_processed = newest.index
+                states = list(self._targets.values())
+            self._track_frame(newest, states)
+
+    def _track_frame(self, frame: Frame, states: list[TargetState]) -> None:
+        start = time.perf_counter()
+        results = []
+        for state in sorted(states, key=lambda s: s.target_id):
+            with self._lock:
+                generation = state.generation
+                session = state.session if state.status == TargetStatus.TRACKING else None
+                needs_step = session is not None and frame.index > state.last_index
+            if needs_step:
+                try:
+                    with self._tracker_lock:
+                        tracked = self.pipeline.step_session(session, frame, state.target_id)
+                except Exception as exc:  # a tracker failure only affects this target
+                    self._fail(state, generation, exc)
+                else:
+                    self._after_step(state, generation, frame, tracked)
+            with self._lock:
+                if not self._is_current(state, generation):
+                    continue
+                mask = state.last_mask.mask if state.status == TargetStatus.TRACKING and state.last_mask else None
+                status = state.status
+                if status == TargetStatus.TRACKING and mask is None:
+                    status = TargetStatus.SEARCHING  # catch-up still running for this target
+                results.append(
+                    FrameResult(
+                        state.target_id,
+                        state.instruction,
+                        frame,
+                        status,
+                        state.reason if status != TargetStatus.SEARCHING or state.reason else "catching up",
+                        state.score,
+                        mask,
+                        state.keyframe_stamp,
+                    )
+                )
+        elapsed = time.perf_counter() - start
+        with self._lock:
+            self.stats.frames_processed += 1
+            self.stats.track_step_s = elapsed
+            self.stats.track_rate_hz = 0.8 * self.stats.track_rate_hz + 0.2 * (1.0 / max(elapsed, 1e-6))
+        if results:
+            self.on_results(frame, results, True)
+
+    def _after_step(self, state: TargetState, generation: int, frame: Frame, tracked: TrackedMask | None) -> None:
+        with self._lock:
+            if not self._is_current(state, generation):
+                return
+            state.last_index = frame.index
+            reason = state.monitor.update(tracked) if state.monitor else None
+            if reason is None:
+                state.last_mask = tracked if tracked is not None and tracked.area > 0 else None
+                if tracked is not None:
+                    state.score = tracked.confidence
+                return
+            self.stats.lost_events += 1
+            self.on_event("warn", f"target {state.target_id!r} lost: {reason}; re-running key-frame segmentation")
+            session, state.session = state.session, None
+            state.status = TargetStatus.LOST
+            state.reason = reason
+            state.last_mask = None
+            state.retry_at = time.monotonic() + self.pipeline.config.reacquire_interval_s
+        if session is not None:
+            with self._tracker_lock:
+                session.close()
+
+
+def _describe_failure(exc: BaseException) -> str:
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "out of memory" in text.lower() or isinstance(exc, MemoryError):
+        return f"out of memory in a backend ({name}: {text})"
+    if isinstance(exc, BackendFailure):
+        return text
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    location = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
+    return f"{name}: {text}{location}"

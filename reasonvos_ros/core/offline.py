@@ -1,0 +1,84 @@
+"""Offline use of the pipeline: a whole clip and one instruction in, one mask per frame out.
+
+Used by ``reasonvos segment`` / ``reasonvos eval`` and by quality measurements. Unlike the live engine, every
+frame is visited (no time budgets) and the key frame may lie anywhere in the clip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .pipeline import Pipeline, PipelineConfig
+from .registry import build_backend
+from .types import Frame, TargetStatus, TrackedMask
+
+DEFAULT_BACKENDS: dict[str, dict[str, Any]] = {
+    "sampler": {"name": "detector", "options": {}},
+    "segmenter": {"name": "lite", "options": {}},
+    "tracker": {"name": "opencv", "options": {}},
+}
+
+
+@dataclass
+class ClipSegmentation:
+    masks: list[np.ndarray]  # one bool HxW mask per frame (all False where absent)
+    key_index: int
+    status: TargetStatus
+    reason: str = ""
+    score: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def build_pipeline(backends: Mapping[str, Any] | None = None, config: PipelineConfig | None = None) -> Pipeline:
+    """Build a pipeline from ``{"sampler": {"name", "options"}, "segmenter": ..., "tracker": ...}``;
+    roles left out use ``DEFAULT_BACKENDS`` (the lite CPU backends)."""
+    chosen = {role: dict(DEFAULT_BACKENDS[role]) for role in DEFAULT_BACKENDS}
+    for role, spec in (backends or {}).items():
+        if role not in chosen:
+            raise ValueError(f"unknown backend role {role!r}; expected sampler, segmenter, tracker")
+        chosen[role] = {"name": spec.get("name", chosen[role]["name"]), "options": spec.get("options", {})}
+    built = {role: build_backend(role, spec["name"], spec["options"]) for role, spec in chosen.items()}
+    return Pipeline(built["sampler"], built["segmenter"], built["tracker"], config)
+
+
+def segment_clip(
+    frames_rgb: Sequence[np.ndarray],
+    instruction: str,
+    backends: Mapping[str, Any] | None = None,
+    stamps: Sequence[float] | None = None,
+    pipeline: Pipeline | None = None,
+    fps: float = 30.0,
+) -> ClipSegmentation:
+    """Segment ``instruction``'s object on every frame of a clip (RGB uint8 frames, oldest first)."""
+    if not frames_rgb:
+        raise ValueError("segment_clip needs at least one frame")
+    shape = frames_rgb[0].shape
+    for i, image in enumerate(frames_rgb):
+        if image.shape != shape or image.dtype != np.uint8 or image.ndim != 3:
+            raise ValueError(f"frame {i} is {image.shape} {image.dtype}; expected {shape} uint8 like frame 0")
+    if pipeline is None:
+        pipeline = build_pipeline(backends)
+    # Offline: visit every frame in both passes.
+    pipeline.config = replace(pipeline.config, backward_budget_s=0.0, catchup_budget_s=0.0)
+    stamps = list(stamps) if stamps is not None else [i / fps for i in range(len(frames_rgb))]
+    frames = [Frame(i, stamps[i], image=image) for i, image in enumerate(frames_rgb)]
+    masks = [np.zeros(shape[:2], bool) for _ in frames]
+
+    def emit(frame: Frame, tracked: TrackedMask | None, pass_name: str) -> None:
+        if tracked is not None:
+            masks[frame.index] = tracked.mask
+
+    start = time.perf_counter()
+    acquisition = pipeline.acquire("clip", instruction, frames, emit=emit)
+    if acquisition.session is not None:
+        acquisition.session.close()
+    timings = dict(acquisition.timings)
+    timings["total_s"] = time.perf_counter() - start
+    seg = acquisition.segmentation
+    status = TargetStatus.TRACKING if seg.present else TargetStatus.NOT_PRESENT
+    return ClipSegmentation(masks, acquisition.key_frame.index, status, seg.reason, float(seg.score), timings)

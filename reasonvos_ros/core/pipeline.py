@@ -1,0 +1,341 @@
+"""Sampler -> segmenter -> tracker orchestration for one target over a window of frames (ROS-free).
+
+``acquire`` resolves an instruction on a window: the sampler picks the key frame, the segmenter masks the object
+on it (with reference frames chosen by the configured strategy), a tracker session propagates the mask backward
+over the stored past, and another session propagates it forward from the key frame to the newest frame
+("catch-up"). The forward session is returned so online tracking can continue from it. ``DriftMonitor`` decides
+when a track has become unreliable and the key-frame segmentation must be re-run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import BackendFailure, ConfigError
+from .geometry import interior_point, mask_bbox
+from .interfaces import FrameSampler, KeyframeSegmenter, Tracker, TrackerSession
+from .references import STRATEGIES, select_references
+from .types import Frame, Segmentation, TargetStatus, TrackedMask
+
+
+class Cancelled(Exception):
+    """The acquisition was superseded (new instruction, reset) and its result must be dropped."""
+
+
+@dataclass
+class PipelineConfig:
+    """Tunables of the orchestration; every field is also a node parameter (see config/perception.yaml)."""
+
+    reference_strategy: str = "global_local"
+    num_references: int = 11
+    # Wall-clock budgets of the two propagation passes; a frame stride is chosen so each pass fits its budget
+    # at the measured tracker speed (0 = no budget: visit every frame, as offline evaluation does).
+    backward_budget_s: float = 2.0
+    catchup_budget_s: float = 1.0
+    # Lost/drift detection (see DriftMonitor).
+    lost_min_confidence: float = 0.35
+    lost_min_area_ratio: float = 0.15
+    lost_max_area_ratio: float = 6.0
+    lost_patience: int = 3
+    min_mask_area_px: int = 16
+    # Re-acquisition pacing.
+    reacquire_interval_s: float = 1.0
+    not_present_retry_s: float = 3.0
+
+    def validate(self) -> None:
+        if self.reference_strategy not in STRATEGIES:
+            raise ConfigError(
+                f"reference_strategy must be one of {', '.join(STRATEGIES)}, got {self.reference_strategy!r}"
+            )
+        checks = {
+            "num_references": (self.num_references, 0, 64),
+            "backward_budget_s": (self.backward_budget_s, 0.0, 600.0),
+            "catchup_budget_s": (self.catchup_budget_s, 0.0, 600.0),
+            "lost_min_confidence": (self.lost_min_confidence, 0.0, 1.0),
+            "lost_min_area_ratio": (self.lost_min_area_ratio, 0.0, 1.0),
+            "lost_max_area_ratio": (self.lost_max_area_ratio, 1.0, 1000.0),
+            "lost_patience": (self.lost_patience, 1, 1000),
+            "min_mask_area_px": (self.min_mask_area_px, 0, 10**7),
+            "reacquire_interval_s": (self.reacquire_interval_s, 0.0, 3600.0),
+            "not_present_retry_s": (self.not_present_retry_s, 0.0, 3600.0),
+        }
+        for name, (value, low, high) in checks.items():
+            if not (low <= value <= high):
+                raise ConfigError(f"{name} must be in [{low}, {high}], got {value}")
+
+
+@dataclass
+class FrameResult:
+    """One target's result on one frame (what the node turns into a TargetResult message)."""
+
+    target_id: str
+    instruction: str
+    frame: Frame
+    status: TargetStatus
+    reason: str = ""
+    score: float = 0.0
+    mask: np.ndarray | None = None  # bool HxW when status is TRACKING
+    keyframe_stamp: float | None = None
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int] | None:
+        return mask_bbox(self.mask) if self.mask is not None else None
+
+    @property
+    def point(self) -> tuple[float, float] | None:
+        return interior_point(self.mask) if self.mask is not None else None
+
+
+@dataclass
+class Acquisition:
+    """Outcome of resolving an instruction on a window."""
+
+    key_frame: Frame
+    segmentation: Segmentation
+    session: TrackerSession | None  # forward session positioned at ``last_frame`` (None when not present)
+    last_frame: Frame
+    seed_area: int
+    last_mask: TrackedMask | None = None  # the forward session's mask on ``last_frame``
+    timings: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class StepTimer:
+    """Exponential moving average of a tracker's step time, used to size the propagation strides."""
+
+    def __init__(self, initial_s: float = 0.05, alpha: float = 0.3) -> None:
+        self.value = initial_s
+        self.alpha = alpha
+        self.measured = False
+
+    def add(self, seconds: float) -> None:
+        self.value = seconds if not self.measured else (1 - self.alpha) * self.value + self.alpha * seconds
+        self.measured = True
+
+
+def stride_for_budget(num_frames: int, step_s: float, budget_s: float) -> int:
+    """Frame stride so that visiting ``num_frames`` frames at ``step_s`` each fits in ``budget_s``.
+
+    A budget of 0 means "no budget": every frame is visited.
+    """
+    if num_frames <= 0 or budget_s <= 0:
+        return 1
+    affordable = max(1, int(budget_s / max(step_s, 1e-6)))
+    return max(1, math.ceil(num_frames / affordable))
+
+
+def strided(frames: Sequence[Frame], stride: int) -> list[Frame]:
+    """Every ``stride``-th frame, always ending on the last one (the newest for catch-up)."""
+    if stride <= 1 or len(frames) <= 1:
+        return list(frames)
+    picks = list(frames[len(frames) - 1 :: -stride])[::-1]
+    return picks
+
+
+def check_segmentation(seg: Segmentation, frame: Frame) -> Segmentation:
+    """Reject backend output that would silently publish wrong masks."""
+    expected = frame.image.shape[:2]
+    if not isinstance(seg, Segmentation):
+        raise BackendFailure(f"segmenter returned {type(seg).__name__}, not a Segmentation")
+    if not np.isfinite(seg.score):
+        raise BackendFailure("segmenter returned a non-finite score (NaN/Inf)")
+    mask = np.asarray(seg.mask)
+    if mask.shape != expected:
+        raise BackendFailure(f"segmenter mask shape {mask.shape} != key frame shape {expected}")
+    seg.mask = mask.astype(bool, copy=False)
+    return seg
+
+
+def check_tracked(obj_id: str, tracked: TrackedMask, frame: Frame) -> TrackedMask:
+    expected = frame.image.shape[:2]
+    mask = np.asarray(tracked.mask)
+    if mask.shape != expected:
+        raise BackendFailure(f"tracker mask for {obj_id!r} has shape {mask.shape}, frame is {expected}")
+    if not np.isfinite(tracked.confidence):
+        raise BackendFailure(f"tracker returned a non-finite confidence for {obj_id!r}")
+    return TrackedMask(mask.astype(bool, copy=False), float(min(max(tracked.confidence, 0.0), 1.0)))
+
+
+class Pipeline:
+    """The three backends plus the orchestration policy; shared by the live engine and offline tools."""
+
+    def __init__(
+        self,
+        sampler: FrameSampler,
+        segmenter: KeyframeSegmenter,
+        tracker: Tracker,
+        config: PipelineConfig | None = None,
+    ) -> None:
+        self.sampler = sampler
+        self.segmenter = segmenter
+        self.tracker = tracker
+        self.config = config or PipelineConfig()
+        self.config.validate()
+        self.step_timer = StepTimer()
+
+    def step_session(
+        self, session: TrackerSession, frame: Frame, obj_id: str, seed: np.ndarray | None = None
+    ) -> TrackedMask | None:
+        start = time.perf_counter()
+        out = session.step(frame, {obj_id: seed} if seed is not None else None)
+        if seed is None:
+            self.step_timer.add(time.perf_counter() - start)
+        tracked = out.get(obj_id)
+        return None if tracked is None else check_tracked(obj_id, tracked, frame)
+
+    def acquire(
+        self,
+        target_id: str,
+        instruction: str,
+        frames: Sequence[Frame],
+        emit: Callable[[Frame, TrackedMask | None, str], None] | None = None,
+        is_cancelled: Callable[[], bool] = lambda: False,
+        tracker_lock: AbstractContextManager | None = None,
+    ) -> Acquisition:
+        """Resolve ``instruction`` on ``frames`` (oldest first).
+
+        ``emit(frame, tracked, pass_name)`` receives every propagated mask in the order computed: the key frame
+        ("key"), then the backward pass newest-to-oldest ("backward"), then the forward catch-up ("catchup").
+        Raises ``Cancelled`` as soon as ``is_cancelled()`` turns true between steps. ``tracker_lock`` is held
+        while tracker sessions are stepped (not during the sampler and segmenter, which may take seconds).
+        """
+        guard = tracker_lock if tracker_lock is not None else nullcontext()
+        if not frames:
+            raise ValueError("cannot acquire on an empty window")
+        cfg = self.config
+        timings: dict[str, float] = {}
+        counts: dict[str, int] = {}
+
+        def checkpoint() -> None:
+            if is_cancelled():
+                raise Cancelled
+
+        start = time.perf_counter()
+        choice = self.sampler.sample(frames, instruction)
+        timings["sampler_s"] = time.perf_counter() - start
+        if not 0 <= choice.key < len(frames):
+            raise BackendFailure(f"sampler chose frame {choice.key} outside a window of {len(frames)} frames")
+        references = list(choice.references) or select_references(
+            cfg.reference_strategy, len(frames), choice.key, cfg.num_references
+        )
+        checkpoint()
+
+        key_frame = frames[choice.key]
+        start = time.perf_counter()
+        seg = check_segmentation(self.segmenter.segment(frames, choice.key, references, instruction), key_frame)
+        timings["segmenter_s"] = time.perf_counter() - start
+        counts["key_position"] = choice.key
+        seed_area = int(seg.mask.sum())
+        if seg.present and seed_area < cfg.min_mask_area_px:
+            seg = Segmentation(np.zeros_like(seg.mask), seg.score, False, f"mask of {seed_area} px is too small")
+        if not seg.present:
+            return Acquisition(key_frame, seg, None, frames[-1], 0, timings, counts)
+        checkpoint()
+        if emit:
+            emit(key_frame, TrackedMask(seg.mask, float(seg.score)), "key")
+
+        # Backward over the stored past (newest to oldest), in its own session, within its time budget.
+        past = list(frames[: choice.key])[::-1]
+        start = time.perf_counter()
+        if past:
+            with guard:
+                self._backward_pass(target_id, key_frame, seg, past, emit, checkpoint, counts)
+        timings["backward_s"] = time.perf_counter() - start
+
+        # Forward from the key frame to the newest frame of the window; the session continues online.
+        start = time.perf_counter()
+        with guard:
+            session, last, last_mask = self._forward_pass(
+                target_id, key_frame, seg, list(frames[choice.key + 1 :]), emit, checkpoint, counts
+            )
+        elapsed = time.perf_counter() - start
+        timings["catchup_s"] = elapsed
+        # Frames of camera time covered per second of tracking: the figure that must reach live rate.
+        if elapsed > 0 and counts.get("catchup_covered"):
+            timings["catchup_covered_fps"] = counts["catchup_covered"] / elapsed
+        return Acquisition(key_frame, seg, session, last, seed_area, timings, counts, last_mask)
+
+    def _backward_pass(self, target_id, key_frame, seg, past, emit, checkpoint, counts) -> None:
+        """Backward over the stored past (``past`` is newest to oldest) in its own session, within budget."""
+        backward = self.tracker.new_session()
+        try:
+            self.step_session(backward, key_frame, target_id, seg.mask)
+            stride = stride_for_budget(len(past), self.step_timer.value, self.config.backward_budget_s)
+            # strided() keeps the pass's last frame, here the oldest stored one.
+            visited = strided(past, stride)
+            for frame in visited:
+                checkpoint()
+                tracked = self.step_session(backward, frame, target_id)
+                if emit:
+                    emit(frame, tracked, "backward")
+            counts["backward_frames"] = len(visited)
+            counts["backward_stride"] = stride
+        finally:
+            backward.close()
+
+    def _forward_pass(self, target_id, key_frame, seg, future, emit, checkpoint, counts):
+        """Forward from the key frame to the newest frame; returns the open session, last frame and its mask."""
+        session = self.tracker.new_session()
+        try:
+            self.step_session(session, key_frame, target_id, seg.mask)
+            stride = stride_for_budget(len(future), self.step_timer.value, self.config.catchup_budget_s)
+            visited = strided(future, stride)
+            last, last_mask = key_frame, TrackedMask(seg.mask, float(seg.score))
+            for frame in visited:
+                checkpoint()
+                tracked = self.step_session(session, frame, target_id)
+                last, last_mask = frame, tracked
+                if emit:
+                    emit(frame, tracked, "catchup")
+            counts["catchup_frames"] = len(visited)
+            counts["catchup_covered"] = len(future)
+            counts["catchup_stride"] = stride
+        except BaseException:
+            session.close()
+            raise
+        return session, last, last_mask
+
+
+class DriftMonitor:
+    """Decides when a tracked mask can no longer be trusted.
+
+    A frame is suspicious when the mask is empty (the object left the view or vanished), its area collapsed
+    below ``lost_min_area_ratio`` of the key-frame area or exploded beyond ``lost_max_area_ratio`` (the tracker
+    jumped to something else), or the tracker's confidence is under ``lost_min_confidence``. ``lost_patience``
+    consecutive suspicious frames declare the target lost; an empty mask that touched the image border on the
+    previous frame is reported as "left the view".
+    """
+
+    def __init__(self, config: PipelineConfig, seed_area: int) -> None:
+        self.config = config
+        self.seed_area = max(1, seed_area)
+        self.strikes = 0
+        self.touched_border = False
+
+    def update(self, tracked: TrackedMask | None) -> str | None:
+        """Feed one tracked frame; returns the reason when the target is lost, else None."""
+        cfg = self.config
+        reason = None
+        if tracked is None or tracked.area < max(1, cfg.min_mask_area_px):
+            reason = "object left the view" if self.touched_border else "mask vanished"
+        else:
+            ratio = tracked.area / self.seed_area
+            if ratio < cfg.lost_min_area_ratio:
+                reason = f"mask area collapsed to {ratio:.0%} of the key-frame area"
+            elif ratio > cfg.lost_max_area_ratio:
+                reason = f"mask area grew to {ratio:.1f}x the key-frame area"
+            elif tracked.confidence < cfg.lost_min_confidence:
+                reason = f"tracker confidence {tracked.confidence:.2f} below {cfg.lost_min_confidence:.2f}"
+            mask = tracked.mask
+            self.touched_border = bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+        if reason is None:
+            self.strikes = 0
+            return None
+        self.strikes += 1
+        return reason if self.strikes >= cfg.lost_patience else None
