@@ -1,0 +1,1 @@
+"""Test and benchmark data made from real media that Debian packages ship (no downloads)."""
