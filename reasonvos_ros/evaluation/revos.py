@@ -588,6 +588,21 @@ def write_report(report: EvaluationReport, json_path: str | os.PathLike, csv_pat
             )
 
 
+def write_prediction_masks(
+    pred_root: str | os.PathLike, video: str, exp_id: str, frame_names: Sequence[str], masks: Sequence[np.ndarray]
+) -> pathlib.Path:
+    """Write ``<pred_root>/<video>/<exp_id>/<frame>.png`` (0/255 grayscale, as VISA writes them)."""
+    if len(frame_names) != len(masks):
+        raise ValueError(f"{len(masks)} masks for {len(frame_names)} frames of {video}/{exp_id}")
+    folder = pathlib.Path(pred_root) / video / str(exp_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, mask in zip(frame_names, masks):
+        path = folder / f"{name}.png"
+        if not cv2.imwrite(str(path), np.asarray(mask, bool).astype(np.uint8) * 255):
+            raise OSError(f"could not write {path}")
+    return folder
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
@@ -619,5 +634,6 @@ __all__ = [
     "format_summary",
     "read_json",
     "summarize",
+    "write_prediction_masks",
     "write_report",
 ]
