@@ -13,6 +13,7 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "golden": ("reasonvos_ros.golden.cli", "reproduce golden reference outputs (any case directory)"),
+    "publish-wav": ("reasonvos_ros.ros.wav_publisher", "publish a WAV file as AudioChunk messages in real time"),
 }
 
 
