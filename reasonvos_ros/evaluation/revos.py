@@ -27,6 +27,7 @@ import math
 import os
 import pathlib
 import sys
+import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -307,7 +308,10 @@ def _decode_rle(rle: dict, size: tuple[int, int], what: str) -> np.ndarray:
         raise ReVOSFormatError(f"{what}: expected a COCO RLE with 'size' and 'counts', got {type(rle).__name__}")
     if tuple(int(s) for s in rle["size"]) != tuple(size):
         raise EvaluationError(f"{what}: RLE size {list(rle['size'])} differs from the frame size {list(size)}")
-    return coco_mask.decode(rle)
+    with warnings.catch_warnings():
+        # pycocotools 2.0.x with numpy 2: harmless notice from its Cython decoder, once per call.
+        warnings.filterwarnings("ignore", "__array__ implementation doesn't accept a copy", DeprecationWarning)
+        return coco_mask.decode(rle)
 
 
 def _decode_union(
