@@ -1,0 +1,20 @@
+"""SAM (segment-anything) with VISA's text prompt, loading the original ``sam_vit_*.pth`` key layout.
+
+Public API: ``SamConfig`` (dimensions, presets, inference from checkpoint shapes), ``SamTextPromptModel``
+(preprocess / encode_image / decode / postprocess_masks / segment), ``load_sam_checkpoint`` and
+``SamCheckpointError``. The network layers are transformers' SAM modules; see each part's module.
+"""
+
+from .checkpoint import SamLoadReport, load_sam_checkpoint, original_key_shapes
+from .config import SAM_PRESETS, SamCheckpointError, SamConfig
+from .model import SamTextPromptModel
+
+__all__ = [
+    "SAM_PRESETS",
+    "SamCheckpointError",
+    "SamConfig",
+    "SamLoadReport",
+    "SamTextPromptModel",
+    "load_sam_checkpoint",
+    "original_key_shapes",
+]

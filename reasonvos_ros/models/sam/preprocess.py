@@ -1,0 +1,129 @@
+"""SAM input preparation: resize the longest side to the encoder size, normalise, pad; and mask post-processing.
+
+The official pipeline (segment_anything's ``ResizeLongestSide.apply_image``, as VISA uses it) resizes the uint8 RGB
+frame with Pillow's bilinear filter. Pillow is not a dependency here, so ``resize_bilinear_like_pillow`` re-implements
+that filter in numpy with the same arithmetic (triangle kernel widened by the scale factor when shrinking, 22-bit
+fixed-point coefficients, horizontal pass rounded to uint8 before the vertical pass). It reproduces Pillow's output
+bit for bit on the golden data (see the ``sam_text_prompt`` golden check), so the encoder sees exactly the pixels
+the official code feeds it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import PIXEL_MEAN, PIXEL_STD
+
+# Pillow's fixed-point precision for 8-bit resampling: 32 bits - 8 bits of pixel - 2 bits of headroom.
+_PRECISION_BITS = 22
+
+
+def longest_side_size(height: int, width: int, target: int) -> tuple[int, int]:
+    """Size (h, w) after scaling so the longer side equals ``target``; sides round half up like the official code."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    scale = target * 1.0 / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def _bilinear_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output pixel: first input index and fixed-point weights (out_size x max_taps, zero past the last tap)."""
+    scale = in_size / out_size
+    filter_scale = max(scale, 1.0)
+    support = 1.0 * filter_scale  # the bilinear (triangle) kernel has radius 1 before widening
+    max_taps = math.ceil(support) * 2 + 1
+    starts = np.zeros(out_size, dtype=np.int64)
+    weights = np.zeros((out_size, max_taps), dtype=np.int64)
+    for out_index in range(out_size):
+        center = (out_index + 0.5) * scale
+        # int() truncates toward zero, as the C cast does
+        first = max(int(center - support + 0.5), 0)
+        last = min(int(center + support + 0.5), in_size)
+        taps = np.arange(first, last, dtype=np.float64)
+        kernel = np.clip(1.0 - np.abs((taps - center + 0.5) / filter_scale), 0.0, None)
+        total = kernel.sum()
+        if total != 0.0:
+            kernel = kernel / total
+        fixed = np.where(
+            kernel < 0,
+            np.trunc(-0.5 + kernel * (1 << _PRECISION_BITS)),
+            np.trunc(0.5 + kernel * (1 << _PRECISION_BITS)),
+        )
+        starts[out_index] = first
+        weights[out_index, : last - first] = fixed.astype(np.int64)
+    return starts, weights
+
+
+def _resample_axis(image: np.ndarray, out_size: int, axis: int) -> np.ndarray:
+    """One separable pass along ``axis`` (0 rows, 1 columns) of an HxWxC uint8 image, rounded back to uint8."""
+    in_size = image.shape[axis]
+    starts, weights = _bilinear_coefficients(in_size, out_size)
+    max_taps = weights.shape[1]
+    # Gather indices (clamped; the matching weights are zero beyond each pixel's tap count).
+    index = np.minimum(starts[:, None] + np.arange(max_taps)[None, :], in_size - 1)
+    source = np.moveaxis(image, axis, 0).astype(np.int64)  # (in, other, C)
+    gathered = source[index]  # (out, taps, other, C)
+    accumulated = np.einsum("ot,otxc->oxc", weights, gathered) + (1 << (_PRECISION_BITS - 1))
+    result = np.clip(accumulated >> _PRECISION_BITS, 0, 255).astype(np.uint8)
+    return np.moveaxis(result, 0, axis)
+
+
+def resize_bilinear_like_pillow(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize an HxWxC uint8 image like ``PIL.Image.resize((width, height), Image.BILINEAR)``."""
+    if image.dtype != np.uint8 or image.ndim != 3:
+        raise ValueError(f"expected an HxWxC uint8 image, got dtype {image.dtype} shape {image.shape}")
+    result = image
+    if width != image.shape[1]:
+        result = _resample_axis(result, width, axis=1)
+    if height != image.shape[0]:
+        result = _resample_axis(result, height, axis=0)
+    return np.ascontiguousarray(result)
+
+
+def normalize_and_pad(resized_rgb_uint8: np.ndarray, image_size: int) -> torch.Tensor:
+    """(x - mean) / std in float32, CHW, zero-padded right/bottom to image_size x image_size (after normalising,
+    so the padding is 0 in normalised units, as in the official code). Returns 1x3xSxS."""
+    height, width = resized_rgb_uint8.shape[:2]
+    if height > image_size or width > image_size:
+        raise ValueError(f"resized image {height}x{width} exceeds the encoder size {image_size}")
+    pixels = torch.from_numpy(np.ascontiguousarray(resized_rgb_uint8)).permute(2, 0, 1).float()
+    mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD, dtype=torch.float32).view(3, 1, 1)
+    pixels = (pixels - mean) / std
+    pixels = F.pad(pixels, (0, image_size - width, 0, image_size - height))
+    return pixels.unsqueeze(0)
+
+
+def preprocess_image(image_rgb_uint8: np.ndarray, image_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """HxWx3 uint8 RGB frame -> (1x3xSxS normalised padded tensor, (h, w) of the resized image before padding)."""
+    image = np.asarray(image_rgb_uint8)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got dtype {image.dtype} shape {image.shape}")
+    height, width = longest_side_size(image.shape[0], image.shape[1], image_size)
+    resized = resize_bilinear_like_pillow(image, height, width)
+    return normalize_and_pad(resized, image_size), (height, width)
+
+
+def postprocess_masks(
+    low_res_logits: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int], image_size: int
+) -> torch.Tensor:
+    """Low-res logits (B, C, h, w) -> logits at the original frame size (B, C, H, W).
+
+    Bilinear (align_corners=False, no antialias) upsampling to the padded encoder square, crop of the valid
+    ``input_size`` region, bilinear resize to ``original_size``.
+    """
+    if low_res_logits.ndim != 4:
+        raise ValueError(f"low_res_logits must be (B, C, h, w), got shape {tuple(low_res_logits.shape)}")
+    input_h, input_w = (int(v) for v in input_size)
+    original_h, original_w = (int(v) for v in original_size)
+    if not (0 < input_h <= image_size and 0 < input_w <= image_size):
+        raise ValueError(f"input_size {input_size} must lie within the {image_size}x{image_size} encoder input")
+    if original_h <= 0 or original_w <= 0:
+        raise ValueError(f"original_size must be positive, got {original_size}")
+    masks = F.interpolate(low_res_logits.float(), (image_size, image_size), mode="bilinear", align_corners=False)
+    masks = masks[..., :input_h, :input_w]
+    return F.interpolate(masks, (original_h, original_w), mode="bilinear", align_corners=False)
