@@ -248,10 +248,7 @@ class LiveEngine:
 
         key_frame_stamp: list[float | None] = [None]
         try:
-            with self._tracker_lock:
-                acquisition = self._acquire_with_key_stamp(
-                    state, generation, instruction, frames, emit, key_frame_stamp
-                )
+            acquisition = self._acquire_with_key_stamp(state, generation, instruction, frames, emit, key_frame_stamp)
         except Cancelled:
             with self._lock:
                 self.stats.acquisitions_cancelled += 1
@@ -351,16 +348,16 @@ class LiveEngine:
                 if not self._is_current(state, generation):
                     continue
                 mask = state.last_mask.mask if state.status == TargetStatus.TRACKING and state.last_mask else None
-                status = state.status
-                if status == TargetStatus.TRACKING and mask is None:
-                    status = TargetStatus.SEARCHING  # catch-up still running for this target
+                reason = state.reason
+                if state.status == TargetStatus.TRACKING and mask is None:
+                    reason = "not visible on this frame (occluded?); still tracking"
                 results.append(
                     FrameResult(
                         state.target_id,
                         state.instruction,
                         frame,
-                        status,
-                        state.reason if status != TargetStatus.SEARCHING or state.reason else "catching up",
+                        state.status,
+                        reason,
                         state.score,
                         mask,
                         state.keyframe_stamp,

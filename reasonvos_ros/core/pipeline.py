@@ -235,7 +235,7 @@ class Pipeline:
         if seg.present and seed_area < cfg.min_mask_area_px:
             seg = Segmentation(np.zeros_like(seg.mask), seg.score, False, f"mask of {seed_area} px is too small")
         if not seg.present:
-            return Acquisition(key_frame, seg, None, frames[-1], 0, timings, counts)
+            return Acquisition(key_frame, seg, None, frames[-1], 0, None, timings, counts)
         checkpoint()
         if emit:
             emit(key_frame, TrackedMask(seg.mask, float(seg.score)), "key")
@@ -259,7 +259,7 @@ class Pipeline:
         # Frames of camera time covered per second of tracking: the figure that must reach live rate.
         if elapsed > 0 and counts.get("catchup_covered"):
             timings["catchup_covered_fps"] = counts["catchup_covered"] / elapsed
-        return Acquisition(key_frame, seg, session, last, seed_area, timings, counts, last_mask)
+        return Acquisition(key_frame, seg, session, last, seed_area, last_mask, timings, counts)
 
     def _backward_pass(self, target_id, key_frame, seg, past, emit, checkpoint, counts) -> None:
         """Backward over the stored past (``past`` is newest to oldest) in its own session, within budget."""

@@ -1,0 +1,223 @@
+"""The ROS-free core: references, geometry, window, pipeline orchestration and drift detection."""
+
+import numpy as np
+import pytest
+from scenes import square_scene
+
+from reasonvos_ros.backends.scripted import ScriptedSampler, ScriptedSegmenter, ScriptedTracker
+from reasonvos_ros.core import references
+from reasonvos_ros.core.errors import BackendFailure, ConfigError
+from reasonvos_ros.core.geometry import Intrinsics, deproject, interior_point, mask_bbox, robust_depth
+from reasonvos_ros.core.offline import segment_clip
+from reasonvos_ros.core.pipeline import (
+    DriftMonitor,
+    Pipeline,
+    PipelineConfig,
+    stride_for_budget,
+    strided,
+)
+from reasonvos_ros.core.types import Frame, TargetStatus, TrackedMask
+from reasonvos_ros.core.window import RollingWindow
+
+
+def make_frames(images, fps=30.0):
+    return [Frame(i, i / fps, image=img) for i, img in enumerate(images)]
+
+
+# ---- references ---------------------------------------------------------------------------------------
+def test_uniform_stride_matches_released_rule():
+    # T = 50: step = ceil(50 / 11) = 5, start at 23 % 5 = 3 -> 3, 8, ..., 48 (10 frames), includes the key.
+    refs = references.select_references("uniform_stride", 50, 23, 11)
+    assert refs == list(range(3, 50, 5))
+    assert 23 in refs
+    assert references.select_references("uniform_stride", 11, 4, 11) == list(range(11))
+
+
+def test_local_references_are_consecutive_around_key_and_shifted_inside():
+    assert references.select_references("local", 100, 50, 6) == [47, 48, 49, 51, 52, 53]
+    assert references.select_references("local", 100, 0, 4) == [1, 2, 3, 4]
+    assert references.select_references("local", 100, 99, 4) == [95, 96, 97, 98]
+
+
+def test_global_references_span_the_window_without_key():
+    refs = references.select_references("global", 120, 60, 11)
+    assert len(refs) == 11 and 60 not in refs
+    assert refs[0] < 12 and refs[-1] > 108
+
+
+def test_global_local_mixes_both_and_small_windows_use_everything():
+    refs = references.select_references("global_local", 200, 100, 10)
+    assert len(refs) == 10 and 100 not in refs
+    assert {98, 99, 101, 102} <= set(refs)  # the local half
+    assert min(refs) < 40 and max(refs) > 160  # the global half
+    assert references.select_references("global_local", 5, 2, 11) == [0, 1, 3, 4]
+
+
+def test_reference_errors():
+    with pytest.raises(ConfigError, match="unknown reference strategy"):
+        references.select_references("random", 10, 1)
+    with pytest.raises(ValueError, match="outside"):
+        references.select_references("global", 10, 10)
+
+
+# ---- geometry -------------------------------------------------------------------------------------------
+def test_interior_point_lies_inside_concave_mask():
+    # A "C" shape: its centroid falls in the empty middle.
+    mask = np.zeros((100, 100), bool)
+    mask[10:90, 10:30] = True
+    mask[10:30, 10:90] = True
+    mask[70:90, 10:90] = True
+    ys, xs = np.nonzero(mask)
+    assert not mask[int(ys.mean()), int(xs.mean())]
+    x, y = interior_point(mask)
+    assert mask[int(y), int(x)]
+    assert mask_bbox(mask) == (10, 10, 80, 80)
+    assert interior_point(np.zeros((5, 5), bool)) is None and mask_bbox(np.zeros((5, 5), bool)) is None
+
+
+def test_robust_depth_ignores_invalid_values_and_rim():
+    depth = np.full((60, 60), 3.0, np.float32)  # background
+    mask = np.zeros((60, 60), bool)
+    mask[20:40, 20:40] = True
+    depth[mask] = 1.25
+    depth[20, 20:40] = 3.0  # rim contaminated by background
+    depth[30, 30] = np.nan
+    depth[31, 31] = np.inf
+    depth[32, 32] = 0.0
+    assert robust_depth(mask, depth) == pytest.approx(1.25)
+    assert robust_depth(mask, np.full((60, 60), np.nan, np.float32)) is None
+
+
+def test_deprojection_and_intrinsics_validation():
+    k = Intrinsics.from_camera_info_k([500, 0, 320, 0, 400, 240, 0, 0, 1])
+    assert deproject(320 + 50, 240 - 40, 2.0, k) == pytest.approx((0.2, -0.2, 2.0))
+    with pytest.raises(ValueError, match="positive"):
+        Intrinsics(0.0, 400.0, 1, 1).validate()
+
+
+# ---- window ---------------------------------------------------------------------------------------------
+def test_window_bounds_by_duration_and_memory_and_resets_on_time_jump():
+    frames, _ = square_scene(40, 120, 160)
+    window = RollingWindow(max_duration_s=0.5, max_bytes=64 * 1024 * 1024)
+    for i, img in enumerate(frames):
+        window.add(img, i / 30.0)
+    stats = window.stats()
+    assert stats.duration_s <= 0.5 and stats.frames == 16  # frames 24..39
+    snap = window.snapshot()
+    assert [f.index for f in snap] == list(range(24, 40))
+    assert np.abs(snap[0].image.astype(int) - frames[24].astype(int)).mean() < 4  # JPEG, decoded on access
+
+    small = RollingWindow(max_duration_s=100, max_bytes=1024 * 1024)
+    noise = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)  # incompressible
+    for i in range(20):
+        small.add(noise, float(i))
+    assert small.stats().bytes <= 1024 * 1024 and len(small) < 20
+    assert small.newest().index == 19  # the newest frame is never the one evicted
+
+    window.add(frames[0], 0.0)  # time jumped back 1.3 s (bag loop)
+    assert len(window) == 1 and window.stats().resets_total == 1
+
+
+def test_window_rejects_bad_frames_and_config():
+    window = RollingWindow()
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        window.add(np.zeros((10, 10), np.uint8), 0.0)
+    with pytest.raises(ValueError, match="empty"):
+        window.add(np.zeros((0, 10, 3), np.uint8), 0.0)
+    with pytest.raises(ConfigError):
+        RollingWindow(max_duration_s=0)
+
+
+# ---- pipeline ---------------------------------------------------------------------------------------------
+def scripted_pipeline(position="latest", **config):
+    sampler, segmenter, tracker = ScriptedSampler(position), ScriptedSegmenter(), ScriptedTracker()
+    return Pipeline(sampler, segmenter, tracker, PipelineConfig(**config)), sampler, segmenter, tracker
+
+
+def test_acquire_orders_key_then_backward_then_forward():
+    images, _ = square_scene(20)
+    pipeline, _, segmenter, tracker = scripted_pipeline(0.5, backward_budget_s=0, catchup_budget_s=0)
+    emitted = []
+    acq = pipeline.acquire(
+        "t", "the red square", make_frames(images), emit=lambda f, m, p: emitted.append((p, f.index))
+    )
+    assert acq.key_frame.index == 10 and acq.segmentation.present
+    passes = [p for p, _ in emitted]
+    assert passes == ["key"] + ["backward"] * 10 + ["catchup"] * 9
+    assert [i for p, i in emitted if p == "backward"] == list(range(9, -1, -1))
+    assert [i for p, i in emitted if p == "catchup"] == list(range(11, 20))
+    backward, forward = tracker.sessions
+    assert backward.visited == [10, *range(9, -1, -1)] and backward.closed
+    assert forward.visited == list(range(10, 20)) and not forward.closed
+    assert acq.session is forward and acq.last_frame.index == 19
+    # References come from the configured strategy (global_local, 11 by default) and exclude the key.
+    _, refs, _ = segmenter.calls[0]
+    assert len(refs) == 11 and 10 not in refs
+
+
+def test_catchup_skips_frames_to_fit_budget_and_ends_on_newest():
+    assert stride_for_budget(100, 0.05, 1.0) == 5
+    assert stride_for_budget(100, 0.05, 0.0) == 1
+    frames = make_frames(square_scene(23)[0])
+    assert [f.index for f in strided(frames, 5)] == [2, 7, 12, 17, 22]
+    images, _ = square_scene(61)
+    pipeline, _, _, tracker = scripted_pipeline("first", catchup_budget_s=0.3)
+    tracker.delay_s = 0.02
+    pipeline.step_timer.add(0.02)
+    acq = pipeline.acquire("t", "red", make_frames(images))
+    forward = tracker.sessions[-1]
+    assert acq.counts["catchup_covered"] == 60
+    assert acq.counts["catchup_stride"] == 4  # 0.3 s / 0.02 s = 15 steps for 60 frames
+    assert forward.visited[-1] == 60 and len(forward.visited) == 16
+    assert acq.timings["catchup_covered_fps"] > 60  # more camera frames covered per second than stepped
+
+
+def test_not_present_skips_tracking():
+    images, _ = square_scene(10)
+    pipeline, _, _, tracker = scripted_pipeline()
+    acq = pipeline.acquire("t", "the purple thing", make_frames(images))
+    assert not acq.segmentation.present and acq.session is None and not tracker.sessions
+    assert "no colour" in acq.segmentation.reason
+
+
+def test_backend_output_is_validated():
+    images, _ = square_scene(5)
+    pipeline, *_ = scripted_pipeline()
+    with pytest.raises(BackendFailure, match="non-finite score"):
+        pipeline.acquire("t", "red nan", make_frames(images))
+
+
+def test_drift_monitor_reasons():
+    cfg = PipelineConfig(lost_patience=2, lost_min_area_ratio=0.2, lost_min_confidence=0.3)
+    mask = np.zeros((50, 50), bool)
+    mask[10:30, 10:30] = True
+    monitor = DriftMonitor(cfg, seed_area=400)
+    assert monitor.update(TrackedMask(mask, 0.9)) is None
+    tiny = np.zeros_like(mask)
+    tiny[10:14, 10:14] = True
+    assert monitor.update(TrackedMask(tiny, 0.9)) is None  # one strike only
+    assert "collapsed" in monitor.update(TrackedMask(tiny, 0.9))
+    monitor = DriftMonitor(cfg, seed_area=400)
+    monitor.update(TrackedMask(mask, 0.1))
+    assert "confidence" in monitor.update(TrackedMask(mask, 0.1))
+    edge = np.zeros_like(mask)
+    edge[10:30, 0:20] = True
+    monitor = DriftMonitor(cfg, seed_area=400)
+    monitor.update(TrackedMask(edge, 0.9))
+    monitor.update(None)
+    assert monitor.update(None) == "object left the view"
+
+
+def test_segment_clip_offline_with_scripted_backends():
+    images, masks = square_scene(15, objects={"red": (5, 5, 4, 2, 20), "blue": (100, 60, -2, 0, 16)})
+    backends = {
+        "sampler": {"name": "scripted", "options": {"position": 0.5}},
+        "segmenter": {"name": "scripted"},
+        "tracker": {"name": "scripted"},
+    }
+    result = segment_clip(images, "the blue square", backends)
+    assert result.status == TargetStatus.TRACKING and result.key_index == 7
+    for got, want in zip(result.masks, masks["blue"]):
+        assert np.array_equal(got, want)
+    absent = segment_clip(images, "the green square", backends)
+    assert absent.status == TargetStatus.NOT_PRESENT and not any(m.any() for m in absent.masks)

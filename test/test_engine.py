@@ -1,0 +1,216 @@
+"""The live engine with scripted backends: instruction semantics, multi-target, loss, faults (no ROS)."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from scenes import square_scene
+
+from reasonvos_ros.backends.scripted import ScriptedSampler, ScriptedSegmenter, ScriptedTracker
+from reasonvos_ros.core.engine import LiveEngine, validate_instruction
+from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig
+from reasonvos_ros.core.types import TargetStatus
+from reasonvos_ros.core.window import RollingWindow
+
+
+class Harness:
+    def __init__(self, segmenter_delay=0.0, tracker_delay=0.0, max_targets=4, **config):
+        self.segmenter = ScriptedSegmenter(delay_s=segmenter_delay)
+        self.tracker = ScriptedTracker(delay_s=tracker_delay)
+        config.setdefault("reacquire_interval_s", 0.0)
+        self.pipeline = Pipeline(ScriptedSampler(), self.segmenter, self.tracker, PipelineConfig(**config))
+        self.window = RollingWindow(max_duration_s=5.0, storage="png")
+        self.live: list = []
+        self.past: list = []
+        self.events: list = []
+        self.cond = threading.Condition()
+        self.engine = LiveEngine(self.pipeline, self.window, self.on_results, max_targets, self.on_event)
+        self.engine.start()
+        self.t = 0
+
+    def on_results(self, frame, results, live):
+        with self.cond:
+            (self.live if live else self.past).append((frame.index, {r.target_id: r for r in results}))
+            self.cond.notify_all()
+
+    def on_event(self, level, text):
+        self.events.append((level, text))
+
+    def feed(self, images, period=0.01):
+        for img in images:
+            self.window.add(img, self.t / 30.0)
+            self.t += 1
+            self.engine.notify_frame()
+            time.sleep(period)
+
+    def wait_for(self, predicate, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("timed out waiting for engine results")
+                self.cond.wait(remaining)
+
+    def latest(self, target_id):
+        for _, results in reversed(self.live):
+            if target_id in results:
+                return results[target_id]
+        return None
+
+    def close(self):
+        self.engine.stop()
+
+
+@pytest.fixture
+def harness_factory():
+    made = []
+
+    def make(**kwargs):
+        made.append(Harness(**kwargs))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def test_instruction_validation():
+    assert validate_instruction("  the red\tcup \x07 ") == "the red cup"
+    for bad, msg in (("", "empty"), ("  \n ", "empty"), ("x" * 5000, "limit")):
+        with pytest.raises(ValueError, match=msg):
+            validate_instruction(bad)
+
+
+def test_no_instruction_means_no_inference(harness_factory):
+    h = harness_factory()
+    images, _ = square_scene(10)
+    h.feed(images)
+    time.sleep(0.2)
+    assert not h.live and not h.segmenter.calls and not h.tracker.sessions
+
+
+def test_tracks_and_publishes_masks_for_newest_frames(harness_factory):
+    h = harness_factory()
+    images, masks = square_scene(40)
+    h.feed(images[:5])
+    h.engine.set_instruction("cup", "the red one")
+    h.feed(images[5:])
+    h.wait_for(lambda: (r := h.latest("cup")) is not None and r.status == TargetStatus.TRACKING and h.live[-1][0] == 39)
+    idx, results = h.live[-1]
+    assert np.array_equal(results["cup"].mask, masks["red"][idx])
+    assert results["cup"].keyframe_stamp is not None
+    assert h.past, "backward/catch-up results are reported as past results"
+
+
+def test_new_instruction_replaces_and_cancels_in_flight(harness_factory):
+    h = harness_factory(segmenter_delay=0.4)
+    images, masks = square_scene(30, objects={"red": (5, 5, 2, 0, 20), "blue": (80, 60, -1, 0, 20)})
+    h.feed(images[:3])
+    h.engine.set_instruction("default", "the red one")
+    time.sleep(0.1)  # the red acquisition is now inside the (slow) segmenter
+    h.engine.set_instruction("default", "the blue one")
+    h.feed(images[3:], period=0.03)
+    h.wait_for(lambda: (r := h.latest("default")) is not None and r.status == TargetStatus.TRACKING)
+    result = h.latest("default")
+    assert result.instruction == "the blue one"
+    idx = h.live[-1][0]
+    assert np.array_equal(h.live[-1][1]["default"].mask, masks["blue"][idx])
+    assert h.engine.stats.acquisitions_cancelled >= 1
+    # No result of the superseded instruction is published after the replacement completed.
+    assert all(r.instruction == "the blue one" for _, rs in h.past[-3:] for r in rs.values())
+
+
+def test_two_targets_reset_and_max_targets(harness_factory):
+    h = harness_factory(max_targets=2)
+    images, masks = square_scene(60, objects={"red": (5, 5, 1, 0, 20), "blue": (100, 60, -1, 0, 20)})
+    h.feed(images[:3])
+    h.engine.set_instruction("a", "red")
+    h.engine.set_instruction("b", "blue")
+    with pytest.raises(ValueError, match="max_targets"):
+        h.engine.set_instruction("c", "green")
+    h.feed(images[3:30])
+    h.wait_for(
+        lambda: (
+            len(h.live)
+            and all(r.status == TargetStatus.TRACKING for r in h.live[-1][1].values())
+            and len(h.live[-1][1]) == 2
+        )
+    )
+    idx, results = h.live[-1]
+    assert np.array_equal(results["a"].mask, masks["red"][idx])
+    assert np.array_equal(results["b"].mask, masks["blue"][idx])
+    assert h.engine.reset("a") and not h.engine.reset("nope")
+    h.feed(images[30:40])
+    h.wait_for(lambda: h.live[-1][0] == 39)
+    assert set(h.live[-1][1]) == {"b"}
+    assert h.engine.reset(None) and not h.engine.targets()
+
+
+def test_not_present_status_with_empty_mask(harness_factory):
+    h = harness_factory()
+    images, _ = square_scene(20)
+    h.feed(images[:2])
+    h.engine.set_instruction("x", "the green one")
+    h.feed(images[2:])
+    h.wait_for(lambda: (r := h.latest("x")) is not None and r.status == TargetStatus.NOT_PRESENT)
+    r = h.latest("x")
+    assert r.mask is None and "no pixel" in r.reason
+
+
+def test_lost_target_is_reacquired_when_it_comes_back(harness_factory):
+    h = harness_factory(lost_patience=2, not_present_retry_s=0.1)
+    images, _ = square_scene(60, visible={"red": [*range(0, 20), *range(35, 60)]})
+    h.feed(images[:5])
+    h.engine.set_instruction("r", "red")
+    h.feed(images[5:30], period=0.02)
+    h.wait_for(lambda: any(rs["r"].status == TargetStatus.LOST for _, rs in h.live))
+    lost = next(rs["r"] for _, rs in h.live if rs["r"].status == TargetStatus.LOST)
+    assert "vanished" in lost.reason or "left" in lost.reason
+    assert lost.mask is None
+    h.feed(images[30:], period=0.02)
+    h.wait_for(lambda: (r := h.latest("r")) is not None and r.status == TargetStatus.TRACKING and h.live[-1][0] >= 40)
+    assert h.engine.stats.lost_events >= 1 and h.engine.stats.acquisitions >= 2
+
+
+def test_backend_fault_sets_error_and_next_instruction_recovers(harness_factory):
+    h = harness_factory()
+    images, _ = square_scene(40, objects={"red": (5, 5, 1, 0, 20), "blue": (100, 60, -1, 0, 20)})
+    h.feed(images[:3])
+    h.engine.set_instruction("ok", "blue")
+    h.engine.set_instruction("bad", "red oom")
+    h.feed(images[3:15])
+    h.wait_for(lambda: (r := h.latest("bad")) is not None and r.status == TargetStatus.ERROR)
+    assert "out of memory" in h.latest("bad").reason
+    assert h.latest("ok").status == TargetStatus.TRACKING  # the other target is unaffected
+    h.engine.set_instruction("bad", "red")
+    h.feed(images[15:])
+    h.wait_for(lambda: (r := h.latest("bad")) is not None and r.status == TargetStatus.TRACKING)
+    assert any(level == "error" for level, _ in h.events)
+
+
+def test_slow_tracker_skips_to_newest_frame(harness_factory):
+    h = harness_factory(tracker_delay=0.05)
+    images, _ = square_scene(60)
+    h.feed(images[:3])
+    h.engine.set_instruction("r", "red")
+    h.feed(images[3:], period=0.005)
+    h.wait_for(lambda: h.live and h.live[-1][0] == 59)
+    assert h.engine.stats.frames_skipped > 0
+    processed = [i for i, _ in h.live]
+    assert processed == sorted(processed)  # never goes back to older frames
+
+
+def test_disable_pauses_processing(harness_factory):
+    h = harness_factory()
+    images, _ = square_scene(30)
+    h.feed(images[:3])
+    h.engine.set_enabled(False)
+    h.engine.set_instruction("r", "red")
+    h.feed(images[3:10])
+    time.sleep(0.2)
+    assert not h.live and not h.segmenter.calls
+    h.engine.set_enabled(True)
+    h.feed(images[10:])
+    h.wait_for(lambda: (r := h.latest("r")) is not None and r.status == TargetStatus.TRACKING)
