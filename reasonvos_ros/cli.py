@@ -13,6 +13,8 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "golden": ("reasonvos_ros.golden.cli", "reproduce golden reference outputs (any case directory)"),
+    "segment": ("reasonvos_ros.evaluation.cli_segment", "segment an instruction's object in a video (masks, overlay)"),
+    "eval": ("reasonvos_ros.evaluation.cli_eval", "run and score the pipeline on a ReVOS-format dataset (J, F, R)"),
     "publish-wav": ("reasonvos_ros.ros.wav_publisher", "publish a WAV file as AudioChunk messages in real time"),
 }
 
