@@ -16,10 +16,10 @@ import sys
 import time
 
 import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rcl_interfaces.msg import ParameterDescriptor
 from std_srvs.srv import SetBool
 
 from reasonvos_ros.core.errors import BackendUnavailable, ConfigError

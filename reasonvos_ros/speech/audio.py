@@ -32,7 +32,9 @@ class AudioFormatError(ValueError):
     """An audio chunk cannot be decoded (unknown format, inconsistent byte count, bad rate or channel count)."""
 
 
-def decode_chunk(data: bytes | bytearray | memoryview, sample_rate: int, channels: int, sample_format: int) -> np.ndarray:
+def decode_chunk(
+    data: bytes | bytearray | memoryview, sample_rate: int, channels: int, sample_format: int
+) -> np.ndarray:
     """Decode interleaved little-endian PCM bytes into a float32 mono signal in [-1, 1].
 
     Channels are averaged (down-mix). Raises ``AudioFormatError`` for an unknown ``sample_format``, a zero or

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import queue
 import threading
@@ -144,7 +145,7 @@ class SpeechRecognizer:
             return Recognition(None, transcript, "no words transcribed")
         if self.wake_phrase is None:
             return Recognition(transcript.text, transcript, "")
-        text = self.wake_phrase.strip(transcript.text)
+        text = self.wake_phrase.extract(transcript.text)
         if text is None:
             return Recognition(None, transcript, f"no instruction after wake phrase {self.wake_phrase.phrase!r}")
         return Recognition(text, transcript, "")
@@ -177,10 +178,8 @@ class TranscriptionWorker:
             self._queue.put_nowait(item)
             return True
         except queue.Full:
-            try:
+            with contextlib.suppress(queue.Empty):
                 self._queue.get_nowait()
-            except queue.Empty:
-                pass
             self._queue.put_nowait(item)
             return False
 

@@ -95,7 +95,9 @@ class WhisperTranscriber:
                 str(self.model_dir), device=device, compute_type=compute_type, cpu_threads=max(cpu_threads, 0)
             )
         except ValueError as exc:  # CTranslate2 rejects unknown devices / compute types with ValueError
-            raise ConfigError(f"cannot load {self.model_dir} with device={device!r}, compute_type={compute_type!r}: {exc}") from exc
+            raise ConfigError(
+                f"cannot load {self.model_dir} with device={device!r}, compute_type={compute_type!r}: {exc}"
+            ) from exc
         except RuntimeError as exc:  # e.g. CUDA requested but unavailable, corrupt model.bin
             raise BackendUnavailable(f"cannot load Whisper model {self.model_dir} on {device!r}: {exc}") from exc
         self.device = device

@@ -7,7 +7,8 @@ Two frame classifiers score 32 ms frames (512 samples) with a speech probability
   scores equal those of faster-whisper's own whole-file VAD pass on the same audio.
 * ``EnergyVad``: a weights-free fallback from frame energy against an adaptive noise floor, gated by the
   zero-crossing rate (broadband noise crosses zero far more often than voiced speech). Cruder: use it only where
-  onnxruntime is missing.
+  onnxruntime is missing. Known limitation: a steady low-pitched sound that starts abruptly (mains hum, a motor)
+  passes as speech until the noise floor catches up; Whisper then usually returns no words for it.
 
 ``UtteranceSegmenter`` turns the scores into utterances with hysteresis (start at ``threshold``, count silence
 below ``neg_threshold``), a hangover (``min_silence_ms`` of silence ends an utterance), padding on both sides,

@@ -15,7 +15,7 @@ _GREETINGS = ("hey", "hi", "hello", "ok", "okay", "o\\.k\\.")
 
 
 class WakePhrase:
-    """``strip(text)`` returns the instruction without the wake phrase, or None when the utterance is to be ignored.
+    """``extract(text)`` returns the instruction without the wake phrase, or None when the utterance is to be ignored.
 
     With ``required`` (default), transcripts that do not start with the phrase are ignored; otherwise they pass
     through unchanged. A transcript that is only the wake phrase ("Robot.") is ignored either way: it holds no
@@ -33,7 +33,7 @@ class WakePhrase:
         greeting = "|".join(_GREETINGS)
         self._pattern = re.compile(rf"^[\W_]*(?:(?:{greeting})[\W_]+)?(?:{phrases})\b[\W_]*", re.IGNORECASE)
 
-    def strip(self, text: str) -> str | None:
+    def extract(self, text: str) -> str | None:
         match = self._pattern.match(text)
         if match is None:
             return None if self.required else (text.strip() or None)
