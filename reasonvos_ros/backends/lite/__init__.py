@@ -1,0 +1,1 @@
+"""Lite CPU backends: SSD-MobileNet-v2 COCO detector, sentence-embedding instruction matcher, GrabCut segmenter, OpenCV tracker."""
