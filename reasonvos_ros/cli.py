@@ -13,6 +13,10 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "golden": ("reasonvos_ros.golden.cli", "reproduce golden reference outputs (any case directory)"),
+    "bag-from-video": ("reasonvos_ros.bag.from_video", "write a rosbag2 bag (mcap/sqlite3) from a video file"),
+    "bag-play": ("reasonvos_ros.bag.play", "replay a bag into live ROS 2 topics at recorded timing"),
+    "bag-record": ("reasonvos_ros.bag.record", "record live ROS 2 topics into a bag"),
+    "bag-render": ("reasonvos_ros.bag.render", "draw results over a bag's images into an mp4 and a contact sheet"),
     "segment": ("reasonvos_ros.evaluation.cli_segment", "segment an instruction's object in a video (masks, overlay)"),
     "eval": ("reasonvos_ros.evaluation.cli_eval", "run and score the pipeline on a ReVOS-format dataset (J, F, R)"),
     "publish-wav": ("reasonvos_ros.ros.wav_publisher", "publish a WAV file as AudioChunk messages in real time"),
