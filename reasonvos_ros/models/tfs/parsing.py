@@ -17,7 +17,8 @@ parses each answer for a percentage, averages the parsed values (0.5 when none p
    ``near/towards the end`` 0.9, ``at the (very) end/last frame`` 1.0. Skipped when the answer is a refusal
    ("I'm sorry, I cannot ...") or names more than one of these places ("from beginning to end").
 
-Anything else (garbage, refusals, empty text) gives ``None``. Parsed values are clamped to [0, 1]
+Anything else gives ``None``: empty text, refusals, and byte garbage -- an answer holding undecodable bytes (U+FFFD)
+or control characters is rejected whole, since digits inside broken output are not an answer. Parsed values are clamped to [0, 1]
 (``150%`` -> 1.0). Signs are not read (``-10%`` reads as 10%).
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -225,9 +227,14 @@ def _place(text: str) -> float | None:
     return next(iter(found.values()))
 
 
+def _looks_like_byte_garbage(answer: str) -> bool:
+    """Undecodable bytes (U+FFFD) or control characters: broken decoding, not an answer to read numbers from."""
+    return any(ch == "\ufffd" or (unicodedata.category(ch) == "Cc" and ch not in "\t\n\r") for ch in answer)
+
+
 def parse_percentage(answer: object) -> float | None:
     """The position in [0, 1] that one answer names, or None if it names none (see module docstring)."""
-    if not isinstance(answer, str) or not answer.strip():
+    if not isinstance(answer, str) or not answer.strip() or _looks_like_byte_garbage(answer):
         return None
     text = _collapse_ranges(_normalise(answer))
     if _RE_PERCENT.search(text):
@@ -275,8 +282,8 @@ def aggregate_positions(parsed: Sequence[float | None]) -> PositionEstimate:
     values = [clamp01(v) for v in parsed if v is not None]
     if not values:
         return PositionEstimate(position=FALLBACK_POSITION, parsed=list(parsed), spread=0.0, confidence=0.0)
-    mean = sum(values) / len(values)
-    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    mean = statistics.fmean(values)
+    spread = statistics.pstdev(values)  # exact arithmetic: identical answers give exactly 0
     confidence = (len(values) / len(parsed)) * max(0.0, 1.0 - 2.0 * spread)
     return PositionEstimate(position=clamp01(mean), parsed=list(parsed), spread=spread, confidence=confidence)
 

@@ -135,6 +135,12 @@ def build_tiny_video_llm(
     model = ModelClass(config).eval()
     model.generation_config.eos_token_id = [token_id("<|im_end|>"), token_id("<|endoftext|>")]
     model.generation_config.pad_token_id = token_id("<|endoftext|>")
+    # Near-greedy defaults like those instruct checkpoints ship: the sampler must override them, or its K
+    # "sampled" answers would all be the same.
+    model.generation_config.do_sample = True
+    model.generation_config.top_k = 1
+    model.generation_config.top_p = 0.001
+    model.generation_config.temperature = 0.01
     model.save_pretrained(str(path), safe_serialization=True)
     preprocessor = {
         "min_pixels": 56 * 56,
