@@ -1,0 +1,254 @@
+"""The perception node's parameters: one table with type, default, range and description for each.
+
+The node declares every entry with a ParameterDescriptor (description + range), ``config/perception.yaml``
+lists every entry (a test keeps the two in sync), and ``NodeSettings.from_values`` validates them with messages
+that name the parameter. ROS-free apart from the descriptor construction, which imports rclpy lazily.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.errors import ConfigError
+from ..core.pipeline import PipelineConfig
+from ..core.references import STRATEGIES
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+_PIPELINE = PipelineConfig()
+
+PARAMETERS: tuple[Param, ...] = (
+    # ---- inputs
+    Param(
+        "image_transport",
+        "raw",
+        "camera input type: 'raw' subscribes sensor_msgs/Image on 'image', "
+        "'compressed' subscribes sensor_msgs/CompressedImage on 'image/compressed'",
+        choices=("raw", "compressed"),
+    ),
+    Param(
+        "qos_reliability",
+        "best_effort",
+        "camera/depth subscription reliability: 'best_effort' (sensor-data "
+        "QoS, what camera drivers publish) or 'reliable' (bag replay); a mismatch means no frames arrive",
+        choices=("best_effort", "reliable"),
+    ),
+    Param("qos_depth", 5, "history depth of the camera/depth subscriptions", 1, 100),
+    Param(
+        "use_depth",
+        False,
+        "subscribe aligned 'depth' (32FC1 m or 16UC1 mm) and 'camera_info', synchronise them "
+        "with the colour image and publish 3D points",
+    ),
+    Param("sync_queue_size", 10, "per-input queue of the approximate time synchroniser", 1, 100),
+    Param(
+        "sync_slop_s", 0.05, "maximum stamp difference (s) between colour, depth and camera_info of one set", 0.0, 1.0
+    ),
+    # ---- rolling window
+    Param("window_duration_s", 10.0, "rolling window length in seconds of camera time", 0.5, 120.0),
+    Param(
+        "window_max_mb",
+        64.0,
+        "rolling window memory bound (MB of stored frames); whichever bound binds first",
+        1.0,
+        4096.0,
+    ),
+    Param(
+        "window_storage",
+        "jpeg",
+        "how window frames are stored: 'jpeg' (compact, lossy) or 'png' (lossless)",
+        choices=("jpeg", "png"),
+    ),
+    Param("window_jpeg_quality", 90, "JPEG quality of stored window frames", 50, 100),
+    # ---- targets and backends
+    Param("max_targets", 4, "maximum number of targets tracked at once (instructions for more are rejected)", 1, 32),
+    Param(
+        "sampler",
+        "detector",
+        "key-frame sampler backend: latest, uniform, detector (lite, CPU), vlm (video LLM)",
+        choices=("latest", "uniform", "detector", "vlm", "scripted"),
+    ),
+    Param("sampler_options", "{}", "JSON object of options for the sampler backend"),
+    Param(
+        "segmenter",
+        "lite",
+        "key-frame segmenter backend: lite (SSD detector + GrabCut, CPU) or visa",
+        choices=("lite", "visa", "scripted"),
+    ),
+    Param("segmenter_options", "{}", "JSON object of options for the segmenter backend (e.g. VISA weight paths)"),
+    Param(
+        "tracker",
+        "opencv",
+        "tracker backend: opencv (box tracker + optical flow, CPU) or xmem",
+        choices=("opencv", "xmem", "scripted"),
+    ),
+    Param("tracker_options", "{}", "JSON object of options for the tracker backend (e.g. the XMem checkpoint)"),
+    # ---- pipeline policy
+    Param(
+        "reference_strategy",
+        _PIPELINE.reference_strategy,
+        "reference frames for the segmenter: " + ", ".join(STRATEGIES),
+        choices=STRATEGIES,
+    ),
+    Param("num_references", _PIPELINE.num_references, "number of reference frames (VISA release: 11)", 0, 64),
+    Param(
+        "backward_budget_s",
+        _PIPELINE.backward_budget_s,
+        "time budget of the backward pass over the stored past; frames are skipped to fit (0 = visit all)",
+        0.0,
+        600.0,
+    ),
+    Param(
+        "catchup_budget_s",
+        _PIPELINE.catchup_budget_s,
+        "time budget of the forward catch-up from the key frame to "
+        "the newest frame; frames are skipped to fit (0 = visit all)",
+        0.0,
+        600.0,
+    ),
+    Param(
+        "lost_min_confidence",
+        _PIPELINE.lost_min_confidence,
+        "tracker confidence under which a frame counts as suspicious",
+        0.0,
+        1.0,
+    ),
+    Param(
+        "lost_min_area_ratio",
+        _PIPELINE.lost_min_area_ratio,
+        "mask area (relative to the key-frame mask) under which a frame counts as suspicious",
+        0.0,
+        1.0,
+    ),
+    Param(
+        "lost_max_area_ratio",
+        _PIPELINE.lost_max_area_ratio,
+        "mask area (relative to the key-frame mask) over which a frame counts as suspicious",
+        1.0,
+        1000.0,
+    ),
+    Param(
+        "lost_patience", _PIPELINE.lost_patience, "consecutive suspicious frames that declare a target lost", 1, 1000
+    ),
+    Param(
+        "min_mask_area_px",
+        _PIPELINE.min_mask_area_px,
+        "key-frame masks smaller than this count as not present",
+        0,
+        10_000_000,
+    ),
+    Param(
+        "reacquire_interval_s",
+        _PIPELINE.reacquire_interval_s,
+        "delay before re-running the key-frame segmentation of a lost target",
+        0.0,
+        3600.0,
+    ),
+    Param(
+        "not_present_retry_s",
+        _PIPELINE.not_present_retry_s,
+        "delay between searches for a target that was not present",
+        0.0,
+        3600.0,
+    ),
+    # ---- outputs
+    Param(
+        "publish_history",
+        True,
+        "also publish results computed on past frames (backward pass and catch-up) on '~/results_history'",
+    ),
+    Param(
+        "publish_label_image",
+        True,
+        "publish '~/labels': mono8, pixel = 1 + index of the target in the result "
+        "array of the same frame, 0 = background",
+    ),
+    Param("depth_erode_px", 3, "erosion (pixels) of the mask before taking the median depth", 0, 50),
+    Param("debug_image_rate_hz", 2.0, "rate of the '~/debug_image' overlay (0 disables it)", 0.0, 30.0),
+    Param("diagnostics_period_s", 1.0, "period of the /diagnostics status", 0.1, 60.0),
+    Param("enabled", True, "start with processing enabled (toggle at run time with the '~/enable' service)"),
+    Param(
+        "autostart",
+        True,
+        "configure and activate the lifecycle node by itself at start-up (pip installs have "
+        "no lifecycle manager); set false when a manager drives the transitions",
+    ),
+)
+
+PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
+
+
+@dataclass
+class NodeSettings:
+    values: dict[str, Any]
+    pipeline: PipelineConfig
+    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> NodeSettings:
+        """Validate raw parameter values; raises ConfigError naming the first bad parameter."""
+        checked: dict[str, Any] = {}
+        for param in PARAMETERS:
+            value = values.get(param.name, param.default)
+            expected = type(param.default)
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ConfigError(
+                    f"parameter '{param.name}' must be {expected.__name__}, got {type(value).__name__} {value!r}"
+                )
+            if param.choices and value not in param.choices:
+                raise ConfigError(f"parameter '{param.name}' must be one of {', '.join(param.choices)}, got {value!r}")
+            if param.low is not None and not (param.low <= value <= param.high):
+                raise ConfigError(f"parameter '{param.name}' must be in [{param.low}, {param.high}], got {value}")
+            checked[param.name] = value
+        backends = {}
+        for role in ("sampler", "segmenter", "tracker"):
+            raw = checked[f"{role}_options"]
+            try:
+                options = json.loads(raw) if raw.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"parameter '{role}_options' is not valid JSON: {exc}") from exc
+            if not isinstance(options, dict):
+                raise ConfigError(f"parameter '{role}_options' must be a JSON object, got {raw!r}")
+            backends[role] = {"name": checked[role], "options": options}
+        pipeline = PipelineConfig(
+            **{name: checked[name] for name in PipelineConfig.__dataclass_fields__ if name in checked}
+        )
+        pipeline.validate()
+        return cls(checked, pipeline, backends)
+
+
+def parameter_descriptor(param: Param):
+    """rclpy ParameterDescriptor with description, range and the allowed choices."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    description = param.description
+    if param.choices:
+        description += f" (one of: {', '.join(param.choices)})"
+    descriptor = ParameterDescriptor(description=description)
+    if param.low is not None:
+        if isinstance(param.default, float):
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=float(param.low), to_value=float(param.high))
+            ]
+        else:
+            descriptor.integer_range = [IntegerRange(from_value=int(param.low), to_value=int(param.high), step=1)]
+    return descriptor
