@@ -110,7 +110,8 @@ class RosProcess:
         return self.process.poll()
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_for_output(self, text: str, timeout: float) -> str:
