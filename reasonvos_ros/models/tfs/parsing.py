@@ -159,12 +159,12 @@ def _collapse_ranges(text: str) -> str:
 def _percent_values(text: str) -> list[float]:
     values = []
     for match in _RE_PERCENT.finditer(text):
-        value = float(match.group(1)) / 100.0
+        percent = float(match.group(1))
         before = text[max(0, match.start() - 40) : match.start()]
         after = text[match.end() : match.end() + 40]
         if _RE_LAST_BEFORE.search(before) or _RE_FROM_END.match(after):
-            value = 1.0 - value
-        values.append(value)
+            percent = 100.0 - percent  # in percent units, so "last 90%" is exactly 0.1, not 0.0999...
+        values.append(percent / 100.0)
     return values
 
 
