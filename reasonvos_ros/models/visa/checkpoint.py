@@ -498,8 +498,12 @@ def load_clip_weights(model: VisaModel, clip_dir: str | pathlib.Path, progress: 
 def load_visa_tokenizer(visa_dir: str | pathlib.Path):
     """The VISA tokenizer (with [SEG]); ``pad_token`` is set to ``unk_token`` as VISA does."""
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     visa_dir = pathlib.Path(visa_dir)
+    # AutoTokenizer reads config.json and warns that model_type "ChatUniVi" is unknown; irrelevant for the tokenizer.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(visa_dir), local_files_only=True)
     except Exception as exc:
@@ -507,6 +511,8 @@ def load_visa_tokenizer(visa_dir: str | pathlib.Path):
             f"could not load the tokenizer from {visa_dir}: {exc} (a LLaMA tokenizer given only as tokenizer.model "
             "needs the 'sentencepiece' package, or a tokenizer.json)"
         ) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
     if tokenizer.unk_token is not None:
         tokenizer.pad_token = tokenizer.unk_token
     return tokenizer

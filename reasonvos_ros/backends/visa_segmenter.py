@@ -1,0 +1,271 @@
+"""VISA as the pipeline's key-frame segmenter (``segmenter: {name: visa, options: {...}}``).
+
+Per call: the reference frames (in the order given) and then the key frame are CLIP-preprocessed (shortest side 224
+with Pillow-exact bicubic, centre crop, CLIP mean/std) and turned into 112 visual tokens each; the instruction
+becomes VISA's prompt (``models.visa.prompt``: reference/target template, the '?' rule, llava_v1, teacher-forced
+"It is [SEG]."); the LLaMA hidden state that predicts ``[SEG]`` goes through ``text_hidden_fcs`` to h_seg, the only
+sparse prompt of SAM on the key frame at its original size. mask = logits > 0.
+
+"Not present" (VISA has no explicit head for it; it was trained to output an empty mask for absent objects):
+the segmentation is reported ``present=False`` with an empty mask when
+
+* the mask covers fewer than ``max(min_area_pixels, min_area_fraction * H * W)`` pixels (default: fewer than
+  0.05 % of the frame, which includes the all-empty prediction), or
+* ``score`` < ``min_score``, where ``score`` is the mean sigmoid of the mask logits over the mask's pixels (always
+  > 0.5 for a non-empty mask; 0 for an empty one). Disabled by default (``min_score=0``), or
+* ``min_iou_prediction`` is set and SAM's IoU prediction is below it (VISA did not train the IoU head, so this is
+  off by default).
+
+``Segmentation.details`` carries the area, the IoU prediction, the prompt length and per-stage timings.
+
+Options: ``visa_dir`` (merged VISA checkpoint directory, with tokenizer), ``sam_checkpoint``
+(``sam_vit_h_4b8939.pth``), ``clip_dir`` (openai/clip-vit-large-patch14 directory), ``device`` ("auto" = CUDA if
+available), ``dtype`` ("auto" = bfloat16 on CUDA, float32 on CPU; "float16", "bfloat16", "float32"),
+``min_area_fraction`` (0.0005), ``min_area_pixels`` (1), ``min_score`` (0.0), ``min_iou_prediction`` (None),
+``max_references`` (11; more references are thinned evenly), ``lowercase_instruction`` (True, as VISA's evaluation),
+``seed`` (0: the clustering's density-noise draws come from a generator seeded per call, so results are
+reproducible; None uses torch's global RNG like the official code), ``embedding_cache_size`` (2 key frames whose
+SAM image embeddings are kept), ``strict`` (True: refuse checkpoints with missing/unexpected keys), ``progress``
+(tqdm bars while loading), ``num_threads`` (None = leave torch's setting).
+
+``release()`` unloads the model (GPU and host memory); the next ``segment`` reloads it from disk.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from reasonvos_ros.core.errors import BackendFailure, BackendUnavailable, ConfigError
+from reasonvos_ros.core.interfaces import KeyframeSegmenter
+from reasonvos_ros.core.types import Frame, Segmentation
+
+
+def _thin(positions: Sequence[int], count: int) -> list[int]:
+    """At most ``count`` positions, evenly spread over the given ones (order kept)."""
+    positions = list(positions)
+    if len(positions) <= count:
+        return positions
+    if count <= 0:
+        return []
+    return [positions[int((j + 0.5) * len(positions) / count)] for j in range(count)]
+
+
+def decide_presence(
+    mask: np.ndarray,
+    mask_logits: np.ndarray,
+    iou_prediction: float | None,
+    min_area_fraction: float = 0.0005,
+    min_area_pixels: int = 1,
+    min_score: float = 0.0,
+    min_iou_prediction: float | None = None,
+) -> tuple[bool, float, str]:
+    """VISA's "not present" rule (module docstring) -> (present, score, reason)."""
+    area = int(np.count_nonzero(mask))
+    score = float(1.0 / (1.0 + np.exp(-mask_logits[mask].astype(np.float64))).mean()) if area else 0.0
+    needed = max(int(min_area_pixels), int(np.ceil(min_area_fraction * mask.size)))
+    if area == 0:
+        return False, score, "empty mask (VISA predicts no pixel)"
+    if area < needed:
+        return False, score, f"mask too small ({area} px < {needed} px)"
+    if score < min_score:
+        return False, score, f"mask score {score:.3f} < {min_score}"
+    if min_iou_prediction is not None and iou_prediction is not None and iou_prediction < min_iou_prediction:
+        return False, score, f"IoU prediction {iou_prediction:.3f} < {min_iou_prediction}"
+    return True, score, ""
+
+
+class VisaSegmenter(KeyframeSegmenter):
+    """VISA key-frame segmenter; see the module docstring for the behaviour and options."""
+
+    def __init__(
+        self,
+        visa_dir: str | None = None,
+        sam_checkpoint: str | None = None,
+        clip_dir: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        min_area_fraction: float = 0.0005,
+        min_area_pixels: int = 1,
+        min_score: float = 0.0,
+        min_iou_prediction: float | None = None,
+        max_references: int = 11,
+        lowercase_instruction: bool = True,
+        seed: int | None = 0,
+        embedding_cache_size: int = 2,
+        strict: bool = True,
+        progress: bool = True,
+        num_threads: int | None = None,
+    ) -> None:
+        paths = {}
+        for option, value, what in (
+            ("visa_dir", visa_dir, "the merged VISA checkpoint directory (config.json, tokenizer, weights)"),
+            ("sam_checkpoint", sam_checkpoint, "sam_vit_h_4b8939.pth"),
+            ("clip_dir", clip_dir, "the openai/clip-vit-large-patch14 directory"),
+        ):
+            if not value:
+                raise BackendUnavailable(f"the visa segmenter needs options.{option}: the path to {what}")
+            path = pathlib.Path(value).expanduser()
+            if not path.exists():
+                raise BackendUnavailable(f"VISA {option} not found: {path} (set the segmenter's options.{option})")
+            paths[option] = path
+        if not 0.0 <= float(min_area_fraction) < 1.0:
+            raise ConfigError(f"VISA option min_area_fraction must be in [0, 1), got {min_area_fraction}")
+        if int(min_area_pixels) < 1:
+            raise ConfigError(f"VISA option min_area_pixels must be >= 1, got {min_area_pixels}")
+        if not 0.0 <= float(min_score) <= 1.0:
+            raise ConfigError(f"VISA option min_score must be in [0, 1], got {min_score}")
+        if int(max_references) < 0:
+            raise ConfigError(f"VISA option max_references must be >= 0, got {max_references}")
+        if int(embedding_cache_size) < 0:
+            raise ConfigError(f"VISA option embedding_cache_size must be >= 0, got {embedding_cache_size}")
+        from reasonvos_ros.models.visa.checkpoint import VisaCheckpointError, resolve_device_dtype
+
+        try:
+            self.device, self.dtype = resolve_device_dtype(None if device == "auto" else device, dtype)
+        except VisaCheckpointError as exc:
+            raise BackendUnavailable(str(exc)) from exc
+        self.paths = paths
+        self.min_area_fraction = float(min_area_fraction)
+        self.min_area_pixels = int(min_area_pixels)
+        self.min_score = float(min_score)
+        self.min_iou_prediction = None if min_iou_prediction is None else float(min_iou_prediction)
+        self.max_references = int(max_references)
+        self.lowercase_instruction = bool(lowercase_instruction)
+        self.seed = None if seed is None else int(seed)
+        self.embedding_cache_size = int(embedding_cache_size)
+        self.strict = bool(strict)
+        self.progress = bool(progress)
+        if num_threads is not None:
+            torch.set_num_threads(int(num_threads))
+        self.lock = threading.RLock()
+        self.model = None
+        self.tokenizer = None
+        self.load_report = None
+        self._embeddings: OrderedDict[int, tuple[torch.Tensor, tuple[int, int]]] = OrderedDict()
+        self._load()
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        from reasonvos_ros.models.visa.checkpoint import VisaCheckpointError, load_visa
+
+        try:
+            self.model, self.tokenizer, self.load_report = load_visa(
+                self.paths["visa_dir"],
+                self.paths["sam_checkpoint"],
+                self.paths["clip_dir"],
+                device=self.device,
+                dtype=self.dtype,
+                strict=self.strict,
+                progress=self.progress,
+            )
+        except VisaCheckpointError as exc:
+            raise BackendUnavailable(f"cannot load VISA: {exc}") from exc
+        if len(self.tokenizer) > self.model.config.llama.vocab_size:
+            raise BackendUnavailable(
+                f"the tokenizer has {len(self.tokenizer)} tokens but the model embeds only "
+                f"{self.model.config.llama.vocab_size}"
+            )
+
+    def release(self) -> None:
+        """Unload the model and cached embeddings; the next ``segment`` reloads from disk."""
+        with self.lock:
+            self.model = None
+            self._embeddings.clear()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    # ---- segmentation --------------------------------------------------------------------------------------------
+
+    def _noise_fn(self):
+        if self.seed is None:
+            return None
+        generator = torch.Generator(device="cpu").manual_seed(self.seed)
+
+        def draw(frame: int, stage: int, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+            return torch.rand(shape, generator=generator, dtype=torch.float32).to(like.device, like.dtype)
+
+        return draw
+
+    def _key_embeddings(self, frame: Frame, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        cache_key = frame.index
+        if cache_key in self._embeddings:
+            self._embeddings.move_to_end(cache_key)
+            return self._embeddings[cache_key]
+        result = self.model.encode_keyframe(image)
+        if self.embedding_cache_size:
+            self._embeddings[cache_key] = result
+            while len(self._embeddings) > self.embedding_cache_size:
+                self._embeddings.popitem(last=False)
+        return result
+
+    def segment(self, frames: Sequence[Frame], key: int, references: Sequence[int], instruction: str) -> Segmentation:
+        from reasonvos_ros.models.visa.prompt import build_prompt_ids
+        from reasonvos_ros.models.visa.vision import clip_preprocess
+
+        if not 0 <= key < len(frames):
+            raise ValueError(f"key frame {key} outside the {len(frames)} frames given")
+        bad = [r for r in references if not 0 <= r < len(frames)]
+        if bad:
+            raise ValueError(f"reference positions {bad} outside the {len(frames)} frames given")
+        with self.lock:
+            if self.model is None:
+                self._load()
+            timings: dict[str, float] = {}
+            refs = _thin(references, self.max_references)
+            key_image = np.asarray(frames[key].image)
+            if key_image.ndim != 3 or key_image.shape[2] != 3 or key_image.dtype != np.uint8:
+                raise ValueError(f"key frame must be HxWx3 uint8 RGB, got {key_image.dtype} {key_image.shape}")
+            start = time.perf_counter()
+            images = [np.asarray(frames[r].image) for r in refs] + [key_image]
+            pixel_values = torch.from_numpy(clip_preprocess(images))
+            try:
+                input_ids = build_prompt_ids(
+                    self.tokenizer, instruction, len(refs), lowercase=self.lowercase_instruction
+                )
+            except ValueError as exc:
+                raise ConfigError(f"VISA prompt: {exc}") from exc
+            timings["preprocess_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            prompt = self.model.encode_prompt(pixel_values, input_ids, self._noise_fn())
+            timings["vision_and_llm_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            embeddings, input_size = self._key_embeddings(frames[key], key_image)
+            timings["sam_encode_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            out = self.model.decode_mask(embeddings, prompt.h_seg, input_size, key_image.shape[:2])
+            timings["sam_decode_s"] = time.perf_counter() - start
+        logits = out.mask_logits.cpu().numpy()
+        if not np.all(np.isfinite(logits)):
+            raise BackendFailure("VISA produced non-finite mask logits (NaN/Inf); check the weights and dtype")
+        mask = logits > 0
+        iou = float(out.iou_predictions.float().reshape(-1)[0])
+        present, score, reason = decide_presence(
+            mask,
+            logits,
+            iou,
+            self.min_area_fraction,
+            self.min_area_pixels,
+            self.min_score,
+            self.min_iou_prediction,
+        )
+        details: dict[str, Any] = {
+            "area_px": int(mask.sum()),
+            "iou_prediction": iou,
+            "num_references": len(refs),
+            "references": refs,
+            "prompt_tokens": len(input_ids),
+            "expanded_tokens": prompt.layout.expanded_length,
+            "timings": timings,
+        }
+        if not present:
+            mask = np.zeros_like(mask)
+        return Segmentation(mask=mask, score=score, present=present, reason=reason, details=details)
