@@ -39,11 +39,33 @@ class SamTextPromptModel(nn.Module):
 
     @classmethod
     def from_original_state_dict(
-        cls, state_dict: Mapping[str, Any], prefix: str = "", strict: bool = True, **kwargs: Any
+        cls,
+        state_dict: Mapping[str, Any],
+        prefix: str = "",
+        strict: bool = True,
+        dtype: torch.dtype = torch.float32,
+        decoder_num_heads: int = 8,
+        **kwargs: Any,
     ) -> SamTextPromptModel:
-        """Build with the configuration inferred from the checkpoint's shapes, then load it."""
-        model = cls(SamConfig.from_state_dict(state_dict, prefix), **kwargs)
-        model.load_original_state_dict(state_dict, prefix=prefix, strict=strict)
+        """Build with the configuration inferred from the checkpoint's shapes, load it, return it in eval mode.
+
+        A complete checkpoint is loaded without first initialising random weights (the modules are built on the
+        meta device and take the checkpoint's tensors, cast to ``dtype``): ViT-H builds in well under a second
+        instead of ~10 s. An incomplete one (only with ``strict=False``) is loaded over a random initialisation.
+        ``decoder_num_heads`` is the one setting shapes cannot reveal (8 in every released SAM).
+        """
+        config = SamConfig.from_state_dict(state_dict, prefix, decoder_num_heads=decoder_num_heads)
+        converted, report = convert_original_state_dict(state_dict, config, prefix)
+        if report.ok:
+            with torch.device("meta"):
+                model = cls(config, **kwargs)
+            tensors = {name: tensor.to(dtype) for name, tensor in converted.items()}
+            model.load_state_dict(tensors, strict=True, assign=True)
+            return model.eval()
+        if strict:
+            raise SamCheckpointError(str(report))
+        model = cls(config, **kwargs).to(dtype)
+        model.load_original_state_dict(state_dict, prefix=prefix, strict=False)
         return model.eval()
 
     def load_original_state_dict(
