@@ -40,8 +40,8 @@ def region_similarity(gt: np.ndarray, pred: np.ndarray) -> float:
     gt = np.asarray(gt)
     pred = np.asarray(pred)
     _check_pair("J", gt, pred)
-    gt_b = gt.astype(bool)
-    pred_b = pred.astype(bool)
+    gt_b = gt.astype(bool, copy=False)
+    pred_b = pred.astype(bool, copy=False)
     union = int(np.count_nonzero(gt_b | pred_b))
     if union == 0:
         return 1.0
@@ -98,8 +98,13 @@ def boundary_f_details(gt: np.ndarray, pred: np.ndarray, bound_th: float = BOUND
     pred = np.asarray(pred)
     _check_pair("F", gt, pred)
     radius = boundary_radius(pred.shape, bound_th)
-    pred_boundary = seg2bmap(pred)
-    gt_boundary = seg2bmap(gt)
+    # Boundaries lie within one pixel of the masks' joint bounding box, and the dilations only matter at the other
+    # boundary's pixels, so a crop with a one-pixel margin gives the same counts at a fraction of the cost.
+    crop = _joint_box_with_margin(gt, pred)
+    if crop is None:
+        return 1.0, radius, 0, 0
+    pred_boundary = seg2bmap(pred[crop])
+    gt_boundary = seg2bmap(gt[crop])
     n_pred = int(np.count_nonzero(pred_boundary))
     n_gt = int(np.count_nonzero(gt_boundary))
     if n_pred == 0 and n_gt == 0:
@@ -115,6 +120,25 @@ def boundary_f_details(gt: np.ndarray, pred: np.ndarray, bound_th: float = BOUND
     if precision + recall == 0:
         return 0.0, radius, n_gt, n_pred
     return 2 * precision * recall / (precision + recall), radius, n_gt, n_pred
+
+
+def _joint_box_with_margin(a: np.ndarray, b: np.ndarray) -> tuple[slice, slice] | None:
+    """Slices of the bounding box of ``a OR b`` grown by one pixel on every side (clipped), None if both empty.
+
+    ``seg2bmap`` of the crop equals the crop of ``seg2bmap``: the extra row/column after the box is background
+    with background neighbours (no boundary, as the last-row/column rules give), and where the box reaches the
+    image edge the crop edge is the image edge.
+    """
+    union = a.astype(bool, copy=False) | b.astype(bool, copy=False)
+    rows = np.flatnonzero(union.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(union.any(axis=0))
+    height, width = union.shape
+    return (
+        slice(max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, height)),
+        slice(max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, width)),
+    )
 
 
 def robustness(gt: np.ndarray, pred: np.ndarray, foreground: np.ndarray) -> float:

@@ -327,7 +327,7 @@ def _decode_union(
                 if counts:
                     out[t] += decoded
                 else:
-                    out[t] |= decoded.astype(bool)
+                    np.logical_or(out[t], decoded, out=out[t])
     return out
 
 
