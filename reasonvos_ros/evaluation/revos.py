@@ -482,7 +482,8 @@ def evaluate_predictions(
     ``expressions`` restricts scoring to a subset (default: all). ``missing`` decides what a missing PNG does:
     "error" (default) raises naming the file, "empty" scores it as an empty mask, "zero" scores the whole
     expression 0 (what the official script does when a video folder is missing). ``workers`` > 1 scores
-    expressions in that many processes.
+    expressions in that many "spawn" processes (a script calling this must keep its top-level code under
+    ``if __name__ == "__main__":``, as multiprocessing requires).
     """
     if missing not in MISSING_POLICIES:
         raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
