@@ -110,6 +110,7 @@ def _read_results(bag: Path, topic: str | None, typestore, optional: bool) -> tu
 
 
 def _thumbnail(image_rgb: np.ndarray, width: int, caption: str) -> np.ndarray:
+    width = min(width, image_rgb.shape[1])  # never upscale
     height = max(1, round(image_rgb.shape[0] * width / image_rgb.shape[1]))
     thumb = cv2.resize(image_rgb, (width, height), interpolation=cv2.INTER_AREA)
     band = np.full((22, width, 3), 255, dtype=np.uint8)
