@@ -24,6 +24,9 @@ class FrameSampler(abc.ABC):
         ``references`` may be left empty: the pipeline then fills them with its configured strategy
         (see ``core.references``)."""
 
+    def release(self) -> None:  # noqa: B027 - optional hook, default no-op
+        """Free accelerator memory (lifecycle deactivate). Default: nothing to free."""
+
 
 class KeyframeSegmenter(abc.ABC):
     """Segments the instructed object on the key frame, given reference frames for temporal context."""

@@ -77,11 +77,13 @@ class RejectionCounter:
 
     def reject(self, category: str, message: str) -> None:
         now = time.monotonic()
+        # Rate-limit per kind of problem (numbers masked), so one flood cannot hide a different problem.
+        key = category + ":" + re.sub(r"\d+(\.\d+)?", "#", message)[:80]
         with self._lock:
             self.counts[category] = self.counts.get(category, 0) + 1
-            if now - self._last_log.get(category, -1e9) < self.period_s:
+            if now - self._last_log.get(key, -1e9) < self.period_s:
                 return
-            self._last_log[category] = now
+            self._last_log[key] = now
             count = self.counts[category]
         self.logger.warning(f"rejected {category} ({count} so far): {message}")
 
@@ -120,6 +122,7 @@ class PerceptionNode(LifecycleNode):
         self._sync: ApproximateTimeSynchronizer | None = None
         self._input_times: deque[float] = deque(maxlen=120)
         self._frames_received = 0
+        self._frames_synced = 0
         self._last_debug = 0.0
         self._publish_latency: deque[float] = deque(maxlen=200)
         self._ingest_cost: deque[float] = deque(maxlen=200)
@@ -259,11 +262,29 @@ class PerceptionNode(LifecycleNode):
         start = time.perf_counter()
         self._frames_received += 1
         self._input_times.append(time.monotonic())
+        try:
+            rgb = image_msg_to_rgb(msg)
+        except ConversionError as exc:
+            self.rejections.reject("image", str(exc))
+            return
         if self._sync is not None:
-            self._sync.add(0, stamp_to_seconds(msg.header.stamp), msg)
+            self._sync.add(0, stamp_to_seconds(msg.header.stamp), (msg.header, rgb))
+            self._warn_if_unsynchronised()
         else:
-            self._ingest(msg, None, None)
+            self._ingest(msg.header, rgb, None, None)
         self._ingest_cost.append(time.perf_counter() - start)
+
+    def _warn_if_unsynchronised(self) -> None:
+        """With use_depth, frames without a matching depth + camera_info never reach the window: say so."""
+        waiting = self._frames_received - self._frames_synced
+        if waiting > 2 * self.settings.sync_queue_size:
+            self.rejections.reject(
+                "unsynchronised_image",
+                f"{waiting} colour frames had no depth + camera_info within {self.settings.sync_slop_s} s; check the "
+                f"'{self.resolve_topic_name('depth')}' and '{self.resolve_topic_name('camera_info')}' topics, or set "
+                "use_depth false",
+            )
+            self._frames_synced = self._frames_received  # report again only after another full backlog
 
     def _on_depth(self, msg: Image) -> None:
         self._sync.add(1, stamp_to_seconds(msg.header.stamp), msg)
@@ -272,19 +293,16 @@ class PerceptionNode(LifecycleNode):
         self._sync.add(2, stamp_to_seconds(msg.header.stamp), msg)
 
     def _on_synced(self, image, depth, info) -> None:
-        self._ingest(image.payload, depth.payload, info.payload)
+        self._frames_synced += 1
+        header, rgb = image.payload
+        self._ingest(header, rgb, depth.payload, info.payload)
 
-    def _ingest(self, image_msg: Any, depth_msg: Image | None, info_msg: CameraInfo | None) -> None:
-        try:
-            rgb = image_msg_to_rgb(image_msg)
-        except ConversionError as exc:
-            self.rejections.reject("image", str(exc))
-            return
-        meta = FrameMeta(image_msg.header)
+    def _ingest(self, header: Any, rgb: np.ndarray, depth_msg: Image | None, info_msg: CameraInfo | None) -> None:
+        meta = FrameMeta(header)
         if depth_msg is not None:
             meta.depth_m, meta.intrinsics = self._depth_and_intrinsics(depth_msg, info_msg, rgb.shape[:2])
         try:
-            frame = self.window.add(rgb, stamp_to_seconds(image_msg.header.stamp), meta)
+            frame = self.window.add(rgb, stamp_to_seconds(header.stamp), meta)
         except ValueError as exc:
             self.rejections.reject("image", str(exc))
             return
