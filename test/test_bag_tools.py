@@ -385,3 +385,22 @@ def test_play_and_record_cli_errors(bags, tmp_path, capsys):
     assert "at least one topic" in capsys.readouterr().err
     assert cli_main(["bag-record", str(tmp_path / "rec"), "image"]) == 2
     assert "absolute" in capsys.readouterr().err
+
+
+def test_results_to_overlay_targets_scales_to_the_image():
+    from types import SimpleNamespace
+
+    from reasonvos_ros.bag.render import results_to_overlay_targets
+
+    mask = np.zeros((60, 80), dtype=np.uint8)
+    mask[10:30, 20:40] = 255
+    mask_msg = SimpleNamespace(height=60, width=80, encoding="mono8", is_bigendian=0, step=80, data=mask.tobytes())
+    common = dict(target_id="t", instruction="the cup", reason="", score=0.5, point_x=29.5, point_y=19.5)
+    tracking = SimpleNamespace(status=1, bbox_x=20, bbox_y=10, bbox_width=20, bbox_height=20, mask=mask_msg, **common)
+    empty_mask = SimpleNamespace(height=0, width=0, encoding="", is_bigendian=0, step=0, data=b"")
+    searching = SimpleNamespace(status=0, bbox_x=0, bbox_y=0, bbox_width=0, bbox_height=0, mask=empty_mask, **common)
+    first, second = results_to_overlay_targets(SimpleNamespace(results=[tracking, searching]), (120, 160))
+    assert first.mask.shape == (120, 160) and first.mask[20:60, 40:80].all() and first.mask.sum() == 40 * 40
+    assert first.bbox == (40, 20, 40, 40) and first.point == (59.0, 39.0)
+    assert (first.status, first.score, first.instruction) == ("TRACKING", 0.5, "the cup")
+    assert second.mask is None and second.bbox is None and second.point is None and second.status == "SEARCHING"

@@ -52,23 +52,31 @@ def _status_name(status: int) -> str:
 
 def results_to_overlay_targets(result_array: Any, image_shape: tuple[int, int]) -> list[OverlayTarget]:
     """``TargetResultArray`` (rclpy or rosbags message) -> overlay targets for an image of ``image_shape`` (H, W).
-    A mask of another size is resized (nearest) to the image."""
+    A mask of another size is resized (nearest) to the image, and the box and point scaled alike."""
     targets = []
     for result in result_array.results:
-        mask = None
+        mask, scale_x, scale_y = None, 1.0, 1.0
         if int(result.mask.width) > 0 and int(result.mask.height) > 0:
             mask = image_msg_to_mask(result.mask)
             if mask.shape != tuple(image_shape):
+                # the node saw the image at the mask's size: bring mask, box and point to this image's size
+                scale_x, scale_y = image_shape[1] / mask.shape[1], image_shape[0] / mask.shape[0]
                 resized = cv2.resize(mask.view(np.uint8), image_shape[::-1], interpolation=cv2.INTER_NEAREST)
                 mask = resized.astype(bool)
         tracking = int(result.status) == TargetStatus.TRACKING
-        bbox = (int(result.bbox_x), int(result.bbox_y), int(result.bbox_width), int(result.bbox_height))
+        bbox = (
+            round(int(result.bbox_x) * scale_x),
+            round(int(result.bbox_y) * scale_y),
+            round(int(result.bbox_width) * scale_x),
+            round(int(result.bbox_height) * scale_y),
+        )
+        point = (float(result.point_x) * scale_x, float(result.point_y) * scale_y)
         targets.append(
             OverlayTarget(
                 target_id=str(result.target_id),
                 mask=mask,
                 bbox=bbox if bbox[2] > 0 and bbox[3] > 0 else None,
-                point=(float(result.point_x), float(result.point_y)) if tracking else None,
+                point=point if tracking else None,
                 status=_status_name(result.status),
                 score=float(result.score),
                 instruction=str(result.instruction),

@@ -24,7 +24,7 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (245, 130, 48),  # orange
     (70, 240, 240),  # cyan
     (240, 50, 230),  # magenta
-    (250, 250, 250),  # white
+    (140, 70, 255),  # violet
 )
 
 
