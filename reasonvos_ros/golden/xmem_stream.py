@@ -15,7 +15,7 @@ import torch
 from reasonvos_ros.golden import Check, GoldenCase, GoldenCaseError, agreement_check, max_abs_check
 from reasonvos_ros.models.xmem.checkpoint import golden_network
 from reasonvos_ros.models.xmem.inference import FrameGeometry, InferenceSettings, XMemInference
-from reasonvos_ros.models.xmem.network import XMemConfig
+from reasonvos_ros.models.xmem.network import XMemConfig, XMemNetwork
 
 # README section 2, used when a case omits a bound.
 DEFAULT_TOLERANCES = {
@@ -51,15 +51,18 @@ def _config(spec: dict) -> XMemConfig:
     )
 
 
-def stream(case: GoldenCase) -> tuple[np.ndarray, list[dict]]:
-    """Run the case's call sequence; returns (probs T x (K+1) x H x W float32, memory log per frame)."""
+def stream(case: GoldenCase, network: XMemNetwork | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Run the case's call sequence; returns (probs T x (K+1) x H x W float32, memory log per frame).
+
+    ``network`` defaults to the case's golden weights; tests pass one loaded from a checkpoint file instead."""
     frames = case.inputs.get("frames_rgb_uint8")
     onehot = case.inputs.get("first_mask_onehot")
     if frames is None or onehot is None:
         raise GoldenCaseError(f"{case.directory}: inputs.npz needs frames_rgb_uint8 and first_mask_onehot")
     if frames.ndim != 4 or frames.shape[-1] != 3 or onehot.ndim != 3 or onehot.shape[1:] != frames.shape[1:3]:
         raise GoldenCaseError(f"{case.directory}: frames {frames.shape} and masks {onehot.shape} do not fit together")
-    network = golden_network(_config(case.spec), case.weights)
+    if network is None:
+        network = golden_network(_config(case.spec), case.weights)
     core = XMemInference(network, _settings(case.spec))
     geometry = FrameGeometry.for_input(frames.shape[1], frames.shape[2], shorter_side=None)
     probs, log = [], []
@@ -83,12 +86,12 @@ def stream(case: GoldenCase) -> tuple[np.ndarray, list[dict]]:
     return np.stack(probs).astype(np.float32), log
 
 
-def run(case: GoldenCase) -> list[Check]:
+def run(case: GoldenCase, network: XMemNetwork | None = None) -> list[Check]:
     want = case.outputs.get("probs")
     if want is None:
         raise GoldenCaseError(f"{case.directory}: outputs.npz has no 'probs'")
     tol = {**DEFAULT_TOLERANCES, **case.spec.get("suggested_tolerances", {})}
-    got, log = stream(case)
+    got, log = stream(case, network)
     checks = [max_abs_check("probs max |diff|", got, want, float(tol["probs_max_abs"]))]
     if got.shape == want.shape:
         err = np.abs(got.astype(np.float64) - want.astype(np.float64))

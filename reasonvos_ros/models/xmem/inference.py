@@ -16,6 +16,7 @@ Objects carry caller-chosen hashable ids; ``remove`` forgets one object without 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, fields
 
@@ -71,7 +72,8 @@ class XMemInference:
         self.frame_count = -1
         self.last_memory_frame = 0
         self.last_deep_update = -self.settings.deep_update_every
-        self.memory_frames: list[int] = []  # frame counters of the memory frames (for tests and logs)
+        # Frame counters of the latest memory frames (tests and logs); bounded for endless streams.
+        self.memory_frames: deque[int] = deque(maxlen=256)
 
     def remove(self, obj_id: Hashable) -> None:
         if obj_id not in self.objects:

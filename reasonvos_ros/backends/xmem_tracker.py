@@ -1,0 +1,266 @@
+"""XMem as the pipeline's tracker backend (``tracker: {name: xmem, options: {...}}``).
+
+``XMemTracker(checkpoint=...)`` loads the published ``XMem.pth`` layout (weights-only, strict; dimensions read
+from the file) and hands out independent sessions; each session is one XMem inference pass (its own working,
+long-term and sensory memory), so the pipeline's backward pass over stored frames and its forward/online pass
+never share memory. What the sessions share is the network and a small LRU cache of key-encoder features keyed
+by ``Frame.index`` (``feature_cache_size`` entries), so a frame visited by both passes (at least the key frame) is
+encoded once.
+
+Per step: the frame is resized so that its shorter side is ``size`` (None keeps the input size), normalised,
+padded to a multiple of 16, processed, and the probabilities are brought back to the input size. Each object's
+mask is the argmax of the soft-aggregated probabilities; a seeded object returns its seed mask on the seeding
+frame. ``TrackedMask.confidence`` = mean, over the returned mask's pixels, of the object's soft-aggregated
+probability (so in [0, 1]; 0 for an empty mask). It is high when the prediction is decisive and drops when the
+object's pixels are contested by the background or other objects, which is what the pipeline's lost check needs.
+
+Options (all keyword): ``checkpoint`` (path, required), ``device`` ("auto" = CUDA if available), ``size`` (480),
+``mem_every`` (5), ``top_k`` (30), ``deep_update_every`` (-1: with memory frames), ``enable_long_term`` (True),
+``min_mid_term_frames`` (5), ``max_mid_term_frames`` (10), ``num_prototypes`` (128), ``max_long_term_elements``
+(10000), ``count_long_term_usage`` (True: long-term memory is bounded by usage), ``autocast`` ("auto" = on CUDA
+only; True on CPU uses bfloat16), ``autocast_dtype`` ("float16"), ``channels_last`` ("auto" = on CUDA),
+``feature_cache_size`` (4), ``num_threads`` (None = leave torch's setting).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from reasonvos_ros.core.errors import BackendUnavailable, ConfigError
+from reasonvos_ros.core.interfaces import Tracker, TrackerSession
+from reasonvos_ros.core.types import Frame, TrackedMask
+from reasonvos_ros.models.xmem.checkpoint import CheckpointError, load_network
+from reasonvos_ros.models.xmem.inference import FrameGeometry, InferenceSettings, XMemInference
+from reasonvos_ros.models.xmem.network import KeyFeatures, XMemNetwork
+
+
+def _auto_flag(value: bool | str, on_cuda: bool, name: str) -> bool:
+    if value == "auto":
+        return on_cuda
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"XMem option {name} must be true, false or 'auto', got {value!r}")
+
+
+class XMemTracker(Tracker):
+    """XMem tracker backend; see the module docstring for the options."""
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        device: str = "auto",
+        size: int | None = 480,
+        mem_every: int = 5,
+        top_k: int = 30,
+        deep_update_every: int = -1,
+        enable_long_term: bool = True,
+        min_mid_term_frames: int = 5,
+        max_mid_term_frames: int = 10,
+        num_prototypes: int = 128,
+        max_long_term_elements: int = 10000,
+        count_long_term_usage: bool = True,
+        autocast: bool | str = "auto",
+        autocast_dtype: str = "float16",
+        channels_last: bool | str = "auto",
+        feature_cache_size: int = 4,
+        num_threads: int | None = None,
+    ) -> None:
+        if not checkpoint:
+            raise BackendUnavailable(
+                "the xmem tracker needs options.checkpoint: the path to XMem.pth (published with XMem's releases)"
+            )
+        path = pathlib.Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise BackendUnavailable(f"XMem checkpoint not found: {path} (set the tracker's options.checkpoint)")
+        if size is not None and int(size) < 16:
+            raise ConfigError(f"XMem option size must be >= 16 or null, got {size}")
+        if feature_cache_size < 0:
+            raise ConfigError(f"XMem option feature_cache_size must be >= 0, got {feature_cache_size}")
+        try:
+            self.settings = InferenceSettings.from_options(
+                mem_every=int(mem_every),
+                deep_update_every=int(deep_update_every),
+                top_k=int(top_k),
+                enable_long_term=bool(enable_long_term),
+                count_long_term_usage=bool(count_long_term_usage),
+                min_mid_term_frames=int(min_mid_term_frames),
+                max_mid_term_frames=int(max_mid_term_frames),
+                num_prototypes=int(num_prototypes),
+                max_long_term_elements=int(max_long_term_elements),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"bad XMem option: {exc}") from exc
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable(f"XMem device {device!r} requested but torch sees no CUDA device")
+        on_cuda = self.device.type == "cuda"
+        self.autocast = _auto_flag(autocast, on_cuda, "autocast")
+        dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+        if autocast_dtype not in dtypes:
+            raise ConfigError(f"XMem option autocast_dtype must be one of {sorted(dtypes)}, got {autocast_dtype!r}")
+        self.autocast_dtype = dtypes[autocast_dtype] if on_cuda else torch.bfloat16
+        self.channels_last = _auto_flag(channels_last, on_cuda, "channels_last")
+        if num_threads is not None:
+            torch.set_num_threads(int(num_threads))
+        try:
+            network = load_network(path)
+        except CheckpointError as exc:
+            raise BackendUnavailable(f"unusable XMem checkpoint: {exc}") from exc
+        self.checkpoint = path
+        self.size = None if size is None else int(size)
+        self.network: XMemNetwork = network
+        self.feature_cache_size = int(feature_cache_size)
+        self._cache: OrderedDict[tuple, tuple[torch.Tensor, KeyFeatures]] = OrderedDict()
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.lock = threading.RLock()
+        self.network.to(self.device)
+        if self.channels_last:
+            self.network.to(memory_format=torch.channels_last)
+
+    # ---- Tracker API ---------------------------------------------------------------------------------------------
+
+    def new_session(self) -> XMemSession:
+        return XMemSession(self)
+
+    def release(self) -> None:
+        """Drop the feature cache and move the network off the GPU (it comes back on the next step)."""
+        with self.lock:
+            self._cache.clear()
+            if self.device.type == "cuda":
+                self.network.to("cpu")
+                torch.cuda.empty_cache()
+
+    # ---- shared helpers ----------------------------------------------------------------------------------------
+
+    @property
+    def config(self):
+        return self.network.config
+
+    def _place_network(self) -> None:
+        if next(self.network.parameters()).device != self.device:
+            self.network.to(self.device)
+            if self.channels_last:
+                self.network.to(memory_format=torch.channels_last)
+
+    def amp_context(self):
+        if not self.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def encode(self, frame: Frame, image: np.ndarray, geometry: FrameGeometry) -> tuple[torch.Tensor, KeyFeatures]:
+        """Normalised padded image and key features of ``frame``, from the cache when it was seen before."""
+        cache_key = (frame.index, geometry)
+        cached = self._cache.get(cache_key)
+        if cached is not None:
+            self._cache.move_to_end(cache_key)
+            self.cache_hits += 1
+            return cached
+        self.cache_misses += 1
+        self._place_network()
+        tensor = geometry.image_tensor(image, self.device)
+        if self.channels_last:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        features = self.network.encode_key(tensor)
+        if self.feature_cache_size:
+            self._cache[cache_key] = (tensor, features)
+            while len(self._cache) > self.feature_cache_size:
+                self._cache.popitem(last=False)
+        return tensor, features
+
+
+class XMemSession(TrackerSession):
+    """One XMem pass. Objects are seeded with ``step(frame, {id: mask})`` and tracked on every later step."""
+
+    def __init__(self, tracker: XMemTracker) -> None:
+        self.tracker = tracker
+        self.core = XMemInference(tracker.network, tracker.settings)
+        self.geometry: FrameGeometry | None = None
+        self.closed = False
+
+    @property
+    def object_ids(self) -> list[str]:
+        return list(self.core.objects)
+
+    def step(self, frame: Frame, new_masks: Mapping[str, np.ndarray] | None = None) -> dict[str, TrackedMask]:
+        if self.closed:
+            raise RuntimeError("step on a closed XMem session")
+        new_masks = dict(new_masks or {})
+        if not self.core.objects and not new_masks:
+            return {}
+        image = frame.image
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"frame {frame.index}: expected an RGB uint8 HxWx3 image, got {_describe(image)}")
+        height, width = image.shape[:2]
+        if self.geometry is None:
+            self.geometry = FrameGeometry.for_input(height, width, self.tracker.size)
+        elif self.geometry.input_hw != (height, width):
+            raise ValueError(
+                f"frame {frame.index} is {height}x{width} but this XMem session started at "
+                f"{self.geometry.input_hw[0]}x{self.geometry.input_hw[1]}; start a new session for a new size"
+            )
+        seeds: dict[str, np.ndarray] = {}
+        for obj_id, mask in new_masks.items():
+            mask = np.asarray(mask)
+            if mask.shape != (height, width):
+                raise ValueError(f"seed mask for {obj_id!r} has shape {mask.shape}, frame is {(height, width)}")
+            seeds[obj_id] = mask.astype(bool, copy=False)
+        geometry = self.geometry
+        tracker = self.tracker
+        with tracker.lock, torch.inference_mode(), tracker.amp_context():
+            image_tensor, features = tracker.encode(frame, image, geometry)
+            masks = {k: geometry.mask_tensor(v, tracker.device) for k, v in seeds.items()}
+            ids, prob = self.core.step(image_tensor, features, masks)
+            prob = geometry.restore(prob.float())
+            labels = prob.argmax(dim=0)
+            out: dict[str, TrackedMask] = {}
+            for channel, obj_id in enumerate(ids, start=1):
+                if obj_id in seeds:
+                    mask = torch.from_numpy(seeds[obj_id]).to(prob.device)
+                else:
+                    mask = labels == channel
+                area = int(mask.sum())
+                confidence = float(prob[channel][mask].mean()) if area else 0.0
+                out[obj_id] = TrackedMask(mask.cpu().numpy(), min(max(confidence, 0.0), 1.0))
+        return out
+
+    def remove(self, obj_id: str) -> None:
+        """Forget ``obj_id`` (unknown ids are ignored); the other objects keep their memory."""
+        if obj_id in self.core.objects:
+            with self.tracker.lock:
+                self.core.remove(obj_id)
+
+    def clear(self) -> None:
+        """Forget every object and all memory; the session stays usable (a new target, any frame size)."""
+        self.core.clear()
+        self.geometry = None
+
+    def close(self) -> None:
+        self.clear()
+        self.closed = True
+
+    # ---- introspection (tests, benchmarks, logs) ------------------------------------------------------------------
+
+    @property
+    def memory(self):
+        return self.core.memory
+
+    def memory_bytes(self) -> int:
+        """Bytes held by this session's memory (keys, values, usage, sensory state)."""
+        hidden = self.core.hidden
+        return self.core.memory.nbytes() + (0 if hidden is None else hidden.numel() * hidden.element_size())
+
+
+def _describe(image) -> str:
+    if isinstance(image, np.ndarray):
+        return f"{image.dtype} array of shape {image.shape}"
+    return type(image).__name__
