@@ -23,16 +23,20 @@ Options: ``visa_dir`` (merged VISA checkpoint directory, with tokenizer), ``sam_
 available), ``dtype`` ("auto" = bfloat16 on CUDA, float32 on CPU; "float16", "bfloat16", "float32"),
 ``min_area_fraction`` (0.0005), ``min_area_pixels`` (1), ``min_score`` (0.0), ``min_iou_prediction`` (None),
 ``max_references`` (11; more references are thinned evenly), ``lowercase_instruction`` (True, as VISA's evaluation),
-``seed`` (0: the clustering's density-noise draws come from a generator seeded per call, so results are
-reproducible; None uses torch's global RNG like the official code), ``embedding_cache_size`` (2 key frames whose
-SAM image embeddings are kept), ``strict`` (True: refuse checkpoints with missing/unexpected keys), ``progress``
-(tqdm bars while loading), ``num_threads`` (None = leave torch's setting).
+``seed`` (0: the clustering's tie-breaking density noise for a frame is drawn from a generator seeded with
+(seed, ``Frame.index``), so a frame always gets the same visual tokens and results are reproducible; None uses
+torch's global RNG like the official code and disables the visual-token cache), ``visual_cache_size`` (32 frames
+whose projected visual tokens are kept, keyed by ``Frame.index``: reference frames shared by successive queries
+are encoded once), ``embedding_cache_size`` (2 key frames whose SAM image embeddings are kept), ``strict`` (True:
+refuse checkpoints with missing/unexpected keys), ``progress`` (tqdm bars while loading), ``num_threads`` (None =
+leave torch's setting).
 
 ``release()`` unloads the model (GPU and host memory); the next ``segment`` reloads it from disk.
 """
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 import threading
 import time
@@ -46,6 +50,13 @@ import torch
 from reasonvos_ros.core.errors import BackendFailure, BackendUnavailable, ConfigError
 from reasonvos_ros.core.interfaces import KeyframeSegmenter
 from reasonvos_ros.core.types import Frame, Segmentation
+
+
+def frame_cache_key(frame: Frame, image: np.ndarray) -> tuple:
+    """Cache key of a frame: its index plus a fingerprint of a pixel subsample, so that sources which restart
+    their indices (e.g. offline runs over several videos) never hit stale entries."""
+    sample = np.ascontiguousarray(image[::13, ::17])
+    return (frame.index, image.shape, hashlib.blake2b(sample.tobytes(), digest_size=8).hexdigest())
 
 
 def _thin(positions: Sequence[int], count: int) -> list[int]:
@@ -99,6 +110,7 @@ class VisaSegmenter(KeyframeSegmenter):
         max_references: int = 11,
         lowercase_instruction: bool = True,
         seed: int | None = 0,
+        visual_cache_size: int = 32,
         embedding_cache_size: int = 2,
         strict: bool = True,
         progress: bool = True,
@@ -124,8 +136,8 @@ class VisaSegmenter(KeyframeSegmenter):
             raise ConfigError(f"VISA option min_score must be in [0, 1], got {min_score}")
         if int(max_references) < 0:
             raise ConfigError(f"VISA option max_references must be >= 0, got {max_references}")
-        if int(embedding_cache_size) < 0:
-            raise ConfigError(f"VISA option embedding_cache_size must be >= 0, got {embedding_cache_size}")
+        if int(embedding_cache_size) < 0 or int(visual_cache_size) < 0:
+            raise ConfigError("VISA options embedding_cache_size and visual_cache_size must be >= 0")
         from reasonvos_ros.models.visa.checkpoint import VisaCheckpointError, resolve_device_dtype
 
         try:
@@ -141,6 +153,7 @@ class VisaSegmenter(KeyframeSegmenter):
         self.lowercase_instruction = bool(lowercase_instruction)
         self.seed = None if seed is None else int(seed)
         self.embedding_cache_size = int(embedding_cache_size)
+        self.visual_cache_size = int(visual_cache_size) if seed is not None else 0
         self.strict = bool(strict)
         self.progress = bool(progress)
         if num_threads is not None:
@@ -149,7 +162,9 @@ class VisaSegmenter(KeyframeSegmenter):
         self.model = None
         self.tokenizer = None
         self.load_report = None
-        self._embeddings: OrderedDict[int, tuple[torch.Tensor, tuple[int, int]]] = OrderedDict()
+        self._embeddings: OrderedDict[tuple, tuple[torch.Tensor, tuple[int, int]]] = OrderedDict()
+        self._visual: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.cache_hits = {"visual": 0, "sam": 0}
         self._load()
 
     # ---- lifecycle -----------------------------------------------------------------------------------------------
@@ -180,25 +195,56 @@ class VisaSegmenter(KeyframeSegmenter):
         with self.lock:
             self.model = None
             self._embeddings.clear()
+            self._visual.clear()
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
     # ---- segmentation --------------------------------------------------------------------------------------------
 
-    def _noise_fn(self):
+    def _noise_fn(self, frame_indices: Sequence[int]):
+        """Density noise for a batch of frames: one generator per frame, seeded with (seed, Frame.index)."""
         if self.seed is None:
             return None
-        generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        generators: dict[int, torch.Generator] = {}
 
-        def draw(frame: int, stage: int, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
-            return torch.rand(shape, generator=generator, dtype=torch.float32).to(like.device, like.dtype)
+        def draw(position: int, stage: int, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+            if position not in generators:
+                mixed = (self.seed * 1_000_003 + int(frame_indices[position])) % (2**63)
+                generators[position] = torch.Generator(device="cpu").manual_seed(mixed)
+            draws = torch.rand(shape, generator=generators[position], dtype=torch.float32)
+            return draws.to(like.device, like.dtype)
 
         return draw
 
+    def _visual_tokens(self, frames: Sequence[Frame], images: Sequence[np.ndarray]) -> torch.Tensor:
+        """(F, tokens_per_image, H) projected visual tokens, from the cache where possible."""
+        from reasonvos_ros.models.visa.vision import clip_preprocess
+
+        keys = [frame_cache_key(f, img) for f, img in zip(frames, images)]
+        todo = [i for i, key in enumerate(keys) if key not in self._visual]
+        self.cache_hits["visual"] += len(frames) - len(todo)
+        fresh: dict[tuple, torch.Tensor] = {}
+        if todo:
+            pixel_values = torch.from_numpy(clip_preprocess([images[i] for i in todo]))
+            visual = self.model.visual(
+                pixel_values.to(self.model.device), self._noise_fn([frames[i].index for i in todo])
+            )
+            fresh = {keys[i]: visual.projected[j] for j, i in enumerate(todo)}
+        tokens = torch.stack([fresh[key] if key in fresh else self._visual[key] for key in keys])
+        if self.visual_cache_size:
+            for key in keys:
+                if key in fresh:
+                    self._visual[key] = fresh[key]
+                self._visual.move_to_end(key)
+            while len(self._visual) > self.visual_cache_size:
+                self._visual.popitem(last=False)
+        return tokens
+
     def _key_embeddings(self, frame: Frame, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        cache_key = frame.index
+        cache_key = frame_cache_key(frame, image)
         if cache_key in self._embeddings:
             self._embeddings.move_to_end(cache_key)
+            self.cache_hits["sam"] += 1
             return self._embeddings[cache_key]
         result = self.model.encode_keyframe(image)
         if self.embedding_cache_size:
@@ -209,7 +255,6 @@ class VisaSegmenter(KeyframeSegmenter):
 
     def segment(self, frames: Sequence[Frame], key: int, references: Sequence[int], instruction: str) -> Segmentation:
         from reasonvos_ros.models.visa.prompt import build_prompt_ids
-        from reasonvos_ros.models.visa.vision import clip_preprocess
 
         if not 0 <= key < len(frames):
             raise ValueError(f"key frame {key} outside the {len(frames)} frames given")
@@ -224,19 +269,20 @@ class VisaSegmenter(KeyframeSegmenter):
             key_image = np.asarray(frames[key].image)
             if key_image.ndim != 3 or key_image.shape[2] != 3 or key_image.dtype != np.uint8:
                 raise ValueError(f"key frame must be HxWx3 uint8 RGB, got {key_image.dtype} {key_image.shape}")
-            start = time.perf_counter()
-            images = [np.asarray(frames[r].image) for r in refs] + [key_image]
-            pixel_values = torch.from_numpy(clip_preprocess(images))
             try:
                 input_ids = build_prompt_ids(
                     self.tokenizer, instruction, len(refs), lowercase=self.lowercase_instruction
                 )
             except ValueError as exc:
                 raise ConfigError(f"VISA prompt: {exc}") from exc
-            timings["preprocess_s"] = time.perf_counter() - start
             start = time.perf_counter()
-            prompt = self.model.encode_prompt(pixel_values, input_ids, self._noise_fn())
-            timings["vision_and_llm_s"] = time.perf_counter() - start
+            prompt_frames = [frames[r] for r in refs] + [frames[key]]
+            images = [np.asarray(frames[r].image) for r in refs] + [key_image]
+            tokens = self._visual_tokens(prompt_frames, images)
+            timings["vision_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            prompt = self.model.encode_prompt_with_tokens(input_ids, tokens)
+            timings["llm_s"] = time.perf_counter() - start
             start = time.perf_counter()
             embeddings, input_size = self._key_embeddings(frames[key], key_image)
             timings["sam_encode_s"] = time.perf_counter() - start

@@ -52,7 +52,7 @@ class VisaConfig:
 class PromptOutput:
     """What the language side produced for one prompt."""
 
-    visual: VisualTokens
+    visual: VisualTokens | None  # None when the visual tokens were given (see encode_prompt_with_tokens)
     layout: PromptLayout
     last_hidden_state: torch.Tensor  # (L_expanded, H) after the final norm
     seg_hidden: torch.Tensor  # (H,)
@@ -153,9 +153,21 @@ class VisaModel(nn.Module):
     ) -> PromptOutput:
         """Frames (F, 3, 224, 224) CLIP pixel values, target frame last; ``input_ids`` with F placeholders.
         ``noise_fn(frame, stage, shape, like)`` may supply the clustering's density noise (default torch.rand)."""
-        layout = self.layout(input_ids)
+        layout = self.layout(input_ids)  # validate the prompt before the vision work
         visual = self.visual(clip_pixel_values.to(self.device), noise_fn)
-        inputs_embeds = self.embed_prompt(layout, visual.projected)
+        return self.encode_prompt_with_tokens(layout, visual.projected, visual)
+
+    @torch.no_grad()
+    def encode_prompt_with_tokens(
+        self,
+        input_ids: torch.Tensor | Sequence[int] | PromptLayout,
+        image_embeds: torch.Tensor,
+        visual: VisualTokens | None = None,
+    ) -> PromptOutput:
+        """Language side only, from already projected visual tokens (F, tokens_per_image, H) (e.g. cached per
+        frame)."""
+        layout = input_ids if isinstance(input_ids, PromptLayout) else self.layout(input_ids)
+        inputs_embeds = self.embed_prompt(layout, image_embeds)
         hidden = self.language_hidden_states(inputs_embeds)[0]
         seg_hidden = hidden[layout.seg_hidden_index]
         return PromptOutput(visual, layout, hidden, seg_hidden, self.project_seg_hidden(seg_hidden))

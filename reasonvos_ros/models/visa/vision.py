@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ def _bicubic_kernel(x: np.ndarray) -> np.ndarray:
     return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
 
 
+@functools.lru_cache(maxsize=32)
 def _fixed_point_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Per output pixel: the first input index and the integer weights over a window (Pillow's precompute_coeffs
     and normalize_coeffs_8bpc for the bicubic filter, support 2)."""
@@ -58,6 +60,8 @@ def _fixed_point_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, 
         scaled = taps * (1 << _PRECISION_BITS)
         weights[out_index, : stop - first] = np.where(scaled < 0, scaled - 0.5, scaled + 0.5).astype(np.int64)
         starts[out_index] = first
+    starts.flags.writeable = False  # cached: shared between calls
+    weights.flags.writeable = False
     return starts, weights
 
 
@@ -66,11 +70,13 @@ def _resample_axis0(image: np.ndarray, out_size: int) -> np.ndarray:
     in_size = image.shape[0]
     starts, weights = _fixed_point_coefficients(in_size, out_size)
     window = weights.shape[1]
+    # Rows past the end carry weight 0; padding keeps every tap index valid.
     padded = np.concatenate([image, np.zeros((window, *image.shape[1:]), dtype=image.dtype)], axis=0)
-    gather = starts[:, None] + np.arange(window)[None, :]  # (out, window); taps past the end have weight 0
-    taps = padded[gather].astype(np.int64)  # (out, window, ...)
-    shape = (out_size, window) + (1,) * (image.ndim - 1)
-    acc = (taps * weights.reshape(shape)).sum(axis=1) + (1 << (_PRECISION_BITS - 1))
+    broadcast = (out_size,) + (1,) * (image.ndim - 1)
+    acc = np.full((out_size, *image.shape[1:]), 1 << (_PRECISION_BITS - 1), dtype=np.int64)
+    # One tap at a time keeps memory at one output-sized array (gathering all taps at once is ~15x larger).
+    for tap in range(window):
+        acc += padded[starts + tap].astype(np.int64) * weights[:, tap].reshape(broadcast)
     return np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8)
 
 
