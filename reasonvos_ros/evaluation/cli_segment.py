@@ -92,6 +92,12 @@ def backends_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         except yaml.YAMLError as exc:
             raise InputError(f"--option {item!r}: value is not valid YAML: {exc}") from exc
         spec.setdefault(role, {"options": {}}).setdefault("options", {})[option] = value
+    from ..core.registry import ROLES as REGISTRY
+
+    for role, entry in spec.items():  # fail before any video is read or model loaded
+        table = REGISTRY[role][0]
+        if entry.get("name") is not None and entry["name"] not in table:
+            raise InputError(f"unknown {role} backend {entry['name']!r}; available: {', '.join(sorted(table))}")
     # segment_clip fills roles (and names) left out with its defaults.
     return {role: {k: v for k, v in entry.items() if v is not None} for role, entry in spec.items()}
 

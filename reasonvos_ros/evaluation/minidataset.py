@@ -11,6 +11,9 @@ and its area ratio per frame). ``build_mini_dataset`` writes a fixed three-video
 - ``dog_and_person``: both cut-outs in one video (the person in front), so an expression's ground truth differs
   from the video's foreground; one expression refers to both objects.
 
+The ``vtest.avi`` background shows real pedestrians that are not annotated, so expressions name the cut-out
+person by his blue jacket; an answer that picks a pedestrian is a wrong answer, as it would be in ReVOS.
+
 The frames are written as JPEG (lossy) while the masks are exact: a model that reads the JPEGs sees slightly
 different colours from the composite, never different geometry.
 """
@@ -206,7 +209,7 @@ def mini_videos(n_frames: int = 8, size: tuple[int, int] = (320, 240)) -> list[M
         person.frames,
         {0: person.masks},
         [
-            MiniExpression("the person walking to the right", [0], 0),
+            MiniExpression("the man in the blue jacket walking to the right", [0], 0),
             MiniExpression("who is leaving the scene?", [0], 1),
         ],
         names,
@@ -225,9 +228,9 @@ def mini_videos(n_frames: int = 8, size: tuple[int, int] = (320, 240)) -> list[M
         {0: dog_masks, 1: person_masks},
         [
             MiniExpression("the dog", [0], 0),
-            MiniExpression("the person", [1], 0),
+            MiniExpression("the man in the blue jacket", [1], 0),
             MiniExpression("who could take this animal for a walk?", [1], 1),
-            MiniExpression("the dog and the person", [0, 1], 0),
+            MiniExpression("the dog and the man in the blue jacket", [0, 1], 0),
             MiniExpression("the horse", [], 2),
         ],
         names,
