@@ -26,9 +26,9 @@ VTEST_CANDIDATES = [
     "/usr/share/opencv4/samples/data/vtest.avi",
 ]
 FRAMES, MAX_SIDE, START = 20, 160, 1000.0
-# the player waits for its subscribers, then 1 s more so the recorder (which subscribes once it discovers the
-# player's publishers) is matched on every topic before the first message
-WAIT_ARGS = ["--wait-for-subscribers", "20", "--delay", "1.0"]
+# the player waits for its subscribers (the recorder subscribes once it discovers the player's publishers), then
+# a little more so the subscriptions have matched the player's publishers too
+WAIT_ARGS = ["--wait-for-subscribers", "20", "--delay", "0.5"]
 REMAP_ARGS = ["--remap", "/image:=/camera/remapped"]
 INSTRUCTIONS = [InstructionEvent(0.45, "the person in the white coat", "walker"), InstructionEvent(1.2, "the bag")]
 
@@ -324,7 +324,7 @@ def test_play_into_live_topics_and_record(bags, tmp_path):
         instructions = harness.collect(Instruction, "/instruction", qos)
         player = spawn_python(
             module="reasonvos_ros.cli",
-            args=["bag-play", bags["mcap"], "--rate", "2", "--qos-depth", "100", *WAIT_ARGS],
+            args=["bag-play", bags["mcap"], "--rate", "2", "--qos-depth", "100", "--min-subscribers", "2", *WAIT_ARGS],
             name="player",
         )
         assert player.wait(timeout=60) == 0, player.output()
@@ -335,6 +335,7 @@ def test_play_into_live_topics_and_record(bags, tmp_path):
         assert recorder.stop() == 0, recorder.output()
     output = recorder.output()
     assert "/image: 20, /instruction: 2" in output, output
+    assert "recording /image (sensor_msgs/msg/Image, reliable)" in output  # auto QoS follows the player
 
     # order and stamps exactly as in the bag; timing follows the recorded 10 Hz at rate 2 (0.05 s apart)
     stamps = [stamp_to_nanoseconds(message.header.stamp) for message in received]

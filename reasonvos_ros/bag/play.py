@@ -54,11 +54,16 @@ def play_bag(
     clock: bool = False,
     delay: float = 0.0,
     wait_for_subscribers: float = 0.0,
+    min_subscribers: int = 1,
+    ack_timeout: float = 5.0,
     stop: threading.Event | None = None,
     node_name: str = "reasonvos_bag_player",
     log=print,
 ) -> PlayStats:
-    """Publish the bag's messages; returns when done, or early when ``stop`` is set."""
+    """Publish the bag's messages; returns when done, or early when ``stop`` is set.
+
+    ``wait_for_subscribers`` > 0 waits up to that many seconds until every played topic has ``min_subscribers``
+    subscriptions; at the end, reliable messages are given ``ack_timeout`` seconds to be acknowledged."""
     from reasonvos_ros.bag.rclpy_tools import message_class, qos_profile, ros_session
 
     bag = Path(bag)
@@ -66,6 +71,8 @@ def play_bag(
         raise FileNotFoundError(f"bag {bag} does not exist")
     if not rate > 0:
         raise ValueError(f"rate must be > 0, got {rate}")
+    if min_subscribers < 1:
+        raise ValueError(f"min_subscribers must be >= 1, got {min_subscribers}")
     remap = remap or {}
     stop = stop or threading.Event()
     stats = PlayStats()
@@ -96,12 +103,15 @@ def play_bag(
             if wait_for_subscribers > 0:
                 deadline = time.monotonic() + wait_for_subscribers
                 while not stop.is_set() and time.monotonic() < deadline:
-                    if all(pub.get_subscription_count() > 0 for pub in publishers.values()):
+                    if all(pub.get_subscription_count() >= min_subscribers for pub in publishers.values()):
                         break
                     stop.wait(0.02)
-                missing = [topic for topic, pub in publishers.items() if pub.get_subscription_count() == 0]
+                missing = [t for t, pub in publishers.items() if pub.get_subscription_count() < min_subscribers]
                 if missing:
-                    log(f"bag-play: no subscriber after {wait_for_subscribers:g} s on {missing}; playing anyway")
+                    log(
+                        f"bag-play: fewer than {min_subscribers} subscriber(s) after {wait_for_subscribers:g} s on "
+                        f"{missing}; playing anyway"
+                    )
             if delay > 0:
                 stop.wait(delay)
 
@@ -129,9 +139,15 @@ def play_bag(
                 if not loop or first_ns is None or stop.is_set():
                     break
                 pass_start_wall += ((last_ns - first_ns) + loop_gap_ns) / 1e9 / rate
-            # let the middleware hand the last reliable messages to the subscribers before tearing down
+            # Destroying a writer drops what slow reliable readers have not acknowledged yet: wait for the acks
+            # (best-effort publishers return at once), then give best-effort deliveries a moment.
             if not stop.is_set():
-                stop.wait(0.2)
+                from rclpy.duration import Duration
+
+                for out_topic, publisher in publishers.items():
+                    if not publisher.wait_for_all_acked(Duration(seconds=ack_timeout)):
+                        log(f"bag-play: not every subscriber of {out_topic} acknowledged within {ack_timeout:g} s")
+                stop.wait(0.1)
     stats.interrupted = stop.is_set()
     stats.wall_seconds = time.monotonic() - started
     return stats
@@ -160,7 +176,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clock", action="store_true", help="also publish /clock with the bag time")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before playing")
     parser.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="SECONDS",
-                        help="wait up to SECONDS until every played topic has a subscriber")  # fmt: skip
+                        help="wait up to SECONDS until every played topic has --min-subscribers subscribers")  # fmt: skip
+    parser.add_argument("--min-subscribers", type=int, default=1)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -181,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
                 clock=args.clock,
                 delay=args.delay,
                 wait_for_subscribers=args.wait_for_subscribers,
+                min_subscribers=args.min_subscribers,
                 stop=stop,
             )
     except (FileNotFoundError, ValueError) as error:

@@ -2,8 +2,9 @@
 
 Topics are subscribed raw (``create_subscription(..., raw=True)``) as soon as discovery shows their type, so the
 serialized bytes are stored untouched; each message is stamped with the recorder's receive time, like rosbag2.
-Reliability ``auto`` subscribes reliably when every discovered publisher of a topic is reliable and best effort
-otherwise (a reliable subscription receives nothing from best-effort camera drivers). Message definitions are
+Reliability ``auto`` waits for the first publisher of a topic, then subscribes reliably when every discovered
+publisher is reliable and best effort otherwise (a reliable subscription receives nothing from best-effort camera
+drivers); the choice is not revisited when other publishers appear later. Message definitions are
 taken from the typestore (Jazzy's standard types plus this package's messages), so other custom types cannot be
 recorded (they are reported and skipped). Recording stops on SIGINT/SIGTERM or after ``duration`` seconds.
 """
@@ -103,6 +104,8 @@ def record_bag(
                         log(f"bag-record: skipping {topic}: {stats.skipped[topic]}")
                         continue
                     type_name = type_names[0]
+                    if reliability == "auto" and not node.get_publishers_info_by_topic(topic):
+                        continue  # only a subscription so far: wait for a publisher to choose the QoS
                     try:
                         msg_class = message_class(type_name)
                         typestore.get_msgdef(type_name)
