@@ -39,6 +39,16 @@ TINY = XMemConfig(
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small tensors gain nothing from intra-op threads, and on a shared 2-core machine thread hand-offs cost
+    more than the work (the golden data was also produced on one thread)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def tiny_state(seed: int = 3) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in golden_state_dict(state_dict_shapes(TINY), seed).items()}
 

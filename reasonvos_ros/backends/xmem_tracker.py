@@ -3,9 +3,10 @@
 ``XMemTracker(checkpoint=...)`` loads the published ``XMem.pth`` layout (weights-only, strict; dimensions read
 from the file) and hands out independent sessions; each session is one XMem inference pass (its own working,
 long-term and sensory memory), so the pipeline's backward pass over stored frames and its forward/online pass
-never share memory. What the sessions share is the network and a small LRU cache of key-encoder features keyed
-by ``Frame.index`` (``feature_cache_size`` entries), so a frame visited by both passes (at least the key frame) is
-encoded once.
+never share memory. What the sessions share is the network and a bounded cache of key-encoder features keyed by
+``Frame.index``: an LRU of the last ``feature_cache_size`` frames plus the last two frames on which objects were
+seeded (both passes start at the key frame, and a long backward pass must not evict it), so a frame visited by
+both passes is encoded once. ``feature_cache_size: 0`` disables caching.
 
 Per step: the frame is resized so that its shorter side is ``size`` (None keeps the input size), normalised,
 padded to a multiple of 16, processed, and the probabilities are brought back to the input size. Each object's
@@ -39,6 +40,8 @@ from reasonvos_ros.core.types import Frame, TrackedMask
 from reasonvos_ros.models.xmem.checkpoint import CheckpointError, load_network
 from reasonvos_ros.models.xmem.inference import FrameGeometry, InferenceSettings, XMemInference
 from reasonvos_ros.models.xmem.network import KeyFeatures, XMemNetwork
+
+_SEED_CACHE_SIZE = 2
 
 
 def _auto_flag(value: bool | str, on_cuda: bool, name: str) -> bool:
@@ -120,6 +123,7 @@ class XMemTracker(Tracker):
         self.network: XMemNetwork = network
         self.feature_cache_size = int(feature_cache_size)
         self._cache: OrderedDict[tuple, tuple[torch.Tensor, KeyFeatures]] = OrderedDict()
+        self._seed_cache: OrderedDict[tuple, tuple[torch.Tensor, KeyFeatures]] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
         self.lock = threading.RLock()
@@ -136,6 +140,7 @@ class XMemTracker(Tracker):
         """Drop the feature cache and move the network off the GPU (it comes back on the next step)."""
         with self.lock:
             self._cache.clear()
+            self._seed_cache.clear()
             if self.device.type == "cuda":
                 self.network.to("cpu")
                 torch.cuda.empty_cache()
@@ -157,25 +162,44 @@ class XMemTracker(Tracker):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def encode(self, frame: Frame, image: np.ndarray, geometry: FrameGeometry) -> tuple[torch.Tensor, KeyFeatures]:
-        """Normalised padded image and key features of ``frame``, from the cache when it was seen before."""
+    def encode(
+        self, frame: Frame, image: np.ndarray, geometry: FrameGeometry, seeding: bool = False
+    ) -> tuple[torch.Tensor, KeyFeatures]:
+        """Normalised padded image and key features of ``frame``, from the cache when it was seen before.
+
+        Frames on which a session seeds objects go to a separate two-entry cache: the pipeline's passes all start
+        at the key frame, and a backward pass longer than the recent-frame cache must not evict it."""
         cache_key = (frame.index, geometry)
-        cached = self._cache.get(cache_key)
-        if cached is not None:
-            self._cache.move_to_end(cache_key)
-            self.cache_hits += 1
-            return cached
+        for cache in (self._seed_cache, self._cache):
+            cached = cache.get(cache_key)
+            if cached is not None:
+                cache.move_to_end(cache_key)
+                self.cache_hits += 1
+                if seeding and cache is self._cache:
+                    self._remember(self._seed_cache, cache_key, cached, _SEED_CACHE_SIZE)
+                return cached
         self.cache_misses += 1
         self._place_network()
         tensor = geometry.image_tensor(image, self.device)
         if self.channels_last:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
-        features = self.network.encode_key(tensor)
-        if self.feature_cache_size:
-            self._cache[cache_key] = (tensor, features)
-            while len(self._cache) > self.feature_cache_size:
-                self._cache.popitem(last=False)
-        return tensor, features
+        entry = (tensor, self.network.encode_key(tensor))
+        if seeding:
+            self._remember(self._seed_cache, cache_key, entry, _SEED_CACHE_SIZE)
+        else:
+            self._remember(self._cache, cache_key, entry, self.feature_cache_size)
+        return entry
+
+    def _remember(self, cache: OrderedDict, cache_key: tuple, entry: tuple, capacity: int) -> None:
+        if self.feature_cache_size <= 0:
+            return
+        cache[cache_key] = entry
+        cache.move_to_end(cache_key)
+        while len(cache) > capacity:
+            cache.popitem(last=False)
+
+    def cached_frames(self) -> int:
+        return len(self._cache) + len(self._seed_cache)
 
 
 class XMemSession(TrackerSession):
@@ -217,7 +241,7 @@ class XMemSession(TrackerSession):
         geometry = self.geometry
         tracker = self.tracker
         with tracker.lock, torch.inference_mode(), tracker.amp_context():
-            image_tensor, features = tracker.encode(frame, image, geometry)
+            image_tensor, features = tracker.encode(frame, image, geometry, seeding=bool(seeds))
             masks = {k: geometry.mask_tensor(v, tracker.device) for k, v in seeds.items()}
             ids, prob = self.core.step(image_tensor, features, masks)
             prob = geometry.restore(prob.float())
