@@ -24,6 +24,7 @@ ROS_PACKAGES = {
     "diagnostic_msgs",
     "builtin_interfaces",
     "rcl_interfaces",
+    "rosgraph_msgs",
     "ament_index_python",
     "launch",
     "launch_ros",
