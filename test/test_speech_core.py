@@ -74,7 +74,7 @@ def speech_span(samples: np.ndarray, rate: int, level: float = 0.01) -> tuple[fl
     return loud[0] / rate, (loud[-1] + 1) / rate
 
 
-SENTENCE = "robot, pick up the red cup on the table"
+SENTENCE = "robot, follow the person in the red shirt"
 
 
 @pytest.fixture(scope="module")
@@ -334,26 +334,41 @@ def test_missing_model_dir_is_reported(tmp_path):
         WhisperTranscriber(model_dir=tmp_path)
 
 
-def test_whisper_transcribes_synthesised_speech(transcriber, sentence_16k):
+@pytest.fixture(scope="module")
+def sentence_transcript(transcriber, sentence_16k):
     audio, start, end = sentence_16k
-    utterance = audio[int((start - 0.2) * SR) : int((end + 0.2) * SR)]
-    transcript = transcriber.transcribe(utterance)
-    assert word_error_rate(SENTENCE, transcript.text) <= 0.15, transcript.text
-    assert "red cup" in transcript.text.lower()
-    assert transcript.audio_s == pytest.approx(len(utterance) / SR)
+    return transcriber.transcribe(audio[int((start - 0.2) * SR) : int((end + 0.2) * SR)])
+
+
+def test_whisper_transcribes_synthesised_speech(transcriber, sentence_transcript, sentence_16k):
+    assert word_error_rate(SENTENCE, sentence_transcript.text) <= 0.15, sentence_transcript.text
+    assert "red shirt" in sentence_transcript.text.lower()
+    start, end = sentence_16k[1:]
+    assert sentence_transcript.audio_s == pytest.approx(int((end + 0.2) * SR) / SR - int((start - 0.2) * SR) / SR)
+    assert sentence_transcript.avg_logprob > -1.0 and sentence_transcript.no_speech_prob < 0.5
     with pytest.raises(ValueError, match="mono"):
         transcriber.transcribe(np.zeros((2, 100), np.float32))
 
 
-def test_recognizer_applies_the_wake_phrase(transcriber, sentence_16k):
-    audio = sentence_16k[0]
-    with_wake = SpeechRecognizer(transcriber, WakePhrase("robot")).recognize(audio)
-    assert with_wake.text is not None and words(with_wake.text)[:3] == ["pick", "up", "the"]
-    other = SpeechRecognizer(transcriber, WakePhrase("computer")).recognize(audio)
+class _FixedTranscriber:
+    """Hands out one real transcript (of the test sentence), so the wake-phrase cases need no extra decoding."""
+
+    def __init__(self, transcript: Transcript):
+        self.transcript = transcript
+
+    def transcribe(self, audio):
+        return self.transcript
+
+
+def test_recognizer_applies_the_wake_phrase(transcriber, sentence_transcript):
+    fixed = _FixedTranscriber(sentence_transcript)
+    with_wake = SpeechRecognizer(fixed, WakePhrase("robot")).recognize(np.zeros(1, np.float32))
+    assert with_wake.text is not None and words(with_wake.text)[:3] == ["follow", "the", "person"]
+    other = SpeechRecognizer(fixed, WakePhrase("computer")).recognize(np.zeros(1, np.float32))
     assert other.text is None and "wake phrase 'computer'" in other.reason
-    plain = SpeechRecognizer(transcriber, None).recognize(audio)
-    assert words(plain.text)[0] == "robot"
-    silent = SpeechRecognizer(transcriber, None).recognize(silence(1.0))
+    plain = SpeechRecognizer(fixed, None).recognize(np.zeros(1, np.float32))
+    assert plain.text == sentence_transcript.text and words(plain.text)[0] == "robot"
+    silent = SpeechRecognizer(transcriber, None).recognize(silence(1.0))  # real decoding of silence
     assert silent.text is None and silent.reason == "no words transcribed"
 
 

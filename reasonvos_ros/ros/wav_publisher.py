@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--wait-subscribers",
         type=float,
         default=5.0,
-        help="wait up to this many seconds for a subscriber before publishing (default: %(default)s)",
+        help="wait up to this many seconds for --min-subscribers before publishing (default: %(default)s)",
     )
+    parser.add_argument("--min-subscribers", type=int, default=1, help="subscribers to wait for (default: 1)")
 
 
 def with_silence(audio: WavAudio, lead_s: float, trail_s: float, repeat: int = 1) -> WavAudio:
@@ -75,10 +76,13 @@ def run(args: argparse.Namespace) -> int:
         reliability = ReliabilityPolicy.RELIABLE if args.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
         publisher = node.create_publisher(AudioChunk, args.topic, QoSProfile(depth=100, reliability=reliability))
         deadline = time.monotonic() + args.wait_subscribers
-        while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
+        while publisher.get_subscription_count() < args.min_subscribers and time.monotonic() < deadline:
             time.sleep(0.05)
-        if publisher.get_subscription_count() == 0:
-            node.get_logger().warning(f"no subscriber on '{publisher.topic_name}' yet; publishing anyway")
+        if publisher.get_subscription_count() < args.min_subscribers:
+            node.get_logger().warning(
+                f"{publisher.get_subscription_count()} of {args.min_subscribers} subscriber(s) on "
+                f"'{publisher.topic_name}' after {args.wait_subscribers} s; publishing anyway"
+            )
         start_wall = time.monotonic()
         start_stamp = node.get_clock().now().nanoseconds
         for first_frame, payload in iter_chunks(audio, chunk_frames, sample_format):

@@ -19,6 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Resampling needs scipy.signal, which takes seconds to import; importing it here rather than on the first audio
+# chunk keeps a live stream from backing up (and overflowing the subscription queue) at its start.
+import scipy.signal  # noqa: F401
+
 from .audio import TARGET_SAMPLE_RATE, StreamingResampler, decode_chunk
 from .transcriber import Transcript, WhisperTranscriber
 from .vad import Utterance, UtteranceSegmenter
