@@ -6,10 +6,13 @@ answers garbage, so these tests check the mechanics (one prefill, K answers from
 seeding, equivalence of the generation paths), and they assert the garbage -> 0.5 fallback as what it is.
 """
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
+from reasonvos_ros.core.errors import BackendUnavailable
 from reasonvos_ros.core.registry import build_backend
 from reasonvos_ros.core.types import Frame
 from reasonvos_ros.models.tfs.parsing import aggregate_answers, position_to_index
@@ -215,3 +218,15 @@ def test_release_frees_the_model_and_the_next_call_reloads(qwen2_vl_dir, frames)
     assert sampler.sample(frames[:5], "the cup").details["answers"] == before
     assert sampler.answerer.model is not None
     assert sampler.answerer.trust_remote_code is False
+
+
+def test_incomplete_checkpoints_name_what_is_missing(qwen2_vl_dir, tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(qwen2_vl_dir / "config.json", partial)
+    with pytest.raises(BackendUnavailable, match="no tokenizer files"):
+        VideoLLMFrameSampler(model_dir=partial)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(qwen2_vl_dir / name, partial)
+    with pytest.raises(BackendUnavailable, match=r"model\.safetensors"):
+        VideoLLMFrameSampler(model_dir=partial)

@@ -237,6 +237,11 @@ class QwenVideoAnswerer:
                 f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)}); plug other video LLMs in through the sampler's "
                 f"answer_fn option (docs/tfs.md)"
             )
+        if not any((self.model_dir / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+            # AutoTokenizer would silently build an empty tokenizer from config.json alone
+            raise BackendUnavailable(
+                f"TFS model directory {self.model_dir} has no tokenizer files (tokenizer.json or vocab.json)"
+            )
         from transformers import AutoTokenizer
 
         if model_type == "qwen2_vl":
@@ -259,11 +264,16 @@ class QwenVideoAnswerer:
         self.mean, self.std = self._read_normalisation()
         self.video_token_id = int(self.model.config.video_token_id)
         token_ids = {}
-        for token in ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"):
+        for token in ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>"):
             token_id = self.tokenizer.convert_tokens_to_ids(token)
             if token_id is None or token_id == self.tokenizer.unk_token_id:
                 raise BackendUnavailable(f"the tokenizer in {self.model_dir} lacks Qwen's special token {token}")
             token_ids[token] = token_id
+        if token_ids["<|video_pad|>"] != self.video_token_id:
+            raise BackendUnavailable(
+                f"{self.model_dir}: tokenizer and model disagree on the video token id "
+                f"({token_ids['<|video_pad|>']} vs config video_token_id {self.video_token_id})"
+            )
         self.eos_token_ids = sorted(
             {token_ids["<|im_end|>"], *self._as_list(self.model.generation_config.eos_token_id)}
             | ({self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
