@@ -45,6 +45,7 @@ TABLE = [
     ("twenty percent into the clip", 0.2),
     # qualifiers
     ("the last 20%", 0.8),
+    ("the last 90%", 0.1),
     ("In the final 10 percent of the clip.", 0.9),
     ("20% from the end", 0.8),
     ("the first 30%", 0.3),

@@ -18,8 +18,8 @@ parses each answer for a percentage, averages the parsed values (0.5 when none p
    ("I'm sorry, I cannot ...") or names more than one of these places ("from beginning to end").
 
 Anything else gives ``None``: empty text, refusals, and byte garbage -- an answer holding undecodable bytes (U+FFFD)
-or control characters is rejected whole, since digits inside broken output are not an answer. Parsed values are clamped to [0, 1]
-(``150%`` -> 1.0). Signs are not read (``-10%`` reads as 10%).
+or control characters is rejected whole, since digits inside broken output are not an answer. Parsed values are
+clamped to [0, 1] (``150%`` -> 1.0). Signs are not read (``-10%`` reads as 10%).
 """
 
 from __future__ import annotations
