@@ -1,0 +1,1 @@
+"""Offline evaluation: ReVOS metrics and format, the mini composited dataset, ``reasonvos segment`` / ``eval``."""

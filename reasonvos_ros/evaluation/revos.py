@@ -125,6 +125,7 @@ class ReVOSDataset:
         )
         self.videos: dict[str, VideoInfo] = {}
         self._expressions: list[Expression] = []
+        self._sizes: dict[str, tuple[int, int]] = {}
         self._parse(meta)
 
     @classmethod
@@ -216,6 +217,11 @@ class ReVOSDataset:
 
     def frame_size(self, video: str) -> tuple[int, int]:
         """(H, W) from the meta file, else from the first ground-truth RLE of the video, else its first JPEG."""
+        if video not in self._sizes:
+            self._sizes[video] = self._find_frame_size(video)
+        return self._sizes[video]
+
+    def _find_frame_size(self, video: str) -> tuple[int, int]:
         info = self.videos[video]
         if info.height is not None and info.width is not None:
             return info.height, info.width
