@@ -34,10 +34,11 @@ class Intrinsics:
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """(x, y, width, height) of the mask's non-zero pixels, or None when empty."""
-    ys, xs = np.nonzero(mask)
-    if xs.size == 0:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
         return None
-    x0, x1, y0, y1 = int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max())
+    cols = np.flatnonzero(mask.any(axis=0))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
     return x0, y0, x1 - x0 + 1, y1 - y0 + 1
 
 
@@ -45,19 +46,22 @@ def interior_point(mask: np.ndarray) -> tuple[float, float] | None:
     """The mask pixel farthest from the mask boundary, as (x, y); None when empty.
 
     Unlike the centroid, this always lies on the object, also for concave shapes (a ring, an L-shaped tool).
-    Ties are broken towards the centroid so the point is stable from frame to frame.
+    Ties are broken towards the centroid so the point is stable from frame to frame. Computed on the mask's
+    bounding box only (the distance transform of the full frame costs ~10x more for typical objects).
     """
-    mask_u8 = np.ascontiguousarray(mask, dtype=np.uint8)
-    if not mask_u8.any():
+    box = mask_bbox(mask)
+    if box is None:
         return None
-    # Pad so that pixels on the image border count as boundary, too.
-    dist = cv2.distanceTransform(np.pad(mask_u8, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    x0, y0, w, h = box
+    crop = np.ascontiguousarray(mask[y0 : y0 + h, x0 : x0 + w], dtype=np.uint8)
+    # Pad so that pixels on the crop's border count as boundary, too.
+    dist = cv2.distanceTransform(np.pad(crop, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
     best = dist.max()
     ys, xs = np.nonzero(dist >= best - 1e-6)
-    ys_all, xs_all = np.nonzero(mask_u8)
+    ys_all, xs_all = np.nonzero(crop)
     cy, cx = ys_all.mean(), xs_all.mean()
     nearest = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
-    return float(xs[nearest]), float(ys[nearest])
+    return float(xs[nearest] + x0), float(ys[nearest] + y0)
 
 
 def robust_depth(mask: np.ndarray, depth_m: np.ndarray, erode_px: int = 3, min_valid: int = 10) -> float | None:

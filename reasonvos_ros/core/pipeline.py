@@ -9,6 +9,7 @@ when a track has become unreliable and the key-frame segmentation must be re-run
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -83,11 +84,12 @@ class FrameResult:
     mask: np.ndarray | None = None  # bool HxW when status is TRACKING
     keyframe_stamp: float | None = None
 
-    @property
+    # Cached: the node reads them for the message, the 3D point and the debug overlay.
+    @functools.cached_property
     def bbox(self) -> tuple[int, int, int, int] | None:
         return mask_bbox(self.mask) if self.mask is not None else None
 
-    @property
+    @functools.cached_property
     def point(self) -> tuple[float, float] | None:
         return interior_point(self.mask) if self.mask is not None else None
 
