@@ -18,6 +18,7 @@ from reasonvos_ros.models.sam import (
     SamTextPromptModel,
     load_sam_checkpoint,
     original_key_shapes,
+    random_original_state_dict,
 )
 from reasonvos_ros.models.sam.preprocess import (
     longest_side_size,
@@ -47,15 +48,6 @@ TINY = SamConfig(
     iou_head_depth=4,
     iou_head_hidden_dim=48,
 )
-
-
-def random_original_state_dict(config: SamConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in original_key_shapes(config).items():
-        scale = 1.0 / np.sqrt(np.prod(shape[1:])) if len(shape) > 1 else 0.1
-        state[key] = torch.randn(shape, generator=generator) * scale
-    return state
 
 
 def frame(height: int, width: int, seed: int = 0) -> np.ndarray:

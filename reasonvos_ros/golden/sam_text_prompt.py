@@ -57,10 +57,9 @@ def run(case: GoldenCase) -> list[Check]:
     if conflicts:
         raise GoldenCaseError(f"case.json encoder settings contradict the key shapes (declared, inferred): {conflicts}")
 
-    torch.manual_seed(0)
-    model = SamTextPromptModel(config).eval()
     try:
-        model.load_original_state_dict(case.weights(shapes), strict=True)
+        # the real loader, strict: every key of the case must map onto the model and nothing may be left over
+        model = SamTextPromptModel.from_original_state_dict(case.weights(shapes), strict=True)
     except SamCheckpointError as exc:
         raise GoldenCaseError(f"golden weights do not load into SamTextPromptModel: {exc}") from exc
 

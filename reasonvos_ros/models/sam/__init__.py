@@ -5,7 +5,7 @@ Public API: ``SamConfig`` (dimensions, presets, inference from checkpoint shapes
 ``SamCheckpointError``. The network layers are transformers' SAM modules; see each part's module.
 """
 
-from .checkpoint import SamLoadReport, load_sam_checkpoint, original_key_shapes
+from .checkpoint import SamLoadReport, load_sam_checkpoint, original_key_shapes, random_original_state_dict
 from .config import SAM_PRESETS, SamCheckpointError, SamConfig
 from .model import SamTextPromptModel
 
@@ -17,4 +17,5 @@ __all__ = [
     "SamTextPromptModel",
     "load_sam_checkpoint",
     "original_key_shapes",
+    "random_original_state_dict",
 ]

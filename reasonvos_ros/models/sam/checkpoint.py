@@ -119,6 +119,23 @@ def convert_original_state_dict(
     return converted, report
 
 
+def random_original_state_dict(config: SamConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights in the original layout, for tests and benchmarks: matrices ~ N(0, 1/fan_in), norm scales
+    ~ 1 + N(0, 0.1), other vectors ~ N(0, 0.1). (transformers' own SAM initialisation uses a standard deviation of
+    1e-10 for the vision encoder, which drives activations into denormal floats and makes CPU timings meaningless.)"""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in original_key_shapes(config).items():
+        noise = torch.randn(shape, generator=generator)
+        if len(shape) > 1:
+            state[key] = noise / float(np.sqrt(np.prod(shape[1:])))
+        elif key.endswith(".weight"):
+            state[key] = 1.0 + 0.1 * noise
+        else:
+            state[key] = 0.1 * noise
+    return state
+
+
 def load_sam_checkpoint(path: str | pathlib.Path) -> dict[str, torch.Tensor]:
     """Read a SAM (or VISA) checkpoint: ``.pth``/``.pt``/``.bin`` via ``torch.load(weights_only=True)`` or
     ``.safetensors``. A ``{"model": ...}`` / ``{"state_dict": ...}`` wrapper is unwrapped."""

@@ -38,27 +38,19 @@ def _bilinear_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.
     filter_scale = max(scale, 1.0)
     support = 1.0 * filter_scale  # the bilinear (triangle) kernel has radius 1 before widening
     max_taps = math.ceil(support) * 2 + 1
-    starts = np.zeros(out_size, dtype=np.int64)
-    weights = np.zeros((out_size, max_taps), dtype=np.int64)
-    for out_index in range(out_size):
-        center = (out_index + 0.5) * scale
-        # int() truncates toward zero, as the C cast does
-        first = max(int(center - support + 0.5), 0)
-        last = min(int(center + support + 0.5), in_size)
-        taps = np.arange(first, last, dtype=np.float64)
-        # Multiply by the reciprocal and sum left to right, as Pillow does: a different rounding of either can move
-        # a fixed-point weight by one unit and a pixel by one level.
-        kernel = np.clip(1.0 - np.abs((taps - center + 0.5) * (1.0 / filter_scale)), 0.0, None)
-        total = float(np.cumsum(kernel)[-1]) if kernel.size else 0.0
-        if total != 0.0:
-            kernel = kernel / total
-        fixed = np.where(
-            kernel < 0,
-            np.trunc(-0.5 + kernel * (1 << _PRECISION_BITS)),
-            np.trunc(0.5 + kernel * (1 << _PRECISION_BITS)),
-        )
-        starts[out_index] = first
-        weights[out_index, : last - first] = fixed.astype(np.int64)
+    centers = (np.arange(out_size, dtype=np.float64) + 0.5) * scale
+    # np.trunc rounds toward zero, as the C cast does
+    starts = np.maximum(np.trunc(centers - support + 0.5), 0).astype(np.int64)
+    stops = np.minimum(np.trunc(centers + support + 0.5), in_size).astype(np.int64)
+    taps = starts[:, None] + np.arange(max_taps)[None, :]
+    # Multiply by the reciprocal and sum left to right (cumsum), as Pillow does: another rounding of either can
+    # move a fixed-point weight by one unit and a pixel by one level.
+    kernel = np.clip(1.0 - np.abs((taps - centers[:, None] + 0.5) * (1.0 / filter_scale)), 0.0, None)
+    kernel = np.where(taps < stops[:, None], kernel, 0.0)
+    totals = np.cumsum(kernel, axis=1)[:, -1:]
+    kernel = np.divide(kernel, totals, out=kernel.copy(), where=totals != 0.0)
+    # all weights are >= 0, so Pillow's rounding (int)(0.5 + k * 2**22) is a truncation after adding 0.5
+    weights = np.trunc(0.5 + kernel * (1 << _PRECISION_BITS)).astype(np.int64)
     return starts, weights
 
 
@@ -66,12 +58,14 @@ def _resample_axis(image: np.ndarray, out_size: int, axis: int) -> np.ndarray:
     """One separable pass along ``axis`` (0 rows, 1 columns) of an HxWxC uint8 image, rounded back to uint8."""
     in_size = image.shape[axis]
     starts, weights = _bilinear_coefficients(in_size, out_size)
-    max_taps = weights.shape[1]
-    # Gather indices (clamped; the matching weights are zero beyond each pixel's tap count).
-    index = np.minimum(starts[:, None] + np.arange(max_taps)[None, :], in_size - 1)
-    source = np.moveaxis(image, axis, 0).astype(np.int64)  # (in, other, C)
-    gathered = source[index]  # (out, taps, other, C)
-    accumulated = np.einsum("ot,otxc->oxc", weights, gathered) + (1 << (_PRECISION_BITS - 1))
+    source = np.moveaxis(image, axis, 0).astype(np.int32)  # (in, other, C)
+    # Integer accumulation in int32 as in Pillow (the weights sum to about 2**22, so sums of 8-bit pixels stay below
+    # 2**31); one vectorised step per tap. Past a pixel's last tap the weight is 0, so the clamped index is harmless.
+    accumulated = np.full((out_size, *source.shape[1:]), 1 << (_PRECISION_BITS - 1), dtype=np.int32)
+    weights = weights.astype(np.int32)
+    for tap in range(weights.shape[1]):
+        index = np.minimum(starts + tap, in_size - 1)
+        accumulated += weights[:, tap].reshape(-1, 1, 1) * source[index]
     result = np.clip(accumulated >> _PRECISION_BITS, 0, 255).astype(np.uint8)
     return np.moveaxis(result, 0, axis)
 
