@@ -288,7 +288,7 @@ def test_feature_cache_is_bounded(checkpoint):
 @pytest.mark.slow
 def test_full_size_tracker_session_reproduces_the_golden_masks(tmp_path):
     """Golden weights saved to disk, loaded by XMemTracker; a session over the golden frames (no resizing,
-    default threads) must give the official argmax labels on >= 99.9 % of the pixels. The session never gets an
+    one thread) must give the official argmax labels on >= 99.9 % of the pixels, differing only at near-ties. The session never gets an
     ``end`` flag, which only matters after the last frame."""
     case = load_case(GOLDEN / "cases" / "xmem_stream")
     config = case.spec["config"]
@@ -308,11 +308,15 @@ def test_full_size_tracker_session_reproduces_the_golden_masks(tmp_path):
     session = tracker.new_session()
     frames = case.inputs["frames_rgb_uint8"]
     index = case.inputs["first_mask_index"]
-    want = case.outputs["argmax"]
+    labels = np.zeros((len(frames), *index.shape), np.uint8)
     for t, image in enumerate(frames):
         seeds = {"1": index == 1, "2": index == 2} if t == 0 else None
         out = session.step(Frame(t, 0.0, image), seeds)
-        labels = np.zeros(index.shape, np.uint8)
-        labels[out["1"].mask] = 1
-        labels[out["2"].mask] = 2
-        assert np.mean(labels == want[t]) >= 0.999, f"frame {t}"
+        labels[t][out["1"].mask] = 1
+        labels[t][out["2"].mask] = 2
+    want = case.outputs["argmax"]
+    assert np.mean(labels == want) >= case.spec["suggested_tolerances"]["argmax_agreement_min"]
+    # every disagreement is a near-tie in the official probabilities (random weights leave flat regions)
+    top2 = np.sort(case.outputs["probs"], axis=1)[:, -2:]
+    margin = (top2[:, 1] - top2[:, 0])[labels != want]
+    assert margin.size == 0 or margin.max() < 1e-3
