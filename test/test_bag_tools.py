@@ -4,6 +4,7 @@ process, record it, render results into an mp4 and a contact sheet; plus the ove
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import cv2
@@ -29,7 +30,7 @@ FRAMES, MAX_SIDE, START = 20, 160, 1000.0
 # the player waits for its subscribers (the recorder subscribes once it discovers the player's publishers), then
 # a little more so the subscriptions have matched the player's publishers too
 WAIT_ARGS = ["--wait-for-subscribers", "20", "--delay", "0.5"]
-REMAP_ARGS = ["--remap", "/image:=/camera/remapped"]
+LOOP_ARGS = ["--clock", "--remap", "/image:=/camera/remapped", *WAIT_ARGS]
 INSTRUCTIONS = [InstructionEvent(0.45, "the person in the white coat", "walker"), InstructionEvent(1.2, "the bag")]
 
 
@@ -351,27 +352,43 @@ def test_play_into_live_topics_and_record(bags, tmp_path):
 
 
 @pytest.mark.ros
-def test_play_loop_remap_and_interrupt(bags):
+def test_play_loop_remap_clock_interrupt_and_record_all(bags, tmp_path):
     pytest.importorskip("rclpy", reason="needs rclpy")
     from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
     from rosutil import ros_node, spawn_python
     from sensor_msgs.msg import Image
 
     qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-    with ros_node("loop_checker") as harness:
+    everything = tmp_path / "everything"
+    recorder = spawn_python(module="reasonvos_ros.cli", args=["bag-record", everything, "--all"], name="record_all")
+    with recorder, ros_node("loop_checker") as harness:
         remapped = harness.collect(Image, "/camera/remapped", qos)
+        clock = harness.collect(Clock, "/clock", 100)
         player = spawn_python(
             module="reasonvos_ros.cli",
-            args=["bag-play", bags["sqlite3"], "--loop", "--rate", "10", "--topics", "/image", *REMAP_ARGS, *WAIT_ARGS],
+            args=["bag-play", bags["sqlite3"], "--loop", "--rate", "10", "--topics", "/image", *LOOP_ARGS],
             name="loop_player",
         )
         with player:
             received = remapped.wait_for(FRAMES + 5, timeout=30)
+            for topic in ("/camera/remapped", "/clock"):  # the looping player keeps publishing meanwhile
+                recorder.wait_for_output(f"recording {topic} ", timeout=20)
+            time.sleep(1.0)
             assert player.stop() == 0
         assert "interrupted" in player.output(), player.output()
+        clock_times = [stamp_to_nanoseconds(message.clock) for message in clock.wait_for(FRAMES, timeout=10)]
+        assert recorder.stop() == 0, recorder.output()
     stamps = [stamp_to_nanoseconds(message.header.stamp) for message in received]
     first_pass = [round(START * 1e9) + k * 100_000_000 for k in range(FRAMES)]
     assert stamps[:FRAMES] == first_pass and stamps[FRAMES : FRAMES + 5] == first_pass[:5]
+    assert clock_times == first_pass  # /clock carries the bag time of each played message
+
+    with Reader(everything) as reader:
+        recorded_topics = {conn.topic for conn in reader.connections}
+    assert {"/camera/remapped", "/clock"} <= recorded_topics, recorder.output()
+    assert not recorded_topics & {"/rosout", "/parameter_events"}
+    assert len(raw_messages(everything, "/camera/remapped")) > 0
 
 
 def test_play_and_record_cli_errors(bags, tmp_path, capsys):

@@ -101,12 +101,15 @@ def play_bag(
 
                 clock_publisher = node.create_publisher(Clock, "/clock", 10)
             if wait_for_subscribers > 0:
+                awaited = dict(publishers)
+                if clock_publisher is not None:
+                    awaited["/clock"] = clock_publisher
                 deadline = time.monotonic() + wait_for_subscribers
                 while not stop.is_set() and time.monotonic() < deadline:
-                    if all(pub.get_subscription_count() >= min_subscribers for pub in publishers.values()):
+                    if all(pub.get_subscription_count() >= min_subscribers for pub in awaited.values()):
                         break
                     stop.wait(0.02)
-                missing = [t for t, pub in publishers.items() if pub.get_subscription_count() < min_subscribers]
+                missing = [t for t, pub in awaited.items() if pub.get_subscription_count() < min_subscribers]
                 if missing:
                     log(
                         f"bag-play: fewer than {min_subscribers} subscriber(s) after {wait_for_subscribers:g} s on "
