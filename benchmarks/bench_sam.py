@@ -4,10 +4,11 @@ Configurations: ``tiny`` (the golden case's encoder: 64 wide, 2 blocks, 2 heads,
 the full 1024x1024 input with the standard prompt encoder / mask decoder) and ``vit_b`` (full-size SAM ViT-B,
 93.7 M parameters); ``vit_l`` / ``vit_h`` on request. Stages: ``preprocess`` (Pillow-exact resize of a 480x640 RGB
 frame, normalise, pad), ``encode_image``, ``decode`` (one text embedding -> low-res logits + IoU) and
-``postprocess`` (logits back to 480x640). Weights are random (shapes are what matters for time); nothing is
+``postprocess`` (logits back to 480x640). Weights are random (shapes are what matters for time) and nothing is
 downloaded; they are drawn at a realistic scale (transformers' own initialisation would leave the encoder's
-activations in denormal floats, which are many times slower on a CPU). Prints a table: median and min wall time per call over ``--repeats`` runs after one warm-up (the ViT
-encoders of ``vit_*`` get ``--encoder-repeats`` runs and no warm-up, since one call takes tens of seconds on a CPU).
+activations in denormal floats, which are many times slower on a CPU). Prints a table: median and min wall time and
+median process CPU time per call over ``--repeats`` runs after one warm-up (the ViT encoders of ``vit_*`` get
+``--encoder-repeats`` runs and no warm-up, since one call takes tens of seconds on a CPU).
 
     python benchmarks/bench_sam.py                    # tiny + ViT-B, CPU, 2 threads
     python benchmarks/bench_sam.py --threads 1 --configs tiny vit_b
@@ -45,8 +46,13 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def timed(call: Callable[[], object], repeats: int, warmup: bool, device: str) -> tuple[list[float], object]:
-    """Wall times of ``repeats`` calls (after an optional warm-up call) and the last call's result."""
+def timed(
+    call: Callable[[], object], repeats: int, warmup: bool, device: str
+) -> tuple[list[tuple[float, float]], object]:
+    """(wall, process CPU) seconds of ``repeats`` calls (after an optional warm-up call) and the last result.
+
+    CPU time is reported too because on a shared machine wall time includes waiting for a core; with N threads
+    the CPU time of a call can reach N times its wall time."""
 
     def sync() -> None:
         if device.startswith("cuda"):
@@ -58,11 +64,17 @@ def timed(call: Callable[[], object], repeats: int, warmup: bool, device: str) -
     times = []
     result = None
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = call()
         sync()
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - start, time.process_time() - cpu_start))
     return times, result
+
+
+def summary(times: list[tuple[float, float]]) -> tuple[float, float, float, int]:
+    """(median wall, min wall, median CPU, runs)."""
+    walls = [wall for wall, _ in times]
+    return statistics.median(walls), min(walls), statistics.median(cpu for _, cpu in times), len(times)
 
 
 def bench_config(name: str, args: argparse.Namespace, frame: np.ndarray) -> list[tuple]:
@@ -81,16 +93,16 @@ def bench_config(name: str, args: argparse.Namespace, frame: np.ndarray) -> list
     rows = []
     with torch.no_grad():
         times, (pixel_values, input_size) = timed(lambda: model.preprocess(frame), args.repeats, True, args.device)
-        rows.append((name, params, "preprocess", statistics.median(times), min(times), len(times)))
+        rows.append((name, params, "preprocess", *summary(times)))
         encoder_repeats = args.encoder_repeats if big else args.repeats
         times, embeddings = timed(lambda: model.encode_image(pixel_values), encoder_repeats, not big, args.device)
-        rows.append((name, params, "encode_image", statistics.median(times), min(times), len(times)))
+        rows.append((name, params, "encode_image", *summary(times)))
         times, (low_res, _) = timed(lambda: model.decode(embeddings, text), args.repeats, True, args.device)
-        rows.append((name, params, "decode", statistics.median(times), min(times), len(times)))
+        rows.append((name, params, "decode", *summary(times)))
         times, _ = timed(
             lambda: model.postprocess_masks(low_res, input_size, (height, width)), args.repeats, True, args.device
         )
-        rows.append((name, params, "postprocess", statistics.median(times), min(times), len(times)))
+        rows.append((name, params, "postprocess", *summary(times)))
     return rows
 
 
@@ -108,9 +120,12 @@ def main() -> int:
 
     device = args.device if args.device != "cpu" else f"cpu, {args.threads} thread(s)"
     print(f"SAM text-prompt latency ({device}, attention {args.attn}, frame {height}x{width}, random weights)")
-    print(f"{'config':<8} {'params':>9} {'stage':<13} {'median ms':>11} {'min ms':>10} {'runs':>5}")
-    for name, params, stage, median, minimum, runs in rows:
-        print(f"{name:<8} {params / 1e6:>8.1f}M {stage:<13} {median * 1e3:>11.1f} {minimum * 1e3:>10.1f} {runs:>5}")
+    print(f"{'config':<8} {'params':>9} {'stage':<13} {'median ms':>11} {'min ms':>10} {'cpu ms':>10} {'runs':>5}")
+    for name, params, stage, median, minimum, cpu, runs in rows:
+        print(
+            f"{name:<8} {params / 1e6:>8.1f}M {stage:<13} {median * 1e3:>11.1f} {minimum * 1e3:>10.1f} "
+            f"{cpu * 1e3:>10.1f} {runs:>5}"
+        )
     return 0
 
 
