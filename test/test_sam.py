@@ -308,3 +308,15 @@ def test_resize_is_bit_exact_with_pillow_when_available(source, target):
     image = frame(*source, seed=11)
     want = np.asarray(pil.fromarray(image).resize((target[1], target[0]), pil.BILINEAR))
     assert np.array_equal(resize_bilinear_like_pillow(image, *target), want)
+
+
+def test_from_original_state_dict_casts_to_the_requested_dtype(tiny_state, tiny_model):
+    model = SamTextPromptModel.from_original_state_dict(tiny_state, dtype=torch.float64)
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    image = frame(40, 52, seed=6)
+    text = torch.randn(2, 1, TINY.prompt_embed_dim, generator=torch.Generator().manual_seed(2))
+    logits, iou = model.segment(image, text)
+    want_logits, want_iou = tiny_model.segment(image, text)
+    assert logits.dtype == torch.float32 and logits.shape == want_logits.shape
+    torch.testing.assert_close(logits, want_logits, rtol=0, atol=1e-4)
+    torch.testing.assert_close(iou.float(), want_iou, rtol=0, atol=1e-5)

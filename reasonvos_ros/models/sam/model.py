@@ -52,7 +52,8 @@ class SamTextPromptModel(nn.Module):
         A complete checkpoint is loaded without first initialising random weights (the modules are built on the
         meta device and take the checkpoint's tensors, cast to ``dtype``): ViT-H builds in well under a second
         instead of ~10 s. An incomplete one (only with ``strict=False``) is loaded over a random initialisation.
-        ``decoder_num_heads`` is the one setting shapes cannot reveal (8 in every released SAM).
+        Tensors that need no cast are used as they are (shared with ``state_dict``, not copied: a ViT-H checkpoint
+        is 2.6 GB). ``decoder_num_heads`` is the one setting shapes cannot reveal (8 in every released SAM).
         """
         config = SamConfig.from_state_dict(state_dict, prefix, decoder_num_heads=decoder_num_heads)
         converted, report = convert_original_state_dict(state_dict, config, prefix)
@@ -102,7 +103,7 @@ class SamTextPromptModel(nn.Module):
         IoU predictions (B, 1)). A batch-1 image embedding is shared by all B prompts."""
         sparse, dense = self.prompt_encoder(text_embeds.to(self._device, self._dtype))
         return self.mask_decoder(
-            image_embeddings=image_embeddings,
+            image_embeddings=image_embeddings.to(self._device, self._dtype),
             image_pe=self.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
