@@ -282,6 +282,29 @@ def test_feature_cache_is_bounded(checkpoint):
     assert set(session.step(video(1, start=99)[0])) == {"a"}  # usable after release
 
 
+def test_channels_last_and_autocast_paths(checkpoint):
+    """GPU options exercised on the CPU: channels_last must not change float32 results; autocast (bfloat16 on a
+    CPU) must run end to end with the memory kept in float32."""
+
+    def run(**options):
+        tracker = make_tracker(checkpoint, mem_every=2, **SMALL_MEMORY, **options)
+        session = tracker.new_session()
+        frames = video(8)
+        results = [session.step(frames[0], {"a": box(48, 64, 10, 4, 14), "b": box(48, 64, 30, 40, 12)})]
+        results += [session.step(frame) for frame in frames[1:]]
+        return session, results
+
+    _, plain = run()
+    _, channels_last = run(channels_last=True)
+    for got, want in zip(channels_last, plain):
+        for obj_id in ("a", "b"):
+            assert np.array_equal(got[obj_id].mask, want[obj_id].mask)
+    session, mixed = run(autocast=True)
+    assert session.memory.keys.dtype == torch.float32 and session.memory.values["a"].dtype == torch.float32
+    for result in mixed:
+        assert all(0.0 <= t.confidence <= 1.0 and t.mask.shape == (48, 64) for t in result.values())
+
+
 # ---- full size on the golden frames -------------------------------------------------------------------------------
 
 

@@ -182,6 +182,10 @@ class MemoryStore:
 
     def read(self, query_key: Tensor, query_selection: Tensor) -> dict[Hashable, Tensor]:
         """Top-k readout for every object: query 1 x CK x h x w -> id -> CV x h x w. Updates usage counters."""
+        with _full_precision(query_key.device):
+            return self._read(query_key, query_selection)
+
+    def _read(self, query_key: Tensor, query_selection: Tensor) -> dict[Hashable, Tensor]:
         if self.keys is None:
             raise RuntimeError("memory is empty: seed an object before reading")
         grid = tuple(query_key.shape[-2:])
@@ -312,6 +316,11 @@ class MemoryStore:
             self.valid[obj_id] = splice(self.valid[obj_id], proto_valid[obj_id])
         self.long_size += num_prototypes
         self.compress_count += 1
+
+
+def _full_precision(device: torch.device):
+    # Memory maths stays in float32 under the network's autocast: squared distances and exp() overflow in half.
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def _cat(old: Tensor | None, new: Tensor) -> Tensor:
