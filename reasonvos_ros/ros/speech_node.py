@@ -24,7 +24,7 @@ from std_srvs.srv import SetBool
 
 from reasonvos_ros.core.errors import BackendUnavailable, ConfigError
 from reasonvos_ros.msg import AudioChunk, Instruction
-from reasonvos_ros.speech.audio import AudioFormatError
+from reasonvos_ros.speech.audio import FORMAT_NAMES, AudioFormatError
 from reasonvos_ros.speech.pipeline import (
     AudioFrontEnd,
     Recognition,
@@ -86,6 +86,9 @@ class SpeechNode(Node):
             self.declare_parameter(name, default, ParameterDescriptor(description=description))
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         self._target_id = str(p["target_id"])
+        reliability = str(p["audio_reliability"]).lower()
+        if reliability not in ("best_effort", "reliable"):
+            raise ConfigError(f"audio_reliability must be 'best_effort' or 'reliable', got {reliability!r}")
 
         vad_options = {"threshold_db": float(p["energy_threshold_db"])} if p["vad_backend"] == "energy" else {}
         classifier = make_vad(str(p["vad_backend"]), **vad_options)
@@ -122,9 +125,6 @@ class SpeechNode(Node):
             max_pending=int(p["max_pending_utterances"]),
         )
 
-        reliability = str(p["audio_reliability"]).lower()
-        if reliability not in ("best_effort", "reliable"):
-            raise ConfigError(f"audio_reliability must be 'best_effort' or 'reliable', got {reliability!r}")
         audio_qos = QoSProfile(
             depth=int(p["audio_queue_depth"]),
             reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
@@ -174,7 +174,7 @@ class SpeechNode(Node):
         if not self._stream_open:
             self.get_logger().info(
                 f"receiving audio from '{msg.header.frame_id}': {msg.sample_rate} Hz, {msg.channels} channel(s), "
-                f"format {msg.sample_format}, first stamp {stamp}"
+                f"{FORMAT_NAMES[msg.sample_format]}" + ("" if stamp is not None else ", unstamped (using receipt time)")
             )
         self._stream_open = True
         self._submit(utterances)
