@@ -24,6 +24,7 @@ from .types import Frame, TargetStatus, TrackedMask
 from .window import RollingWindow
 
 MAX_INSTRUCTION_CHARS = 2000
+MAX_TARGET_ID_CHARS = 128
 
 
 def validate_instruction(text: str) -> str:
@@ -36,6 +37,18 @@ def validate_instruction(text: str) -> str:
     if len(cleaned) > MAX_INSTRUCTION_CHARS:
         raise ValueError(f"instruction has {len(cleaned)} characters; the limit is {MAX_INSTRUCTION_CHARS}")
     return cleaned
+
+
+def validate_target_id(target_id: str) -> str:
+    """Strip a target id ("" means "default") or raise ValueError: ids name topics and log lines."""
+    if not isinstance(target_id, str):
+        raise ValueError(f"target id must be text, got {type(target_id).__name__}")
+    target_id = target_id.strip() or "default"
+    if len(target_id) > MAX_TARGET_ID_CHARS:
+        raise ValueError(f"target id has {len(target_id)} characters; the limit is {MAX_TARGET_ID_CHARS}")
+    if not target_id.isprintable():
+        raise ValueError(f"target id {target_id!r} contains control characters")
+    return target_id
 
 
 @dataclass
@@ -137,7 +150,7 @@ class LiveEngine:
     def set_instruction(self, target_id: str, text: str) -> TargetState:
         """Replace ``target_id``'s instruction; raises ValueError for bad text or when max_targets is reached."""
         text = validate_instruction(text)
-        target_id = target_id.strip() or "default"
+        target_id = validate_target_id(target_id)
         with self._lock:
             if target_id not in self._targets and len(self._targets) >= self.max_targets:
                 raise ValueError(
@@ -369,7 +382,12 @@ class LiveEngine:
             self.stats.track_step_s = elapsed
             self.stats.track_rate_hz = 0.8 * self.stats.track_rate_hz + 0.2 * (1.0 / max(elapsed, 1e-6))
         if results:
-            self.on_results(frame, results, True)
+            try:
+                self.on_results(frame, results, True)
+            except Exception as exc:  # a failing consumer must not stop tracking for every target
+                self.on_event(
+                    "error", f"publishing the results of frame {frame.index} failed: {_describe_failure(exc)}"
+                )
 
     def _after_step(self, state: TargetState, generation: int, frame: Frame, tracked: TrackedMask | None) -> None:
         with self._lock:

@@ -56,6 +56,10 @@ from .parameters import PARAMETERS, NodeSettings, parameter_descriptor
 
 NODE_NAME = "reasonvos_perception"
 DEPTH_CACHE_FRAMES = 8  # depth is only needed for the newest frames (3D points of live results)
+# A stamp this much older than its stream's previous one starts a new time line (bag loop, simulation reset);
+# the rolling window uses the same threshold to clear itself. Smaller steps back are out-of-order messages.
+TIME_JUMP_BACK_S = 1.0
+MAX_LOGGED_CHARS = 300  # rejected inputs can be megabytes (a 1 MB instruction): log lines show the start only
 
 
 @dataclass
@@ -85,6 +89,8 @@ class RejectionCounter:
                 return
             self._last_log[key] = now
             count = self.counts[category]
+        if len(message) > MAX_LOGGED_CHARS:
+            message = message[:MAX_LOGGED_CHARS] + f"... ({len(message)} characters)"
         self.logger.warning(f"rejected {category} ({count} so far): {message}")
 
     def total(self) -> int:
@@ -100,7 +106,9 @@ def _time_msg(seconds: float | None) -> TimeMsg:
 
 
 def _topic_safe(target_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", target_id) or "_"
+    """A valid ROS name token for a target id (tokens must not start with a digit, e.g. target "1")."""
+    token = re.sub(r"[^A-Za-z0-9_]", "_", target_id) or "_"
+    return "_" + token if token[0].isdigit() else token
 
 
 class PerceptionNode(LifecycleNode):
@@ -123,6 +131,10 @@ class PerceptionNode(LifecycleNode):
         self._input_times: deque[float] = deque(maxlen=120)
         self._frames_received = 0
         self._frames_synced = 0
+        self._last_stamps: dict[str, float] = {}  # per input stream, to drop duplicates / out-of-order messages
+        self._stream_timeline: dict[str, int] = {}  # the time line each stream is on (see _accept_stamp)
+        self._timeline = 0
+        self._time_jumps = 0
         self._last_debug = 0.0
         self._publish_latency: deque[float] = deque(maxlen=200)
         self._ingest_cost: deque[float] = deque(maxlen=200)
@@ -246,6 +258,8 @@ class PerceptionNode(LifecycleNode):
         if self.window is not None:
             self.window.clear()
         self._depth_cache.clear()
+        self._last_stamps.clear()
+        self._stream_timeline.clear()
 
     def _unload(self) -> None:
         for service in self._node_services:
@@ -267,8 +281,11 @@ class PerceptionNode(LifecycleNode):
         except ConversionError as exc:
             self.rejections.reject("image", str(exc))
             return
+        stamp = stamp_to_seconds(msg.header.stamp)
+        if not self._accept_stamp("image", stamp):
+            return
         if self._sync is not None:
-            self._sync.add(0, stamp_to_seconds(msg.header.stamp), (msg.header, rgb))
+            self._sync.add(0, stamp, (msg.header, rgb))
             self._warn_if_unsynchronised()
         else:
             self._ingest(msg.header, rgb, None, None)
@@ -287,10 +304,42 @@ class PerceptionNode(LifecycleNode):
             self._frames_synced = self._frames_received  # report again only after another full backlog
 
     def _on_depth(self, msg: Image) -> None:
-        self._sync.add(1, stamp_to_seconds(msg.header.stamp), msg)
+        stamp = stamp_to_seconds(msg.header.stamp)
+        if self._accept_stamp("depth", stamp):
+            self._sync.add(1, stamp, msg)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._sync.add(2, stamp_to_seconds(msg.header.stamp), msg)
+        stamp = stamp_to_seconds(msg.header.stamp)
+        if self._accept_stamp("camera_info", stamp):
+            self._sync.add(2, stamp, msg)
+
+    def _accept_stamp(self, stream: str, stamp: float) -> bool:
+        """False (rejected and counted) for a stamp not newer than the stream's previous one. A jump back by more
+        than TIME_JUMP_BACK_S starts a new time line instead: the synchroniser restarts (it would otherwise drop
+        every message older than the last set it delivered) and the window clears itself."""
+        last = self._last_stamps.get(stream)
+        if last is not None and stamp <= last:
+            if last - stamp <= TIME_JUMP_BACK_S:
+                self.rejections.reject(
+                    stream,
+                    f"stamp {stamp:.3f} s is not newer than the previous {stream} message ({last:.3f} s): "
+                    "duplicate or out of order; dropped",
+                )
+                return False
+            # All streams of a camera jump; the first one restarts the synchroniser, the others catch up.
+            if self._stream_timeline.get(stream, 0) == self._timeline:
+                self._timeline += 1
+                self._time_jumps += 1
+                if self._sync is not None:
+                    self._sync.reset()
+                self.get_logger().warning(
+                    f"time jumped back {last - stamp:.1f} s on '{stream}' (bag loop or clock reset): "
+                    "starting a new time line with an empty window",
+                    throttle_duration_sec=5.0,
+                )
+        self._last_stamps[stream] = stamp
+        self._stream_timeline[stream] = self._timeline
+        return True
 
     def _on_synced(self, image, depth, info) -> None:
         self._frames_synced += 1
@@ -479,6 +528,7 @@ class PerceptionNode(LifecycleNode):
             "input_rate_hz": f"{rate:.1f}",
             "frames_received": str(self._frames_received),
             "frames_rejected": str(self.rejections.total()),
+            "time_jumps_back": str(self._time_jumps),
             "frames_skipped_by_tracker": str(stats.frames_skipped),
             "frames_processed": str(stats.frames_processed),
             "window_frames": str(window.frames),
