@@ -1,0 +1,384 @@
+"""The "opencv" tracker: box tracker + dense optical flow + colour graph cut, per object, on the CPU.
+
+No learned weights. Each step, for every object:
+
+1. **Flow warp.** DIS optical flow from the new frame back to the previous one (computed once per step for all
+   objects) pulls the previous mask onto the new frame (backward warping). The forward flow is computed too:
+   a pixel whose forward-backward round trip misses by more than ``fb_threshold`` px has unreliable flow.
+2. **Box tracker.** An OpenCV tracker (CSRT by default; KCF, MOSSE, MedianFlow or none), initialised on the
+   seed mask's box, gives the object's motion this step. When it reports failure (or there is none) the motion
+   is the robust median of the reliable flow over the warped mask, and failing that the previous motion.
+3. **Shape memory.** The last mask seen at full size is moved with the object (re-aligned with the tracker
+   box). It re-adds the parts that re-appear after an occluder, which flow alone cannot see (they were hidden
+   on the previous frame).
+4. **Graph cut.** GrabCut decides the final mask near (warped mask | moved shape), with the colour models
+   (GMMs) learnt from the seed frame kept frozen: the eroded warped mask is sure object, its surroundings are
+   uncertain, everything farther is sure background, and so are pixels whose reliable flow is ~zero while the
+   object moves (a static occluder in front of a moving object).
+
+``confidence`` is the geometric mean of three terms in [0, 1]:
+
+* tracker term: 1 when the box tracker reports success (or no box tracker is used), else ``lost_tracker_term``;
+* area stability: ``min(r, 1/r)`` with ``r`` = mask area / median area of the last ``area_window`` frames;
+* flow consistency: fraction of the warped mask's pixels whose flow is reliable (forward-backward check).
+
+An empty mask has confidence 0. Frames may come in any order: a backward pass gives them newest first, and a
+pass may skip frames (larger motion per step). Work is done at ``max_side`` pixels on the longer side and masks
+are returned at the frame's size. Measured quality and speed: ``benchmarks/bench_lite.py`` and the report of
+``test/test_lite_tracker.py``; it is much weaker than XMem on long occlusions and on objects coloured like
+their background.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from reasonvos_ros.core.interfaces import Tracker, TrackerSession
+from reasonvos_ros.core.types import Frame, TrackedMask
+
+BOX_TRACKERS = ("kcf", "csrt", "mosse", "medianflow", "none")
+FLOW_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+
+def make_box_tracker(kind: str):
+    """A new OpenCV box tracker of ``kind`` (one of ``BOX_TRACKERS`` except "none")."""
+    if kind == "kcf":
+        return cv2.TrackerKCF_create()
+    if kind == "csrt":
+        return cv2.TrackerCSRT_create()
+    legacy = getattr(cv2, "legacy", None)
+    if legacy is None:
+        raise ValueError(f"box tracker {kind!r} needs opencv-contrib (pip install opencv-contrib-python-headless)")
+    if kind == "mosse":
+        return legacy.TrackerMOSSE_create()
+    if kind == "medianflow":
+        return legacy.TrackerMedianFlow_create()
+    raise ValueError(f"unknown box tracker {kind!r}; expected one of {BOX_TRACKERS}")
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1), exclusive ends, of a bool mask; None when empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _shift(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """Translate a bool mask by whole pixels, filling with False."""
+    out = np.zeros_like(mask)
+    height, width = mask.shape
+    src_x0, src_x1 = max(0, -dx), min(width, width - dx)
+    src_y0, src_y1 = max(0, -dy), min(height, height - dy)
+    if src_x1 > src_x0 and src_y1 > src_y0:
+        out[src_y0 + dy : src_y1 + dy, src_x0 + dx : src_x1 + dx] = mask[src_y0:src_y1, src_x0:src_x1]
+    return out
+
+
+def _disk(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def _seed_colour_models(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """GrabCut's background/foreground GMMs learnt from the seed mask and its surroundings, or None when the
+    crop around the mask has no background pixel (the models would be undefined)."""
+    box = _bbox(mask)
+    if box is None:
+        return None
+    height, width = mask.shape
+    x0, y0, x1, y1 = box
+    margin = max(4, round(0.3 * max(x1 - x0, y1 - y0)))
+    crop = (slice(max(0, y0 - margin), min(height, y1 + margin)), slice(max(0, x0 - margin), min(width, x1 + margin)))
+    labels = np.where(mask[crop], cv2.GC_FGD, cv2.GC_BGD).astype(np.uint8)
+    if labels.min() == labels.max() or np.count_nonzero(labels == cv2.GC_BGD) < 10 or mask.sum() < 10:
+        return None
+    bgd_model = np.zeros((1, 65), np.float64)
+    fgd_model = np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # the GMMs start from k-means++ on OpenCV's global RNG: deterministic masks
+    cv2.grabCut(np.ascontiguousarray(image[crop]), labels, None, bgd_model, fgd_model, 0, cv2.GC_INIT_WITH_MASK)
+    return bgd_model, fgd_model
+
+
+@dataclass
+class _ObjectState:
+    mask: np.ndarray  # bool, processing resolution
+    box_tracker: object | None
+    box_center: tuple[float, float] | None
+    shape: np.ndarray  # last mask seen at (close to) full size
+    shape_area: float
+    shape_offset: np.ndarray  # accumulated motion since ``shape`` was stored, px
+    colour_models: tuple[np.ndarray, np.ndarray] | None
+    areas: deque
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
+
+
+@dataclass(frozen=True)
+class OpenCVTrackerOptions:
+    box_tracker: str = "csrt"
+    flow_preset: str = "fast"
+    max_side: int = 320
+    graph_cut: bool = True
+    fb_threshold: float = 1.0
+    lost_tracker_term: float = 0.3
+    area_window: int = 5
+    shape_decay: float = 0.98
+
+
+@dataclass
+class _StepFlow:
+    map_x: np.ndarray
+    map_y: np.ndarray
+    back: np.ndarray  # new frame -> previous frame, px
+    reliable: np.ndarray  # bool: forward-backward consistent
+    static: np.ndarray  # bool: reliable and (almost) not moving
+
+
+class OpenCVTrackerSession(TrackerSession):
+    """One pass of the "opencv" tracker (see the module docstring)."""
+
+    def __init__(self, options: OpenCVTrackerOptions) -> None:
+        self.options = options
+        self._flow = cv2.DISOpticalFlow_create(FLOW_PRESETS[options.flow_preset])
+        self._objects: dict[str, _ObjectState] = {}
+        self._prev_gray: np.ndarray | None = None
+        self._frame_shape: tuple[int, int] | None = None
+        self._proc_shape: tuple[int, int] | None = None
+        self._grid: tuple[np.ndarray, np.ndarray] | None = None
+        self._closed = False
+
+    # --- resolution handling -------------------------------------------------------------------------------
+    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"tracker input must be an RGB uint8 HxWx3 image, got {getattr(image, 'shape', None)}")
+        shape = image.shape[:2]
+        if self._frame_shape is None:
+            self._frame_shape = shape
+            scale = min(1.0, self.options.max_side / max(shape))
+            self._proc_shape = (max(8, round(shape[0] * scale)), max(8, round(shape[1] * scale)))
+            ys, xs = np.mgrid[0 : self._proc_shape[0], 0 : self._proc_shape[1]].astype(np.float32)
+            self._grid = (xs, ys)
+        elif shape != self._frame_shape:
+            raise ValueError(f"frame size changed within a tracker session: {shape} after {self._frame_shape}")
+        height, width = self._proc_shape
+        small = image if (height, width) == shape else cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(small), cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+
+    def _to_proc(self, mask: np.ndarray) -> np.ndarray:
+        if mask.shape != self._frame_shape:
+            raise ValueError(f"seed mask shape {mask.shape} != frame shape {self._frame_shape}")
+        if mask.shape == self._proc_shape:
+            return mask.copy()
+        height, width = self._proc_shape
+        return cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA) >= 0.5
+
+    def _to_frame(self, mask: np.ndarray) -> np.ndarray:
+        if mask.shape == self._frame_shape:
+            return mask.copy()
+        height, width = self._frame_shape
+        return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+    # --- seeding ---------------------------------------------------------------------------------------------
+    def _seed(self, small: np.ndarray, small_bgr: np.ndarray, mask: np.ndarray) -> _ObjectState:
+        box = _bbox(mask)
+        box_tracker, center = None, None
+        if box is not None and self.options.box_tracker != "none":
+            x0, y0, x1, y1 = box
+            if x1 - x0 >= 4 and y1 - y0 >= 4:
+                box_tracker = make_box_tracker(self.options.box_tracker)
+                box_tracker.init(small_bgr, (x0, y0, x1 - x0, y1 - y0))
+                center = ((x0 + x1) / 2, (y0 + y1) / 2)
+        area = int(mask.sum())
+        state = _ObjectState(
+            mask=mask,
+            box_tracker=box_tracker,
+            box_center=center,
+            shape=mask.copy(),
+            shape_area=float(area),
+            shape_offset=np.zeros(2),
+            colour_models=_seed_colour_models(small, mask) if self.options.graph_cut else None,
+            areas=deque([area], maxlen=self.options.area_window),
+        )
+        return state
+
+    # --- one step --------------------------------------------------------------------------------------------
+    def step(self, frame: Frame, new_masks: Mapping[str, np.ndarray] | None = None) -> dict[str, TrackedMask]:
+        if self._closed:
+            raise RuntimeError("step on a closed tracker session")
+        small, gray = self._prepare(frame.image)
+        small_bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+        seeds = {obj_id: np.asarray(mask).astype(bool) for obj_id, mask in (new_masks or {}).items()}
+        for obj_id, seed in seeds.items():
+            if seed.shape != self._frame_shape:
+                raise ValueError(f"seed mask for {obj_id!r} has shape {seed.shape}, frame is {self._frame_shape}")
+        out: dict[str, TrackedMask] = {}
+        carried = [obj_id for obj_id in self._objects if obj_id not in seeds]
+        if carried:
+            flow = self._compute_flow(gray)
+            for obj_id in carried:
+                mask, confidence = self._advance(self._objects[obj_id], small, small_bgr, flow)
+                out[obj_id] = TrackedMask(self._to_frame(mask), confidence)
+        for obj_id, seed in seeds.items():
+            self._objects[obj_id] = self._seed(small, small_bgr, self._to_proc(seed))
+            out[obj_id] = TrackedMask(seed.copy(), 1.0)
+        self._prev_gray = gray
+        return out
+
+    def _compute_flow(self, gray: np.ndarray) -> _StepFlow:
+        back = self._flow.calc(gray, self._prev_gray, None)
+        forward = self._flow.calc(self._prev_gray, gray, None)
+        map_x = self._grid[0] + back[..., 0]
+        map_y = self._grid[1] + back[..., 1]
+        forward_at_source = cv2.remap(forward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        reliable = np.linalg.norm(back + forward_at_source, axis=2) < self.options.fb_threshold
+        static = reliable & (np.linalg.norm(back, axis=2) < 0.5)
+        return _StepFlow(map_x, map_y, back, reliable, static)
+
+    def _motion(self, state: _ObjectState, small_bgr: np.ndarray, warped: np.ndarray, flow: _StepFlow):
+        """(motion of the object this step in px, box tracker success)."""
+        if state.box_tracker is not None:
+            ok, rect = state.box_tracker.update(small_bgr)
+            if ok:
+                center = (rect[0] + rect[2] / 2, rect[1] + rect[3] / 2)
+                motion = np.array([center[0] - state.box_center[0], center[1] - state.box_center[1]], float)
+                state.box_center = center
+                return motion, True
+        selected = warped & flow.reliable
+        if np.count_nonzero(selected) < 10:
+            selected = warped
+        if np.count_nonzero(selected) >= 10:
+            motion = -flow.back[selected]
+            estimate = np.median(motion, axis=0)
+            # Second pass over the pixels that agree with the first estimate: drops occluder or background pixels.
+            agree = np.linalg.norm(motion - estimate, axis=1) < max(1.5, 0.5 * float(np.linalg.norm(estimate)))
+            if np.count_nonzero(agree) >= 10:
+                estimate = np.median(motion[agree], axis=0)
+            return estimate.astype(float), state.box_tracker is None
+        return state.velocity.copy(), state.box_tracker is None
+
+    def _advance(self, state: _ObjectState, small, small_bgr, flow: _StepFlow) -> tuple[np.ndarray, float]:
+        opts = self.options
+        warped = cv2.remap(state.mask.astype(np.float32), flow.map_x, flow.map_y, cv2.INTER_LINEAR) >= 0.5
+        motion, tracker_ok = self._motion(state, small_bgr, warped, flow)
+        state.velocity = motion
+        state.shape_offset += motion
+        prior = _shift(state.shape, round(state.shape_offset[0]), round(state.shape_offset[1]))
+        mask = self._graph_cut(state, small, warped, prior, flow, float(np.linalg.norm(motion)))
+        state.mask = mask
+        area = int(mask.sum())
+        state.shape_area *= opts.shape_decay
+        if area >= 0.9 * state.shape_area:
+            state.shape, state.shape_area, state.shape_offset = mask.copy(), float(area), np.zeros(2)
+        if area == 0:
+            state.areas.append(0)
+            return mask, 0.0
+        reference = max(1.0, float(np.median(state.areas)))
+        state.areas.append(area)
+        ratio = area / reference
+        area_term = min(ratio, 1.0 / ratio)
+        flow_term = float(np.mean(flow.reliable[warped])) if warped.any() else 0.0
+        tracker_term = 1.0 if tracker_ok else opts.lost_tracker_term
+        confidence = (tracker_term * area_term * flow_term) ** (1.0 / 3.0)
+        return mask, float(min(1.0, max(0.0, confidence)))
+
+    def _graph_cut(self, state, small, warped, prior, flow: _StepFlow, speed: float) -> np.ndarray:
+        region = warped | prior
+        box = _bbox(region)
+        if box is None:
+            return region
+        if state.colour_models is None:
+            return warped if warped.any() else prior
+        height, width = region.shape
+        x0, y0, x1, y1 = box
+        size = max(x1 - x0, y1 - y0)
+        erode_px, dilate_px = max(1, round(0.04 * size)), max(2, round(0.08 * size))
+        margin = dilate_px + 2
+        crop = (
+            slice(max(0, y0 - margin), min(height, y1 + margin)),
+            slice(max(0, x0 - margin), min(width, x1 + margin)),
+        )
+        region_u8 = region[crop].astype(np.uint8)
+        labels = np.full(region_u8.shape, cv2.GC_BGD, np.uint8)
+        labels[cv2.dilate(region_u8, _disk(dilate_px)) > 0] = cv2.GC_PR_BGD
+        labels[region_u8 > 0] = cv2.GC_PR_FGD
+        labels[cv2.erode(warped[crop].astype(np.uint8), _disk(erode_px)) > 0] = cv2.GC_FGD
+        if speed > 2.0:
+            labels[flow.static[crop]] = cv2.GC_BGD  # a still pixel cannot belong to an object that moved 2+ px
+        if not np.any((labels == cv2.GC_PR_FGD) | (labels == cv2.GC_FGD)):
+            return np.zeros_like(region)
+        bgd_model, fgd_model = (model.copy() for model in state.colour_models)
+        cv2.grabCut(np.ascontiguousarray(small[crop]), labels, None, bgd_model, fgd_model, 1, cv2.GC_EVAL_FREEZE_MODEL)
+        mask = np.zeros_like(region)
+        mask[crop] = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+        return mask
+
+    def remove(self, obj_id: str) -> None:
+        self._objects.pop(obj_id, None)
+
+    @property
+    def object_ids(self) -> list[str]:
+        return list(self._objects)
+
+    def close(self) -> None:
+        self._objects.clear()
+        self._prev_gray = None
+        self._closed = True
+
+
+class OpenCVTracker(Tracker):
+    """Factory of ``OpenCVTrackerSession`` (see the module docstring). Options:
+
+    ``box_tracker``: "csrt" (default), "kcf", "mosse", "medianflow" or "none"; ``flow_preset``: DIS preset
+    "ultrafast", "fast" (default) or "medium"; ``max_side``: processing resolution (longer side, default 320 px);
+    ``graph_cut``: refine with the frozen-colour-model GrabCut (default True; False = flow warp only);
+    ``fb_threshold``: forward-backward flow error (px at processing resolution) under which a pixel's flow is
+    reliable (default 1.0); ``lost_tracker_term``: tracker term of the confidence when the box tracker reports
+    failure (default 0.3); ``area_window``: frames in the area-stability median (default 5); ``shape_decay``:
+    per-step decay of the remembered full-view area, so a shrinking object's shape memory is renewed (0.98).
+    """
+
+    def __init__(
+        self,
+        box_tracker: str = "csrt",
+        flow_preset: str = "fast",
+        max_side: int = 320,
+        graph_cut: bool = True,
+        fb_threshold: float = 1.0,
+        lost_tracker_term: float = 0.3,
+        area_window: int = 5,
+        shape_decay: float = 0.98,
+    ) -> None:
+        if box_tracker not in BOX_TRACKERS:
+            raise ValueError(f"box_tracker must be one of {BOX_TRACKERS}, got {box_tracker!r}")
+        if flow_preset not in FLOW_PRESETS:
+            raise ValueError(f"flow_preset must be one of {tuple(FLOW_PRESETS)}, got {flow_preset!r}")
+        if max_side < 32:
+            raise ValueError(f"max_side must be >= 32, got {max_side}")
+        if not 0.0 <= lost_tracker_term <= 1.0 or not 0.0 < shape_decay <= 1.0:
+            raise ValueError("lost_tracker_term must be in [0, 1] and shape_decay in (0, 1]")
+        if fb_threshold <= 0 or area_window < 1:
+            raise ValueError("fb_threshold must be > 0 and area_window >= 1")
+        if box_tracker != "none":
+            make_box_tracker(box_tracker)  # fail now, not on the first seed, when this OpenCV build lacks it
+        self.options = OpenCVTrackerOptions(
+            box_tracker=box_tracker,
+            flow_preset=flow_preset,
+            max_side=int(max_side),
+            graph_cut=bool(graph_cut),
+            fb_threshold=float(fb_threshold),
+            lost_tracker_term=float(lost_tracker_term),
+            area_window=int(area_window),
+            shape_decay=float(shape_decay),
+        )
+
+    def new_session(self) -> OpenCVTrackerSession:
+        return OpenCVTrackerSession(self.options)
