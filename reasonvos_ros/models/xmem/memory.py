@@ -199,6 +199,11 @@ class MemoryStore:
         best_coverage = -1
         for valid, ids in self._validity_groups():
             coverage = int(valid.sum())
+            if coverage == 0:
+                # Possible only when consolidation kept none of an object's elements (min_mid_term_frames 1).
+                for obj_id in ids:
+                    out[obj_id] = self.values[obj_id].new_zeros((self.values[obj_id].shape[1], *grid))
+                continue
             if coverage == valid.numel():
                 masked = sim
             else:
