@@ -150,11 +150,26 @@ def load_cutout(name: str) -> tuple[np.ndarray, np.ndarray]:
     return rgb, mask
 
 
-def _background_frames(background: str | np.ndarray, n_frames: int, size: tuple[int, int], start: int):
+def _check_rgb(image, what: str) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"{what} must be RGB uint8 HxWx3, got {getattr(image, 'dtype', type(image).__name__)} "
+            f"{getattr(image, 'shape', '')}"
+        )
+
+
+def _background_frames(background, n_frames: int, size: tuple[int, int], start: int):
     width, height = size
+    if isinstance(background, list | tuple):
+        if len(background) < start + n_frames:
+            raise ValueError(f"background has {len(background)} frames, need {start + n_frames}")
+        frames = []
+        for image in background[start : start + n_frames]:
+            _check_rgb(image, "every background frame")
+            frames.append(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA))
+        return frames
     if isinstance(background, np.ndarray):
-        if background.ndim != 3 or background.shape[2] != 3 or background.dtype != np.uint8:
-            raise ValueError(f"background image must be RGB uint8 HxWx3, got {background.dtype} {background.shape}")
+        _check_rgb(background, "background image")
         still = cv2.resize(background, (width, height), interpolation=cv2.INTER_AREA)
         return [still.copy() for _ in range(n_frames)]
     path = media_path(background)
@@ -236,7 +251,7 @@ def make_composite_clip(
     path: Sequence[Sequence[float]] = ((0.2, 0.6), (0.8, 0.6)),
     scale: float | tuple[float, float] = 0.45,
     cutout: str = "dog",
-    background: str | np.ndarray = "vtest.avi",
+    background: str | np.ndarray | Sequence[np.ndarray] = "vtest.avi",
     background_start: int = 0,
     occluder_x: float | None = 0.5,
     occluder_width: float = 0.06,
@@ -246,8 +261,9 @@ def make_composite_clip(
     ``path``: waypoints of the object's box centre in fractions of the frame ((0, 0) top-left, (1, 1)
     bottom-right), visited at constant speed; points outside [0, 1] move the object (partly or fully) out of view.
     ``scale``: object height as a fraction of the frame height, or ``(start, end)`` to grow/shrink linearly.
-    ``background``: a media file name (a video: consecutive frames from ``background_start``, looped) or one RGB
-    uint8 image (a still background). ``occluder_x``: centre (fraction of the width) of a full-height occluding
+    ``background``: a media file name (a video: consecutive frames from ``background_start``, looped), one RGB
+    uint8 image (a still background) or a list of RGB frames (from ``background_start``; e.g. the frames of
+    another composite, to put a second object in front of the first: see ``make_two_object_clip``). ``occluder_x``: centre (fraction of the width) of a full-height occluding
     strip of width ``occluder_width`` (fraction), drawn in front of the object; None for no occluder.
     """
     if n_frames < 1:
@@ -302,7 +318,7 @@ def make_composite_clip(
     meta = {
         "cutout": cutout,
         "source_photo": CUTOUTS[cutout].photo,
-        "background": background if isinstance(background, str) else "image",
+        "background": background if isinstance(background, str) else type(background).__name__,
         "background_start": background_start,
         "size": (width, height),
         "path": [tuple(map(float, p)) for p in path],
@@ -322,6 +338,20 @@ def make_composite_clip(
         occluder_mask=occluder_mask,
         meta=meta,
     )
+
+
+def make_two_object_clip(
+    first: dict[str, Any], second: dict[str, Any]
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], CompositeClip, CompositeClip]:
+    """Two cut-outs in one clip: ``second`` (keyword arguments of ``make_composite_clip``) is pasted in front of
+    ``first`` (without an occluder of its own). Returns ``(frames, masks_first, masks_second, clip_first,
+    clip_second)``; the first object's ground truth has the second object's pixels removed (it is behind it)."""
+    clip_first = make_composite_clip(**first)
+    # The second paste gets no occluder of its own: it would hide the first object too.
+    second = {**second, "n_frames": len(clip_first), "size": clip_first.meta["size"], "occluder_x": None}
+    clip_second = make_composite_clip(**second, background=clip_first.frames, background_start=0)
+    masks_first = [a & ~b for a, b in zip(clip_first.masks, clip_second.masks)]
+    return clip_second.frames, masks_first, clip_second.masks, clip_first, clip_second
 
 
 def mask_iou(prediction: np.ndarray, truth: np.ndarray) -> float:
