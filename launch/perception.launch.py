@@ -8,6 +8,9 @@ Arguments:
   namespace    node namespace (default: empty)
   autostart    configure + activate the lifecycle node by itself (default: true); set false when a lifecycle
                manager (e.g. nav2_lifecycle_manager) drives the transitions
+  speech       also start the speech node (audio -> instructions), default false
+  audio        reasonvos_ros/AudioChunk topic of the microphone (with speech:=true)
+  wake_phrase  wake phrase for spoken instructions, e.g. "robot" (empty = none)
 
 Pip-only machines have no `launch`; there the equivalent is the console entry point:
   reasonvos_perception_node --ros-args --params-file config/perception.yaml -r image:=/camera/color/image_raw
@@ -18,8 +21,9 @@ import os
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 
@@ -34,6 +38,9 @@ def generate_launch_description():
         DeclareLaunchArgument("camera_info", default_value="/camera/color/camera_info", description="CameraInfo topic"),
         DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
         DeclareLaunchArgument("autostart", default_value="true", description="self-configure and activate"),
+        DeclareLaunchArgument("speech", default_value="false", description="start the speech node too"),
+        DeclareLaunchArgument("audio", default_value="/audio", description="AudioChunk topic"),
+        DeclareLaunchArgument("wake_phrase", default_value="", description="wake phrase ('' = none)"),
     ]
     node = LifecycleNode(
         package="reasonvos_ros",
@@ -52,4 +59,14 @@ def generate_launch_description():
             ("camera_info", LaunchConfiguration("camera_info")),
         ],
     )
-    return LaunchDescription([*arguments, node])
+    speech = Node(
+        package="reasonvos_ros",
+        executable="reasonvos_speech_node",
+        name="reasonvos_speech_node",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        condition=IfCondition(LaunchConfiguration("speech")),
+        parameters=[{"wake_phrase": LaunchConfiguration("wake_phrase")}],
+        remappings=[("audio", LaunchConfiguration("audio"))],
+    )
+    return LaunchDescription([*arguments, node, speech])

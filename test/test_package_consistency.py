@@ -70,7 +70,7 @@ def test_launch_file_executables_are_entry_points_and_installed_scripts():
             kwargs = {k.arg: k.value for k in node.keywords}
             assert ast.literal_eval(kwargs["package"]) == "reasonvos_ros"
             executables.add(ast.literal_eval(kwargs["executable"]))
-    assert executables == {"reasonvos_perception_node"}
+    assert executables == {"reasonvos_perception_node", "reasonvos_speech_node"}
     scripts = setup_py_console_scripts()
     cmake = (ROOT / "CMakeLists.txt").read_text()
     for exe in executables:
