@@ -27,10 +27,20 @@ VTEST_CANDIDATES = [
     "/usr/share/opencv4/samples/data/vtest.avi",
 ]
 FRAMES, MAX_SIDE, START = 20, 160, 1000.0
-# the player waits for its subscribers (the recorder subscribes once it discovers the player's publishers), then
-# a little more so the subscriptions have matched the player's publishers too
+# The player waits until every topic has --min-subscribers subscriptions (the test's and the recorder's, which
+# subscribes only once it discovers the player's publishers; counting one could be either), then a little more.
+# Reliable delivery then needs no further luck: the player waits for acknowledgements before it exits.
 WAIT_ARGS = ["--wait-for-subscribers", "20", "--delay", "0.5"]
-LOOP_ARGS = ["--clock", "--remap", "/image:=/camera/remapped", *WAIT_ARGS]
+LOOP_ARGS = [
+    "--clock",
+    "--qos-depth",
+    "1000",
+    "--min-subscribers",
+    "2",
+    "--remap",
+    "/image:=/camera/remapped",
+    *WAIT_ARGS,
+]
 INSTRUCTIONS = [InstructionEvent(0.45, "the person in the white coat", "walker"), InstructionEvent(1.2, "the bag")]
 
 
@@ -307,13 +317,13 @@ def test_overlay_rejects_bad_input(image, targets, match):
 @pytest.mark.ros
 def test_play_into_live_topics_and_record(bags, tmp_path):
     pytest.importorskip("rclpy", reason="needs rclpy")
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rosutil import ros_node, spawn_python
     from sensor_msgs.msg import Image
 
     from reasonvos_ros.msg import Instruction
 
-    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    qos = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)  # no loss if slow
     recorded = tmp_path / "recorded"
     recorder = spawn_python(
         module="reasonvos_ros.cli",
@@ -354,17 +364,17 @@ def test_play_into_live_topics_and_record(bags, tmp_path):
 @pytest.mark.ros
 def test_play_loop_remap_clock_interrupt_and_record_all(bags, tmp_path):
     pytest.importorskip("rclpy", reason="needs rclpy")
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rosgraph_msgs.msg import Clock
     from rosutil import ros_node, spawn_python
     from sensor_msgs.msg import Image
 
-    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    qos = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)  # no loss if slow
     everything = tmp_path / "everything"
     recorder = spawn_python(module="reasonvos_ros.cli", args=["bag-record", everything, "--all"], name="record_all")
     with recorder, ros_node("loop_checker") as harness:
         remapped = harness.collect(Image, "/camera/remapped", qos)
-        clock = harness.collect(Clock, "/clock", 100)
+        clock = harness.collect(Clock, "/clock", qos)
         player = spawn_python(
             module="reasonvos_ros.cli",
             args=["bag-play", bags["sqlite3"], "--loop", "--rate", "10", "--topics", "/image", *LOOP_ARGS],

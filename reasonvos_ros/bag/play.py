@@ -99,7 +99,7 @@ def play_bag(
             if clock:
                 from rosgraph_msgs.msg import Clock
 
-                clock_publisher = node.create_publisher(Clock, "/clock", 10)
+                clock_publisher = node.create_publisher(Clock, "/clock", qos)
             if wait_for_subscribers > 0:
                 awaited = dict(publishers)
                 if clock_publisher is not None:
