@@ -225,9 +225,7 @@ class XMemSession(TrackerSession):
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"frame {frame.index}: expected an RGB uint8 HxWx3 image, got {_describe(image)}")
         height, width = image.shape[:2]
-        if self.geometry is None:
-            self.geometry = FrameGeometry.for_input(height, width, self.tracker.size)
-        elif self.geometry.input_hw != (height, width):
+        if self.geometry is not None and self.geometry.input_hw != (height, width):
             raise ValueError(
                 f"frame {frame.index} is {height}x{width} but this XMem session started at "
                 f"{self.geometry.input_hw[0]}x{self.geometry.input_hw[1]}; start a new session for a new size"
@@ -238,6 +236,8 @@ class XMemSession(TrackerSession):
             if mask.shape != (height, width):
                 raise ValueError(f"seed mask for {obj_id!r} has shape {mask.shape}, frame is {(height, width)}")
             seeds[obj_id] = mask.astype(bool, copy=False)
+        if self.geometry is None:
+            self.geometry = FrameGeometry.for_input(height, width, self.tracker.size)
         geometry = self.geometry
         tracker = self.tracker
         with tracker.lock, torch.inference_mode(), tracker.amp_context():

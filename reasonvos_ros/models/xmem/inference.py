@@ -104,6 +104,8 @@ class XMemInference:
                 raise ValueError(f"mask for {obj_id!r} has shape {tuple(mask.shape)}, frame is {(height, width)}")
         if not self.objects and not masks:
             return [], torch.ones((1, height, width), device=image.device)
+        if end and any(obj_id not in self.objects for obj_id in masks):
+            raise ValueError("new objects cannot be seeded on an end frame (it is never memorised)")
 
         mem_every, deep_every = self.settings.mem_every, self.settings.deep_update_every
         deep_sync = deep_every < 0
