@@ -54,7 +54,7 @@ class Check:
         relation = ">=" if self.higher_is_better else "<="
         verdict = "ok  " if self.passed else "FAIL"
         extra = f"  ({self.detail})" if self.detail else ""
-        return f"{verdict} {self.name:<40} {self.value:.3e} {relation} {self.limit:.1e}{extra}"
+        return f"{verdict} {self.name:<40} {self.value:.3e} {relation} {self.limit:.4g}{extra}"
 
 
 def max_abs_check(name: str, got: Any, want: Any, limit: float) -> Check:
