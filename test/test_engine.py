@@ -161,9 +161,7 @@ def test_not_present_status_with_empty_mask(harness_factory):
 
 def test_lost_target_is_reacquired_when_it_comes_back(harness_factory):
     h = harness_factory(lost_patience=2, not_present_retry_s=0.1)
-    images, _ = square_scene(
-        60, objects={"red": (10, 20, 1, 1, 24)}, visible={"red": [*range(0, 20), *range(35, 60)]}
-    )
+    images, _ = square_scene(60, objects={"red": (10, 20, 1, 1, 24)}, visible={"red": [*range(0, 20), *range(35, 60)]})
     h.feed(images[:5])
     h.engine.set_instruction("r", "red")
     h.feed(images[5:30], period=0.02)
