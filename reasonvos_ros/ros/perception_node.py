@@ -12,6 +12,7 @@ deactivate stops them and frees accelerator memory; cleanup unloads the backends
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 import threading
@@ -132,8 +133,7 @@ class PerceptionNode(LifecycleNode):
         self._frames_received = 0
         self._frames_synced = 0
         self._last_stamps: dict[str, float] = {}  # per input stream, to drop duplicates / out-of-order messages
-        self._stream_timeline: dict[str, int] = {}  # the time line each stream is on (see _accept_stamp)
-        self._timeline = 0
+        self._newest_stamp = -math.inf  # newest stamp accepted on any stream since the last jump back
         self._time_jumps = 0
         self._last_debug = 0.0
         self._publish_latency: deque[float] = deque(maxlen=200)
@@ -259,7 +259,7 @@ class PerceptionNode(LifecycleNode):
             self.window.clear()
         self._depth_cache.clear()
         self._last_stamps.clear()
-        self._stream_timeline.clear()
+        self._newest_stamp = -math.inf
 
     def _unload(self) -> None:
         for service in self._node_services:
@@ -326,9 +326,10 @@ class PerceptionNode(LifecycleNode):
                     "duplicate or out of order; dropped",
                 )
                 return False
-            # All streams of a camera jump; the first one restarts the synchroniser, the others catch up.
-            if self._stream_timeline.get(stream, 0) == self._timeline:
-                self._timeline += 1
+            # All streams of a camera jump; the first one restarts the synchroniser, the others catch up (they
+            # land near the newest stamp of the new time line).
+            if stamp < self._newest_stamp - TIME_JUMP_BACK_S:
+                self._newest_stamp = stamp
                 self._time_jumps += 1
                 if self._sync is not None:
                     self._sync.reset()
@@ -338,7 +339,7 @@ class PerceptionNode(LifecycleNode):
                     throttle_duration_sec=5.0,
                 )
         self._last_stamps[stream] = stamp
-        self._stream_timeline[stream] = self._timeline
+        self._newest_stamp = max(self._newest_stamp, stamp)
         return True
 
     def _on_synced(self, image, depth, info) -> None:
