@@ -221,3 +221,58 @@ def test_embed_prompt_places_frame_tokens_at_the_placeholders():
     assert layout.seg_hidden_index == 5 + 2 * 111
     with pytest.raises(ValueError, match="placeholders"):
         model.embed_prompt(layout, frames[:1])
+
+
+def test_legacy_llama_tokenizer_follows_transformers_4_31_around_seg_and_chunks(tmp_path):
+    pytest.importorskip("sentencepiece")
+    from reasonvos_ros.models.visa.tiny import write_sentencepiece_tokenizer
+    from reasonvos_ros.models.visa.tokenizer import LegacyLlamaTokenizer, load_tokenizer
+
+    seg_id = write_sentencepiece_tokenizer(tmp_path)
+    tokenizer = load_tokenizer(tmp_path)
+    assert isinstance(tokenizer, LegacyLlamaTokenizer) and tokenizer.legacy
+    assert seg_token_id(tokenizer) == seg_id == len(tokenizer) - 1
+    assert tokenizer.pad_token_id == tokenizer.unk_token_id == 0 and tokenizer.bos_token_id == 1
+    # 4.31 strips the spaces next to the non-special [SEG]: the token that predicts [SEG] is "▁is", not "▁".
+    answer = tokenizer("It is [SEG].</s>", add_special_tokens=False).input_ids
+    pieces = tokenizer.convert_ids_to_tokens(answer)
+    assert pieces[pieces.index("[SEG]") - 1] == "▁is"
+    assert pieces[-1] == "</s>" and answer[-1] == tokenizer.eos_token_id
+    assert "".join(pieces[pieces.index("[SEG]") + 1 : -1]).replace("▁", "") == "."
+    # Every chunk gets sentencepiece's dummy prefix, also before a leading space (" \n" -> "▁" + "▁\n"...).
+    chunk = tokenizer.convert_ids_to_tokens(tokenizer(" \nTarget", add_special_tokens=False).input_ids)
+    assert "".join(chunk).startswith("▁▁")
+    ids = build_prompt_ids(tokenizer, "The man", 2)
+    assert ids[0] == 1 and ids.count(1) == 1 and ids.count(IMAGE_TOKEN_INDEX) == 3 and ids.count(seg_id) == 1
+    assert tokenizer.decode(tokenizer("a chat, (10)", add_special_tokens=False).input_ids) == "a chat, (10)"
+
+
+def test_full_size_visa7b_parameter_layout_maps_onto_the_model():
+    """Every key of a real VISA-7B state dict (names and shapes from golden/visa7b_keys.json) has its place."""
+    import json
+
+    from transformers import CLIPVisionConfig
+
+    from reasonvos_ros.models.sam import SamConfig
+    from reasonvos_ros.models.visa.checkpoint import llama_config_from_dict, load_state_dict_into
+    from reasonvos_ros.models.visa.modeling import VisaConfig, VisaModel
+
+    layout = json.loads((GOLDEN.parent / "visa7b_keys.json").read_text())
+    shapes = {name: tuple(shape) for name, shape, *_ in layout["keys"]}
+    llama = llama_config_from_dict(
+        {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+         "vocab_size": 32001, "rms_norm_eps": 1e-6, "max_position_embeddings": 2048}
+    )  # fmt: skip
+    clip = CLIPVisionConfig(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14,
+        image_size=224, projection_dim=768,
+    )  # fmt: skip
+    sam = SamConfig.from_state_dict(shapes, prefix="model.visual_model.")
+    assert sam == SamConfig.preset("vit_h")
+    with torch.device("meta"):
+        model = VisaModel(VisaConfig(llama=llama, clip=clip, sam=sam, seg_token_id=32000))
+    tensors = {name: torch.empty(shape, device="meta") for name, shape in shapes.items()}
+    report = load_state_dict_into(model, tensors, name="visa7b", vision_tower="load", sam_required=True)
+    assert report.ok and report.loaded == len(shapes) - 32  # the 32 rotary inv_freq constants are checked only
+    assert sum(p.numel() for p in model.parameters()) + 32 * 64 == layout["num_elements"]
+    assert model.tokens_per_image == 112

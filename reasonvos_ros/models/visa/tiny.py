@@ -3,9 +3,12 @@
 ``write_tiny_visa(root)`` creates, under ``root``:
 
 * ``visa/``: ``config.json`` (Chat-UniVi/VISA fields: LLaMA sizes, ``mm_hidden_size``, ``mm_vision_select_layer``,
-  ``config.use_cluster`` with the 64/32/16 spatial rates, ``out_dim``), a tokenizer with ``[SEG]`` added (a small
-  byte-level BPE trained offline on VISA's prompt text, wrapped in ``PreTrainedTokenizerFast``; ids 0/1/2 =
-  <unk>/<s>/</s> like LLaMA, ``[SEG]`` the last id), and the weights split in two safetensors shards with
+  ``config.use_cluster`` with the 64/32/16 spatial rates, ``out_dim``), a tokenizer with ``[SEG]`` added (ids 0/1/2 =
+  <unk>/<s>/</s> like LLaMA, ``[SEG]`` the last id) -- by default like VISA's own files: a small sentencepiece BPE
+  model trained offline on VISA's prompt text with LLaMA's normaliser settings (``tokenizer.model``,
+  ``tokenizer_config.json`` of a slow ``LlamaTokenizer``, ``special_tokens_map.json``, ``added_tokens.json``); without
+  the ``sentencepiece`` package, a byte-level BPE ``tokenizer.json`` instead -- and the weights split in two
+  safetensors shards with
   ``model.safetensors.index.json``. Keys are VISA's: LLaMA (``model.embed_tokens/layers/norm``, ``lm_head``) incl.
   the ``rotary_emb.inv_freq`` constants, ``model.mm_projector``, ``model.text_hidden_fcs``, and the SAM weights
   under ``model.visual_model.`` whose mask decoder differs from the SAM file (as VISA's fine-tuned decoder does);
@@ -99,6 +102,75 @@ def build_tiny_tokenizer(vocab_size: int = 400):
     return tokenizer
 
 
+def write_sentencepiece_tokenizer(directory: str | pathlib.Path, vocab_size: int = 500) -> int:
+    """Write a LLaMA-style sentencepiece tokenizer directory (as transformers 4.31 saved VISA's) with ``[SEG]``
+    added after the ``vocab_size`` pieces; returns the [SEG] id. Needs the ``sentencepiece`` package."""
+    import io
+
+    import sentencepiece
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()
+    corpus = [SYSTEM_PROMPT, SHORT_QUESTION_TEMPLATE, LONG_QUESTION_TEMPLATE, _CORPUS_EXTRA] * 20
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        byte_fallback=True,  # LLaMA's settings: byte fallback, dummy prefix, no whitespace folding, split digits
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        split_digits=True,
+        character_coverage=1.0,
+        num_threads=1,
+        minloglevel=2,
+    )
+    (directory / "tokenizer.model").write_bytes(model.getvalue())
+
+    def special(content: str) -> dict[str, Any]:
+        return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": True, "rstrip": False,
+                "single_word": False}  # fmt: skip
+
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "bos_token": special("<s>"),
+        "eos_token": special("</s>"),
+        "unk_token": special("<unk>"),
+        "pad_token": None,
+        "clean_up_tokenization_spaces": False,
+        "legacy": True,
+        "model_max_length": 2048,
+        "padding_side": "right",
+        "sp_model_kwargs": {},
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
+    specials = {
+        "bos_token": special("<s>"),
+        "eos_token": special("</s>"),
+        "unk_token": special("<unk>"),
+        "pad_token": "<unk>",
+    }
+    (directory / "special_tokens_map.json").write_text(json.dumps(specials, indent=1))
+    (directory / "added_tokens.json").write_text(json.dumps({SEG_TOKEN: vocab_size}))
+    return vocab_size
+
+
+def _has_sentencepiece() -> bool:
+    try:
+        import sentencepiece  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _visa_config_json(vocab_size: int, clip_hidden: int) -> dict[str, Any]:
     return {
         "architectures": ["VISAForCausalLM"],
@@ -146,8 +218,11 @@ def _clip_key_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_tiny_visa(root: str | pathlib.Path, seed: int = 7, sam_image_size: int = 1024) -> TinyVisaPaths:
-    """Write the tiny VISA/SAM/CLIP files under ``root`` (see the module docstring) and return their paths."""
+def write_tiny_visa(
+    root: str | pathlib.Path, seed: int = 7, sam_image_size: int = 1024, tokenizer: str = "auto"
+) -> TinyVisaPaths:
+    """Write the tiny VISA/SAM/CLIP files under ``root`` (see the module docstring) and return their paths.
+    ``tokenizer``: "sentencepiece" (VISA's layout), "bpe" (tokenizer.json), or "auto" (sentencepiece if installed)."""
     from safetensors.torch import save_file
 
     from ...golden.golden_weights import golden_state_dict
@@ -158,9 +233,16 @@ def write_tiny_visa(root: str | pathlib.Path, seed: int = 7, sam_image_size: int
     visa_dir.mkdir(parents=True, exist_ok=True)
     clip_dir.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = build_tiny_tokenizer()
-    tokenizer.save_pretrained(str(visa_dir))
-    vocab_size = len(tokenizer)
+    if tokenizer == "auto":
+        tokenizer = "sentencepiece" if _has_sentencepiece() else "bpe"
+    if tokenizer == "sentencepiece":
+        vocab_size = write_sentencepiece_tokenizer(visa_dir) + 1
+    elif tokenizer == "bpe":
+        bpe = build_tiny_tokenizer()
+        bpe.save_pretrained(str(visa_dir))
+        vocab_size = len(bpe)
+    else:
+        raise ValueError(f"tokenizer must be 'auto', 'sentencepiece' or 'bpe', got {tokenizer!r}")
 
     def tensors(shapes: dict[str, tuple[int, ...]], weight_seed: int) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in golden_state_dict(shapes, weight_seed).items()}
