@@ -153,3 +153,43 @@ def test_release_unloads_and_the_next_call_reloads(segmenter, frames):
     assert segmenter.model is None and not segmenter._visual and not segmenter._embeddings
     second = segmenter.segment(frames, 2, [0, 1], "the man")
     assert segmenter.model is not None and np.array_equal(first.mask, second.mask)
+
+
+def test_bin_shards_and_a_full_clip_model_directory_load(tiny_paths, tmp_path):
+    """pytorch_model-*.bin shards with their index, and a CLIPModel directory (vision_config + text keys)."""
+    from safetensors.torch import load_file
+
+    visa = tmp_path / "visa_bin"
+    visa.mkdir()
+    for name in ("config.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.json"):  # fmt: skip
+        if (tiny_paths.visa_dir / name).is_file():
+            shutil.copy(tiny_paths.visa_dir / name, visa / name)
+    index = json.loads((tiny_paths.visa_dir / "model.safetensors.index.json").read_text())
+    weight_map = {}
+    for number, shard in enumerate(sorted(set(index["weight_map"].values())), start=1):
+        name = f"pytorch_model-{number:05d}-of-00002.bin"
+        tensors = load_file(str(tiny_paths.visa_dir / shard))
+        torch.save(tensors, visa / name)
+        weight_map.update(dict.fromkeys(tensors, name))
+    (visa / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+    clip = tmp_path / "clip_full"
+    clip.mkdir()
+    vision_config = json.loads((tiny_paths.clip_dir / "config.json").read_text())
+    (clip / "config.json").write_text(
+        json.dumps({"model_type": "clip", "vision_config": vision_config, "text_config": {}})
+    )
+    tensors = load_file(str(tiny_paths.clip_dir / "model.safetensors"))
+    tensors.update({"text_model.embeddings.token_embedding.weight": torch.zeros(4, 2), "logit_scale": torch.ones(())})
+    tensors["vision_model.embeddings.position_ids"] = torch.arange(257)[None]
+    torch.save(tensors, clip / "pytorch_model.bin")
+
+    model, _, report = load_visa(visa, tiny_paths.sam_checkpoint, clip, device="cpu", progress=False)
+    assert report.ok, str(report)
+    clip_report = report.sources[-1]
+    assert clip_report.loaded == 39 and clip_report.ignored == {"text-side CLIP keys": 2, "position_ids buffers": 1}
+    reference, _, _ = load_visa(
+        tiny_paths.visa_dir, tiny_paths.sam_checkpoint, tiny_paths.clip_dir, device="cpu", progress=False
+    )
+    for (name, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -194,30 +194,3 @@ class SpatialTokenMerger(nn.Module):
             outputs.append(current)
             results.append(result)
         return torch.cat(outputs, dim=1), MergeTrace(results)
-
-
-def decision_margins(result: ClusterResult) -> torch.Tensor:
-    """(B, 3) margins of the fragile decisions of one stage: [score gap between the K-th and (K+1)-th centre
-    candidate, smallest gap between the nearest and second-nearest centre over non-centre tokens, smallest gap
-    between sorted densities]. Small values mean a last-bit change in the inputs could alter the clustering."""
-    batch, num_tokens = result.score.shape
-    num_clusters = result.centres.shape[1]
-    sorted_scores = torch.sort(result.score, dim=-1, descending=True).values
-    if num_clusters < num_tokens:
-        centre_gap = sorted_scores[:, num_clusters - 1] - sorted_scores[:, num_clusters]
-    else:
-        centre_gap = torch.full((batch,), float("inf"))
-    centre_rows = torch.gather(
-        result.distances, 1, result.centres[:, :, None].expand(batch, num_clusters, num_tokens)
-    )  # (B, K, N)
-    if num_clusters >= 2:
-        two = torch.topk(centre_rows, k=2, dim=1, largest=False).values
-        gaps = two[:, 1] - two[:, 0]
-        is_centre = torch.zeros(batch, num_tokens, dtype=torch.bool, device=gaps.device)
-        is_centre.scatter_(1, result.centres, True)
-        assign_gap = torch.where(is_centre, torch.full_like(gaps, float("inf")), gaps).min(dim=-1).values
-    else:
-        assign_gap = torch.full((batch,), float("inf"))
-    dens = torch.sort(result.density, dim=-1).values
-    density_gap = (dens[:, 1:] - dens[:, :-1]).min(dim=-1).values
-    return torch.stack([centre_gap, assign_gap, density_gap], dim=-1)
