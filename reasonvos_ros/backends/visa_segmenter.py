@@ -1,5 +1,9 @@
 """VISA as the pipeline's key-frame segmenter (``segmenter: {name: visa, options: {...}}``).
 
+Tokenizer: the checkpoint's ``tokenizer.model`` is read with ``sentencepiece`` and tokenised with the semantics of
+transformers 4.31's slow LlamaTokenizer that VISA ran with (``models.visa.tokenizer``); without ``sentencepiece``
+(or without ``tokenizer.model``) transformers' own tokenizer is used, whose ids can differ around ``[SEG]``.
+
 Per call: the reference frames (in the order given) and then the key frame are CLIP-preprocessed (shortest side 224
 with Pillow-exact bicubic, centre crop, CLIP mean/std) and turned into 112 visual tokens each; the instruction
 becomes VISA's prompt (``models.visa.prompt``: reference/target template, the '?' rule, llava_v1, teacher-forced
@@ -142,6 +146,8 @@ class VisaSegmenter(KeyframeSegmenter):
 
         try:
             self.device, self.dtype = resolve_device_dtype(None if device == "auto" else device, dtype)
+        except ValueError as exc:
+            raise ConfigError(f"VISA option: {exc}") from exc
         except VisaCheckpointError as exc:
             raise BackendUnavailable(str(exc)) from exc
         self.paths = paths

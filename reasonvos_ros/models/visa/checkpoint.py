@@ -509,8 +509,14 @@ def load_visa_tokenizer(visa_dir: str | pathlib.Path):
 def resolve_device_dtype(
     device: str | torch.device | None, dtype: str | torch.dtype | None
 ) -> tuple[torch.device, torch.dtype]:
-    """Defaults: cuda if available else cpu; bfloat16 on cuda, float32 on cpu."""
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Defaults: cuda if available else cpu; bfloat16 on cuda, float32 on cpu. A bad name raises ``ValueError``; a
+    CUDA request without CUDA raises ``VisaCheckpointError``."""
+    try:
+        dev = (
+            torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        )
+    except RuntimeError as exc:
+        raise ValueError(f"bad device {device!r}: {exc}") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise VisaCheckpointError("device 'cuda' was requested but torch sees no CUDA device")
     if dtype is None or dtype == "auto":
@@ -526,7 +532,7 @@ def resolve_device_dtype(
         "fp16": torch.float16,
     }
     if str(dtype).lower() not in names:
-        raise VisaCheckpointError(f"unknown dtype {dtype!r}; use one of {', '.join(names)}")
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(names)}")
     return dev, names[str(dtype).lower()]
 
 

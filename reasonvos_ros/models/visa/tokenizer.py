@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import pathlib
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -187,6 +188,11 @@ def load_tokenizer(directory: str | pathlib.Path):
                 raise ValueError(
                     f"{model_file} needs the 'sentencepiece' package (pip install sentencepiece)"
                 ) from None
+            warnings.warn(
+                "sentencepiece is not installed: using tokenizer.json through transformers, whose token ids can "
+                "differ from VISA's (transformers 4.31 slow tokenizer) around [SEG]; pip install sentencepiece",
+                stacklevel=2,
+            )
         else:
             added = dict(_read_json(directory / "added_tokens.json"))
             for index, entry in (config.get("added_tokens_decoder") or {}).items():
