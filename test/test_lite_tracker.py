@@ -18,9 +18,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 # Measured with the default options on these clips (benchmarks/bench_lite.py prints the same figures): mean IoU
-# 0.93-0.95 forward and backward through the pillar occlusion, 0.90+ for two objects. Floors leave a margin.
+# 0.939 forward and 0.891 backward through the pillar occlusion, 0.865 with stride 3; two objects: dog 0.985,
+# person 0.84 (frames 1-11). The floors leave a margin for other OpenCV builds.
 TRACK_IOU_FLOOR = 0.85
-TWO_OBJECT_IOU_FLOOR = 0.8
+TWO_OBJECT_IOU_FLOOR = {"dog": 0.9, "person": 0.75}
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +79,13 @@ def test_two_objects_and_remove():
         out = session.step(frames[i])
         ious["dog"].append(mask_iou(out["dog"].mask, dog_masks[i]))
         ious["person"].append(mask_iou(out["person"].mask, person_masks[i]))
-    assert np.mean(ious["dog"]) > TWO_OBJECT_IOU_FLOOR, np.round(ious["dog"], 2)
-    assert np.mean(ious["person"]) > TWO_OBJECT_IOU_FLOOR, np.round(ious["person"], 2)
+    assert np.mean(ious["dog"]) > TWO_OBJECT_IOU_FLOOR["dog"], np.round(ious["dog"], 2)
+    assert np.mean(ious["person"]) > TWO_OBJECT_IOU_FLOOR["person"], np.round(ious["person"], 2)
     session.remove("person")
     session.remove("not-there")  # removing an unknown id is harmless
     out = session.step(frames[12])
     assert list(out) == ["dog"] and session.object_ids == ["dog"]
-    assert mask_iou(out["dog"].mask, dog_masks[12]) > TWO_OBJECT_IOU_FLOOR
+    assert mask_iou(out["dog"].mask, dog_masks[12]) > TWO_OBJECT_IOU_FLOOR["dog"]
     # Re-seeding one object on a later frame returns that seed.
     out = session.step(frames[13], {"person": person_masks[13]})
     np.testing.assert_array_equal(out["person"].mask, person_masks[13])

@@ -100,14 +100,15 @@ class SentenceEmbedder:
         self.model = BertModel.from_pretrained(str(model_dir), local_files_only=True, use_safetensors=True)
         self.model.to(device).eval()
         self.device = device
+        self._lock = threading.Lock()  # the sampler and the segmenter may run in different threads
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Unit-length float32 embeddings, one row per text."""
+        """Unit-length float32 embeddings, one row per text (thread-safe)."""
         torch = self._torch
         batch = self.tokenizer.encode_batch(texts)
         ids = torch.tensor([item.ids for item in batch], device=self.device)
         attention = torch.tensor([item.attention_mask for item in batch], device=self.device)
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             hidden = self.model(input_ids=ids, attention_mask=attention).last_hidden_state
             weights = attention.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
@@ -225,6 +226,20 @@ def lexical_category(instruction: str) -> str | None:
     return found
 
 
+@functools.lru_cache(maxsize=2)
+def _phrase_table(model_dir: str | None, device: str) -> tuple[tuple[str, ...], np.ndarray]:
+    """(category of each phrase, phrase embeddings), computed once per process and model."""
+    categories: list[str] = []
+    phrases: list[str] = []
+    for category, descriptions in (*CATEGORY_DESCRIPTIONS.items(), *NON_COCO_DESCRIPTIONS.items()):
+        for phrase in descriptions:
+            phrases.append(phrase)
+            categories.append(category)
+    embeddings = load_embedder(model_dir, device).encode(phrases)
+    embeddings.flags.writeable = False
+    return tuple(categories), embeddings
+
+
 class TextToCategory:
     """Maps instructions to COCO categories by embedding similarity (see the module docstring).
 
@@ -237,20 +252,12 @@ class TextToCategory:
             raise ValueError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
         self.threshold = float(threshold)
         self._model = load_embedder(model_dir, device)
-        self._lock = threading.Lock()
-        self._phrase_category: list[str] = []
-        phrases: list[str] = []
-        for category, descriptions in (*CATEGORY_DESCRIPTIONS.items(), *NON_COCO_DESCRIPTIONS.items()):
-            for phrase in descriptions:
-                phrases.append(phrase)
-                self._phrase_category.append(category)
+        self._phrase_category, self._phrase_embeddings = _phrase_table(model_dir, device)
         self._categories = list(dict.fromkeys(self._phrase_category))
-        self._phrase_embeddings = self._embed(phrases)
         self._cache: dict[str, CategoryMatch] = {}
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        with self._lock:
-            return self._model.encode(texts)
+        return self._model.encode(texts)
 
     def scores(self, instruction: str) -> dict[str, float]:
         """Cosine similarity of the instruction to every category (its best phrase), including the non-COCO
