@@ -160,3 +160,15 @@ def test_bad_options():
         DetectorGrabCutSegmenter(refine="sam")
     with pytest.raises(ValueError, match="stride"):
         DetectorFrameSampler(stride=0)
+
+
+def test_release_drops_cached_detections(clip):
+    segmenter = DetectorGrabCutSegmenter()
+    frames = clip.as_frames()
+    segmenter.segment(frames, 0, [], "the dog")
+    count = segmenter.detector.forward_count
+    segmenter.segment(frames, 0, [], "the dog")
+    assert segmenter.detector.forward_count == count  # cached
+    segmenter.release()
+    segmenter.segment(frames, 0, [], "the dog")
+    assert segmenter.detector.forward_count == count + 1

@@ -144,3 +144,16 @@ def test_errors(clip):
         OpenCVTracker(box_tracker="goturn")
     with pytest.raises(ValueError, match="flow_preset"):
         OpenCVTracker(flow_preset="slow")
+
+
+def test_missing_contrib_names_the_package(monkeypatch):
+    import cv2
+
+    from reasonvos_ros.backends.lite.tracker import make_box_tracker
+    from reasonvos_ros.core.errors import BackendUnavailable
+
+    monkeypatch.delattr(cv2, "TrackerCSRT_create")
+    with pytest.raises(BackendUnavailable, match="opencv-contrib-python-headless"):
+        OpenCVTracker(box_tracker="csrt")
+    with pytest.raises(ValueError, match="unknown box tracker"):
+        make_box_tracker("none")

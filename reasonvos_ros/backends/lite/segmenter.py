@@ -149,3 +149,7 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
                 mask, method = cut, "grabcut"
         details["method"] = method
         return Segmentation(mask, float(score), True, "", details)
+
+    def release(self) -> None:
+        """Drop the cached detections (the network itself is small and stays loaded)."""
+        self.detector.clear_cache()

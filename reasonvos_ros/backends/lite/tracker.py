@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from reasonvos_ros.core.errors import BackendUnavailable
 from reasonvos_ros.core.interfaces import Tracker, TrackerSession
 from reasonvos_ros.core.types import Frame, TrackedMask
 
@@ -50,19 +51,25 @@ FLOW_PRESETS = {
 
 
 def make_box_tracker(kind: str):
-    """A new OpenCV box tracker of ``kind`` (one of ``BOX_TRACKERS`` except "none")."""
-    if kind == "kcf":
-        return cv2.TrackerKCF_create()
-    if kind == "csrt":
-        return cv2.TrackerCSRT_create()
-    legacy = getattr(cv2, "legacy", None)
-    if legacy is None:
-        raise ValueError(f"box tracker {kind!r} needs opencv-contrib (pip install opencv-contrib-python-headless)")
-    if kind == "mosse":
-        return legacy.TrackerMOSSE_create()
-    if kind == "medianflow":
-        return legacy.TrackerMedianFlow_create()
-    raise ValueError(f"unknown box tracker {kind!r}; expected one of {BOX_TRACKERS}")
+    """A new OpenCV box tracker of ``kind`` (one of ``BOX_TRACKERS`` except "none").
+
+    CSRT, KCF, MOSSE and MedianFlow live in OpenCV's contrib modules; a build without them raises
+    ``BackendUnavailable`` naming the package that has them."""
+    if kind not in BOX_TRACKERS or kind == "none":
+        raise ValueError(f"unknown box tracker {kind!r}; expected one of {BOX_TRACKERS[:-1]}")
+    factories = {
+        "kcf": lambda: cv2.TrackerKCF_create(),
+        "csrt": lambda: cv2.TrackerCSRT_create(),
+        "mosse": lambda: cv2.legacy.TrackerMOSSE_create(),
+        "medianflow": lambda: cv2.legacy.TrackerMedianFlow_create(),
+    }
+    try:
+        return factories[kind]()
+    except AttributeError as exc:
+        raise BackendUnavailable(
+            f"box tracker {kind!r} needs OpenCV's contrib modules: pip install opencv-contrib-python-headless "
+            f"(instead of opencv-python)"
+        ) from exc
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
