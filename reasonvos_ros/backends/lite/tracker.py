@@ -259,18 +259,29 @@ class OpenCVTrackerSession(TrackerSession):
                 motion = np.array([center[0] - state.box_center[0], center[1] - state.box_center[1]], float)
                 state.box_center = center
                 return motion, True
+        motion = self._flow_motion(warped, flow)
+        if motion is None:
+            motion = state.velocity.copy()  # nothing visible to measure: assume constant velocity
+        if state.box_center is not None:
+            # Keep the reference centre in step, so the box tracker's next success is not counted twice.
+            state.box_center = (state.box_center[0] + motion[0], state.box_center[1] + motion[1])
+        return motion, state.box_tracker is None
+
+    @staticmethod
+    def _flow_motion(warped: np.ndarray, flow: _StepFlow) -> np.ndarray | None:
+        """Robust median of the reliable flow over the warped mask; None with fewer than 10 pixels."""
         selected = warped & flow.reliable
         if np.count_nonzero(selected) < 10:
             selected = warped
-        if np.count_nonzero(selected) >= 10:
-            motion = -flow.back[selected]
-            estimate = np.median(motion, axis=0)
-            # Second pass over the pixels that agree with the first estimate: drops occluder or background pixels.
-            agree = np.linalg.norm(motion - estimate, axis=1) < max(1.5, 0.5 * float(np.linalg.norm(estimate)))
-            if np.count_nonzero(agree) >= 10:
-                estimate = np.median(motion[agree], axis=0)
-            return estimate.astype(float), state.box_tracker is None
-        return state.velocity.copy(), state.box_tracker is None
+        if np.count_nonzero(selected) < 10:
+            return None
+        motion = -flow.back[selected]
+        estimate = np.median(motion, axis=0)
+        # Second pass over the pixels that agree with the first estimate: drops occluder or background pixels.
+        agree = np.linalg.norm(motion - estimate, axis=1) < max(1.5, 0.5 * float(np.linalg.norm(estimate)))
+        if np.count_nonzero(agree) >= 10:
+            estimate = np.median(motion[agree], axis=0)
+        return estimate.astype(float)
 
     def _advance(self, state: _ObjectState, small, small_bgr, flow: _StepFlow) -> tuple[np.ndarray, float]:
         opts = self.options
