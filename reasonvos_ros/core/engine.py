@@ -158,15 +158,15 @@ class LiveEngine:
                     f"({', '.join(sorted(self._targets))}); reset one first"
                 )
             old = self._targets.get(target_id)
-            if old is not None:
-                self._drop_session(old)
+            dropped = self._drop_session(old) if old is not None else None
             self._generation += 1
             state = TargetState(target_id, text, generation=self._generation)
             if len(self.window) == 0:
                 state.reason = "waiting for the first camera frame"
             self._targets[target_id] = state
             self._enqueue(state)
-            return state
+        self._close_sessions([dropped])
+        return state
 
     def reset(self, target_id: str | None) -> bool:
         """Forget one target (or all with None); False when the id is unknown."""
@@ -174,13 +174,15 @@ class LiveEngine:
             ids = list(self._targets) if target_id is None else [target_id]
             if target_id is not None and target_id not in self._targets:
                 return False
+            dropped = []
             for tid in ids:
                 state = self._targets.pop(tid)
-                self._drop_session(state)
+                dropped.append(self._drop_session(state))
                 if tid in self._queue:
                     self._queue.remove(tid)
             self._generation += 1
-            return True
+        self._close_sessions(dropped)
+        return True
 
     def set_enabled(self, enabled: bool) -> None:
         with self._lock:
@@ -193,12 +195,19 @@ class LiveEngine:
             return dict(self._targets)
 
     # ---- internals ------------------------------------------------------------------------------------
-    def _drop_session(self, state: TargetState) -> None:
+    def _drop_session(self, state: TargetState) -> TrackerSession | None:
+        """Mark ``state`` stale and detach its session. Call with ``_lock`` held; close the session with
+        ``_close_sessions`` after releasing it: the acquisition worker holds the tracker lock while it waits for
+        ``_lock`` (cancellation checks), so taking the two the other way round deadlocks."""
         state.generation = -1  # any acquisition in flight for this state is now stale
-        if state.session is not None:
-            session, state.session = state.session, None
-            with self._tracker_lock:
-                session.close()
+        session, state.session = state.session, None
+        return session
+
+    def _close_sessions(self, sessions: list[TrackerSession | None]) -> None:
+        for session in sessions:
+            if session is not None:
+                with self._tracker_lock:
+                    session.close()
 
     def _enqueue(self, state: TargetState) -> None:
         if not state.queued:

@@ -445,6 +445,8 @@ class PerceptionNode(LifecycleNode):
         publishers = self._outputs
         if not publishers or (not live and not self.settings.publish_history):
             return
+        if not self.context.ok():  # shutting down (SIGINT/SIGTERM): the workers stop right after this
+            return
         header = frame.meta.header
         with self._lock:
             meta = self._depth_cache.get(frame.index) if live else None
