@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
@@ -138,6 +138,26 @@ def strided(frames: Sequence[Frame], stride: int) -> list[Frame]:
         return list(frames)
     picks = list(frames[len(frames) - 1 :: -stride])[::-1]
     return picks
+
+
+def budgeted(frames: Sequence[Frame], budget_s: float, timer: StepTimer) -> Iterator[Frame]:
+    """Frames to visit so that the pass fits ``budget_s`` (0 = all), always ending on the last frame.
+
+    The stride is re-planned before every step from the time left and the measured step time, so a wrong first
+    estimate of the tracker's speed is corrected as the pass goes; when the budget is spent the pass jumps
+    straight to the last frame.
+    """
+    start = time.perf_counter()
+    position, last = -1, len(frames) - 1
+    while position < last:
+        remaining = last - position
+        if budget_s <= 0:
+            stride = 1
+        else:
+            left = budget_s - (time.perf_counter() - start)
+            stride = remaining if left <= 0 else stride_for_budget(remaining, timer.value, left)
+        position = min(last, position + stride)
+        yield frames[position]
 
 
 def check_segmentation(seg: Segmentation, frame: Frame) -> Segmentation:
@@ -268,16 +288,16 @@ class Pipeline:
         backward = self.tracker.new_session()
         try:
             self.step_session(backward, key_frame, target_id, seg.mask)
-            stride = stride_for_budget(len(past), self.step_timer.value, self.config.backward_budget_s)
-            # strided() keeps the pass's last frame, here the oldest stored one.
-            visited = strided(past, stride)
-            for frame in visited:
+            # The pass ends on its last frame, here the oldest stored one.
+            visited = 0
+            for frame in budgeted(past, self.config.backward_budget_s, self.step_timer):
                 checkpoint()
                 tracked = self.step_session(backward, frame, target_id)
+                visited += 1
                 if emit:
                     emit(frame, tracked, "backward")
-            counts["backward_frames"] = len(visited)
-            counts["backward_stride"] = stride
+            counts["backward_frames"] = visited
+            counts["backward_covered"] = len(past)
         finally:
             backward.close()
 
@@ -286,18 +306,17 @@ class Pipeline:
         session = self.tracker.new_session()
         try:
             self.step_session(session, key_frame, target_id, seg.mask)
-            stride = stride_for_budget(len(future), self.step_timer.value, self.config.catchup_budget_s)
-            visited = strided(future, stride)
             last, last_mask = key_frame, TrackedMask(seg.mask, float(seg.score))
-            for frame in visited:
+            visited = 0
+            for frame in budgeted(future, self.config.catchup_budget_s, self.step_timer):
                 checkpoint()
                 tracked = self.step_session(session, frame, target_id)
                 last, last_mask = frame, tracked
+                visited += 1
                 if emit:
                     emit(frame, tracked, "catchup")
-            counts["catchup_frames"] = len(visited)
+            counts["catchup_frames"] = visited
             counts["catchup_covered"] = len(future)
-            counts["catchup_stride"] = stride
         except BaseException:
             session.close()
             raise
