@@ -234,3 +234,15 @@ def test_segment_clip_offline_with_scripted_backends():
         assert np.array_equal(got, want)
     absent = segment_clip(images, "the green square", backends)
     assert absent.status == TargetStatus.NOT_PRESENT and not any(m.any() for m in absent.masks)
+
+
+def test_drift_monitor_declares_an_object_leaving_the_view_at_the_border():
+    cfg = PipelineConfig(lost_patience=2, lost_border_area_ratio=0.35)
+    monitor = DriftMonitor(cfg, seed_area=400)
+    inside = np.zeros((50, 50), bool)
+    inside[20:30, 20:30] = True  # 25% of the seed area, but not at the border: partial occlusion, keep tracking
+    assert monitor.update(TrackedMask(inside, 0.9)) is None and monitor.update(TrackedMask(inside, 0.9)) is None
+    at_border = np.zeros((50, 50), bool)
+    at_border[20:30, 40:50] = True  # the same area clinging to the right border
+    assert monitor.update(TrackedMask(at_border, 0.9)) is None
+    assert "leaving the view" in monitor.update(TrackedMask(at_border, 0.9))

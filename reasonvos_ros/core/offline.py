@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .pipeline import Pipeline, PipelineConfig
+from .pipeline import DriftMonitor, Pipeline, PipelineConfig
 from .registry import build_backend
 from .types import Frame, TargetStatus, TrackedMask
 
@@ -68,8 +68,18 @@ def segment_clip(
     stamps = list(stamps) if stamps is not None else [i / fps for i in range(len(frames_rgb))]
     frames = [Frame(i, stamps[i], image=image) for i, image in enumerate(frames_rgb)]
     masks = [np.zeros(shape[:2], bool) for _ in frames]
+    # Like the live node, stop trusting a pass once drift detection declares the object lost (e.g. it left the
+    # view and the tracker clings to the border): the rest of that pass stays empty.
+    monitors: dict[str, DriftMonitor] = {}
+    lost_passes: set[str] = set()
 
     def emit(frame: Frame, tracked: TrackedMask | None, pass_name: str) -> None:
+        if pass_name == "key":
+            for name in ("backward", "catchup"):
+                monitors[name] = DriftMonitor(pipeline.config, tracked.area if tracked is not None else 0)
+        elif pass_name in lost_passes or monitors[pass_name].update(tracked) is not None:
+            lost_passes.add(pass_name)
+            return
         if tracked is not None:
             masks[frame.index] = tracked.mask
 

@@ -43,6 +43,7 @@ class PipelineConfig:
     lost_min_confidence: float = 0.35
     lost_min_area_ratio: float = 0.15
     lost_max_area_ratio: float = 6.0
+    lost_border_area_ratio: float = 0.35
     lost_patience: int = 3
     min_mask_area_px: int = 16
     # Re-acquisition pacing.
@@ -61,6 +62,7 @@ class PipelineConfig:
             "lost_min_confidence": (self.lost_min_confidence, 0.0, 1.0),
             "lost_min_area_ratio": (self.lost_min_area_ratio, 0.0, 1.0),
             "lost_max_area_ratio": (self.lost_max_area_ratio, 1.0, 1000.0),
+            "lost_border_area_ratio": (self.lost_border_area_ratio, 0.0, 1.0),
             "lost_patience": (self.lost_patience, 1, 1000),
             "min_mask_area_px": (self.min_mask_area_px, 0, 10**7),
             "reacquire_interval_s": (self.reacquire_interval_s, 0.0, 3600.0),
@@ -328,7 +330,9 @@ class DriftMonitor:
 
     A frame is suspicious when the mask is empty (the object left the view or vanished), its area collapsed
     below ``lost_min_area_ratio`` of the key-frame area or exploded beyond ``lost_max_area_ratio`` (the tracker
-    jumped to something else), or the tracker's confidence is under ``lost_min_confidence``. ``lost_patience``
+    jumped to something else), a mask touching the image border has shrunk below ``lost_border_area_ratio`` (the
+    object is leaving the view; trackers tend to cling to the border), or the tracker's confidence is under
+    ``lost_min_confidence``. ``lost_patience``
     consecutive suspicious frames declare the target lost; an empty mask that touched the image border on the
     previous frame is reported as "left the view".
     """
@@ -351,10 +355,12 @@ class DriftMonitor:
                 reason = f"mask area collapsed to {ratio:.0%} of the key-frame area"
             elif ratio > cfg.lost_max_area_ratio:
                 reason = f"mask area grew to {ratio:.1f}x the key-frame area"
-            elif tracked.confidence < cfg.lost_min_confidence:
-                reason = f"tracker confidence {tracked.confidence:.2f} below {cfg.lost_min_confidence:.2f}"
             mask = tracked.mask
             self.touched_border = bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+            if reason is None and self.touched_border and ratio < cfg.lost_border_area_ratio:
+                reason = f"object leaving the view ({ratio:.0%} of the key-frame area left, at the border)"
+            elif reason is None and tracked.confidence < cfg.lost_min_confidence:
+                reason = f"tracker confidence {tracked.confidence:.2f} below {cfg.lost_min_confidence:.2f}"
         if reason is None:
             self.strikes = 0
             return None

@@ -139,6 +139,14 @@ PARAMETERS: tuple[Param, ...] = (
         1000.0,
     ),
     Param(
+        "lost_border_area_ratio",
+        _PIPELINE.lost_border_area_ratio,
+        "a mask touching the image border and smaller than this (relative to the key-frame mask) counts as "
+        "suspicious: the object is leaving the view",
+        0.0,
+        1.0,
+    ),
+    Param(
         "lost_patience", _PIPELINE.lost_patience, "consecutive suspicious frames that declare a target lost", 1, 1000
     ),
     Param(
