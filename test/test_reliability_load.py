@@ -29,3 +29,53 @@ def test_sixty_hz_camera_with_instruction_bursts():
     assert int(report.diagnostics.get("backend_errors", 0)) == 0
     growth = report.rss_end_mb - report.rss_after_warmup_mb
     assert growth < MAX_GROWTH_AFTER_WARMUP_MB, report.summary()
+
+
+def test_replacing_a_target_while_another_is_acquired_does_not_deadlock():
+    """Regression (found by the load test): set_instruction/reset took the tracker lock while holding the engine
+    lock, and the acquisition worker takes them the other way round (its cancellation checks run inside the
+    backward pass, which holds the tracker lock): replacing a tracked target during another target's backward
+    pass froze the node."""
+    import threading
+    import time
+
+    from scenes import square_scene
+
+    from reasonvos_ros.backends.scripted import ScriptedSampler, ScriptedSegmenter, ScriptedTracker
+    from reasonvos_ros.core.engine import LiveEngine
+    from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig
+    from reasonvos_ros.core.types import TargetStatus
+    from reasonvos_ros.core.window import RollingWindow
+
+    tracker = ScriptedTracker(delay_s=0.02)
+    config = PipelineConfig(backward_budget_s=0.0, catchup_budget_s=0.0, reacquire_interval_s=0.0)
+    window = RollingWindow(max_duration_s=10.0, storage="png")
+    images, _ = square_scene(60, objects={"red": (5, 5, 1, 0, 20), "blue": (100, 60, -1, 0, 20)})
+    for t, image in enumerate(images):
+        window.add(image, t / 30.0)
+    pipeline = Pipeline(ScriptedSampler(), ScriptedSegmenter(), tracker, config)
+    engine = LiveEngine(pipeline, window, lambda frame, results, live: None)
+    engine.start()
+    engine.set_instruction("a", "red")
+    deadline = time.monotonic() + 30
+    while engine.targets()["a"].status != TargetStatus.TRACKING:
+        assert time.monotonic() < deadline, "target a never started tracking"
+        window.add(images[-1], window.newest().stamp + 1 / 30)
+        engine.notify_frame()
+        time.sleep(0.05)
+    sessions = len(tracker.sessions)
+    engine.set_instruction("b", "blue")  # its key frame is the newest: a backward pass over ~60 frames (~1.2 s)
+    while len(tracker.sessions) == sessions or len(tracker.sessions[sessions].visited) < 3:
+        assert time.monotonic() < deadline, "the backward pass of target b never started"
+        time.sleep(0.01)
+
+    def replace_and_reset():
+        engine.set_instruction("a", "blue")
+        engine.reset("a")
+
+    caller = threading.Thread(target=replace_and_reset, daemon=True)
+    caller.start()
+    caller.join(timeout=5)
+    assert not caller.is_alive(), "set_instruction/reset deadlocked against the acquisition worker"
+    engine.stop()
+    assert not any(thread.is_alive() for thread in engine._threads)

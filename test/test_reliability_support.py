@@ -422,6 +422,7 @@ def run_load(
                 assert proc.returncode is None, f"node died under load:\n{proc.output()[-3000:]}"
                 time.sleep(0.05)
             report.results_per_bin = bin_counts
+            report.frames_sent = sent["frames"]
             report.camera_rate_hz = sent["frames"] / (time.monotonic() - start)
             report.latest_wins = dict(last_sent)
 
