@@ -13,7 +13,7 @@ post-processing. Two configurations:
   decoder is the same size in every SAM, so its full-size figure is measured directly.
 
 Numbers depend on the machine's load (other processes share these cores): take them as orders of magnitude.
-Run: ``python benchmarks/bench_visa.py [--threads 2] [--repeats 3] [--skip-full]``.
+Run: ``python benchmarks/bench_visa.py [--threads 1] [--repeats 3] [--skip-full]``.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def bench_full_sam(repeats: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared CPU)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--llama-layers", type=int, default=2, help="LLaMA-7B layers actually run (then extrapolated)")
     parser.add_argument("--text-tokens", type=int, default=120, help="text tokens of the full-size prompt (assumed)")

@@ -267,7 +267,7 @@ class VisaSegmenter(KeyframeSegmenter):
         bad = [r for r in references if not 0 <= r < len(frames)]
         if bad:
             raise ValueError(f"reference positions {bad} outside the {len(frames)} frames given")
-        with self.lock:
+        with self.lock, torch.no_grad():
             if self.model is None:
                 self._load()
             timings: dict[str, float] = {}

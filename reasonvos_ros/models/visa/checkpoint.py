@@ -602,4 +602,5 @@ def load_visa(
     if leftover:
         raise VisaCheckpointError(f"parameters left unloaded (no checkpoint tensor): {leftover[:10]}")
     model.llm.to(dtype=dt)
+    model.requires_grad_(False)  # inference only: no autograd bookkeeping
     return model.eval(), tokenizer, report
