@@ -53,6 +53,13 @@ class Harness:
                     raise AssertionError("timed out waiting for engine results")
                 self.cond.wait(remaining)
 
+    def wait_status(self, target_id, status, min_frame=-1):
+        """Wait until the newest live result of ``target_id`` (on frame >= ``min_frame``) has ``status``."""
+        self.wait_for(
+            lambda: (r := self.latest(target_id)) is not None and r.status == status and self.live[-1][0] >= min_frame
+        )
+        return self.latest(target_id)
+
     def latest(self, target_id):
         for _, results in reversed(self.live):
             if target_id in results:
@@ -97,7 +104,7 @@ def test_tracks_and_publishes_masks_for_newest_frames(harness_factory):
     h.feed(images[:5])
     h.engine.set_instruction("cup", "the red one")
     h.feed(images[5:])
-    h.wait_for(lambda: (r := h.latest("cup")) is not None and r.status == TargetStatus.TRACKING and h.live[-1][0] == 39)
+    h.wait_status("cup", TargetStatus.TRACKING, min_frame=39)
     idx, results = h.live[-1]
     assert np.array_equal(results["cup"].mask, masks["red"][idx])
     assert results["cup"].keyframe_stamp is not None
@@ -112,7 +119,7 @@ def test_new_instruction_replaces_and_cancels_in_flight(harness_factory):
     time.sleep(0.1)  # the red acquisition is now inside the (slow) segmenter
     h.engine.set_instruction("default", "the blue one")
     h.feed(images[3:], period=0.03)
-    h.wait_for(lambda: (r := h.latest("default")) is not None and r.status == TargetStatus.TRACKING)
+    h.wait_status("default", TargetStatus.TRACKING)
     result = h.latest("default")
     assert result.instruction == "the blue one"
     idx = h.live[-1][0]
@@ -154,7 +161,7 @@ def test_not_present_status_with_empty_mask(harness_factory):
     h.feed(images[:2])
     h.engine.set_instruction("x", "the green one")
     h.feed(images[2:])
-    h.wait_for(lambda: (r := h.latest("x")) is not None and r.status == TargetStatus.NOT_PRESENT)
+    h.wait_status("x", TargetStatus.NOT_PRESENT)
     r = h.latest("x")
     assert r.mask is None and "no pixel" in r.reason
 
@@ -170,7 +177,7 @@ def test_lost_target_is_reacquired_when_it_comes_back(harness_factory):
     assert "vanished" in lost.reason or "left" in lost.reason
     assert lost.mask is None
     h.feed(images[30:], period=0.02)
-    h.wait_for(lambda: (r := h.latest("r")) is not None and r.status == TargetStatus.TRACKING and h.live[-1][0] >= 40)
+    h.wait_status("r", TargetStatus.TRACKING, min_frame=40)
     assert h.engine.stats.lost_events >= 1 and h.engine.stats.acquisitions >= 2
 
 
@@ -181,12 +188,12 @@ def test_backend_fault_sets_error_and_next_instruction_recovers(harness_factory)
     h.engine.set_instruction("ok", "blue")
     h.engine.set_instruction("bad", "red oom")
     h.feed(images[3:15])
-    h.wait_for(lambda: (r := h.latest("bad")) is not None and r.status == TargetStatus.ERROR)
+    h.wait_status("bad", TargetStatus.ERROR)
     assert "out of memory" in h.latest("bad").reason
     assert h.latest("ok").status == TargetStatus.TRACKING  # the other target is unaffected
     h.engine.set_instruction("bad", "red")
     h.feed(images[15:])
-    h.wait_for(lambda: (r := h.latest("bad")) is not None and r.status == TargetStatus.TRACKING)
+    h.wait_status("bad", TargetStatus.TRACKING)
     assert any(level == "error" for level, _ in h.events)
 
 
@@ -213,4 +220,4 @@ def test_disable_pauses_processing(harness_factory):
     assert not h.live and not h.segmenter.calls
     h.engine.set_enabled(True)
     h.feed(images[10:])
-    h.wait_for(lambda: (r := h.latest("r")) is not None and r.status == TargetStatus.TRACKING)
+    h.wait_status("r", TargetStatus.TRACKING)
