@@ -114,6 +114,17 @@ def test_clip_preprocessing_matches_the_official_crop_of_the_target_frame():
     np.testing.assert_array_equal(clip_normalize(frame0[None])[0], pixel_values_0)
 
 
+@pytest.mark.parametrize(
+    ("height", "width", "new_width", "new_height"),
+    [(240, 320, 298, 224), (480, 854, 398, 224), (100, 150, 336, 224), (300, 200, 224, 336), (37, 53, 11, 91)],
+)
+def test_bicubic_resize_is_bit_exact_with_pillow(height, width, new_width, new_height):
+    image_module = pytest.importorskip("PIL.Image")
+    image = np.random.default_rng(height * width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    reference = np.asarray(image_module.fromarray(image).resize((new_width, new_height), image_module.BICUBIC))
+    assert np.array_equal(pil_bicubic_resize(image, new_width, new_height), reference)
+
+
 def test_bicubic_resize_keeps_constant_images_and_portrait_crop_is_centred():
     flat = np.full((50, 70, 3), 137, np.uint8)
     assert np.all(pil_bicubic_resize(flat, 33, 91) == 137)
