@@ -129,13 +129,16 @@ class LiveEngine:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 2.0) -> None:
+        """Stop the workers, waiting at most ``timeout`` seconds in all: a model call in progress cannot be
+        interrupted, so a worker inside one is left to finish it (daemon thread) and exits right after."""
         with self._lock:
             self._stop = True
             self._generation += 1
             self._wake_acquire.notify_all()
             self._wake_track.notify_all()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._threads = []
         self.reset(None)
 

@@ -615,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         # A second SIGINT during clean-up must not leave workers or DDS shared memory behind.
         try:
             if node.engine is not None:
-                node.engine.stop(timeout=1.0)
+                node.engine.stop(timeout=0.5)  # exit within 2 s of SIGINT/SIGTERM, also during a model call
             executor.shutdown(timeout_sec=1.0)
             node.destroy_node()
         except KeyboardInterrupt:
