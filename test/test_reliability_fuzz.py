@@ -459,6 +459,31 @@ STANDALONE_DEPTH_EVENTS = st.one_of(
 
 
 # ----------------------------------------------------------------------------------------------- the harness
+class StampClock:
+    """Event stamps in whole tenths of a second: distinct stamps are at least 0.1 s apart (more than the
+    synchroniser's slop) and equal ones are exactly equal, so which messages pair up is predictable."""
+
+    MAX_TENTHS = (2**31 - 1) * 10  # builtin_interfaces/Time.sec is an int32
+
+    def __init__(self, tenths: int = BASE_DECISECONDS) -> None:
+        self.tenths = tenths
+
+    def header(self, spec: StampSpec, frame_id: str) -> Any:
+        from builtin_interfaces.msg import Time
+        from std_msgs.msg import Header
+
+        if spec.kind == "raw":
+            sec, nanosec = spec.raw
+            return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
+        if spec.kind in ("next", "far_future"):  # far_future: a driver whose clock jumped ahead
+            self.tenths += spec.amount
+        elif spec.kind == "jump_back":  # a bag loop: the clock itself goes back
+            self.tenths -= spec.amount
+        self.tenths = max(min(self.tenths, self.MAX_TENTHS), 0)
+        tenths = max(self.tenths - spec.amount, 0) if spec.kind == "back_small" else self.tenths
+        return Header(stamp=Time(sec=tenths // 10, nanosec=(tenths % 10) * 100_000_000), frame_id=frame_id)
+
+
 class RecordingLogger:
     """Stands in for the rejection counter's logger: keeps every line it would have logged."""
 
@@ -553,7 +578,7 @@ class FuzzNode:
         self.node._outputs["diagnostics"] = self.diagnostics
         self.use_depth = use_depth
         self.oracle = Oracle()
-        self.clock = BASE_DECISECONDS
+        self.clock = StampClock()
         self.results_errors: list[str] = []
         self.live_results: list[tuple[int, dict[str, Any]]] = []
         self._results_lock = threading.Lock()
@@ -587,28 +612,7 @@ class FuzzNode:
 
     # ---- stamps
     def header_for(self, spec: StampSpec) -> Any:
-        from builtin_interfaces.msg import Time
-        from std_msgs.msg import Header
-
-        if spec.kind == "raw":
-            sec, nanosec = spec.raw
-            return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id="fuzz")
-        if spec.kind == "next":
-            self.clock += spec.amount
-            tenths = self.clock
-        elif spec.kind == "same":
-            tenths = self.clock
-        elif spec.kind == "back_small":
-            tenths = self.clock - spec.amount
-        elif spec.kind == "jump_back":
-            self.clock -= spec.amount
-            tenths = self.clock
-        else:  # far_future: the clock moves with it (a driver whose clock jumped ahead)
-            self.clock += spec.amount
-            tenths = self.clock
-        tenths = max(min(tenths, (2**31 - 1) * 10), 0)
-        self.clock = tenths
-        return Header(stamp=Time(sec=tenths // 10, nanosec=(tenths % 10) * 100_000_000), frame_id="fuzz")
+        return self.clock.header(spec, "fuzz")
 
     # ---- one event
     def apply(self, event: Event) -> None:
@@ -947,7 +951,7 @@ def test_bag_loop_restarts_the_time_line_with_depth(depth_node):
     synced, jumps = node._sync.delivered, node._time_jumps
     for loop in range(3):
         for t in range(10):  # 2.7 s of camera time, then back to the start: a jump of more than 1 s
-            h.clock = start_tenths + 3 * t
+            h.clock.tenths = start_tenths + 3 * t
             h.apply(Event("frameset", StampSpec("same"), good_image, good_depth, CLEAN_INFO))
         assert node._sync.delivered == synced + 10 * (loop + 1), f"loop {loop}: sets stopped being synchronised"
         h.apply(Event("frameset", StampSpec("back_small", 2), good_image, good_depth, CLEAN_INFO))
@@ -1039,8 +1043,7 @@ def test_fuzz_over_the_wire():
             assert reset.wait_for_service(timeout_sec=20)
             for pub in pubs.values():
                 h.wait_for_subscribers(pub, timeout=20)
-            clock = FuzzNode.__new__(FuzzNode)  # only its stamp clock is used on this side
-            clock.clock = BASE_DECISECONDS
+            clock = StampClock()
 
             def diagnostic_values():
                 wait_until(lambda: diagnostics.messages, 10, "diagnostics")
@@ -1051,7 +1054,7 @@ def test_fuzz_over_the_wire():
 
             def publish(event: Event) -> None:
                 if event.kind in ("image", "frameset"):
-                    header = FuzzNode.header_for(clock, event.stamp)
+                    header = clock.header(event.stamp, "wire")
                     stamp = stamp_to_seconds(header.stamp)
                     if image_is_valid(event.image):
                         oracle.accept_stamp("image", stamp)
@@ -1121,7 +1124,7 @@ def test_fuzz_over_the_wire():
             # Still alive and tracking, with 3D points: a clean target on clean frames.
             assert reset.call(ResetTargets.Request(target_id=""), timeout_sec=10).success
             pubs["instruction"].publish(Instruction(target_id="wire", text="red"))
-            start_s = max([*oracle.last.values(), clock.clock / 10]) + 10
+            start_s = max([*oracle.last.values(), clock.tenths / 10]) + 10
             frame = [0]
 
             def tracked_with_point():

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -44,7 +45,11 @@ def node_args(**params: Any) -> list[str]:
 def start_node(ready: str = "active: subscribed", timeout: float = 60.0, **params: Any) -> RosProcess:
     params = {**SCRIPTED, "diagnostics_period_s": 0.2, **params}
     proc = spawn_python(module="reasonvos_ros.ros.perception_node", args=node_args(**params), name="perception")
-    proc.wait_for_output(ready, timeout=timeout)
+    try:
+        proc.wait_for_output(ready, timeout=timeout)
+    except BaseException:
+        proc.stop()
+        raise
     return proc
 
 
@@ -169,7 +174,7 @@ class Client:
         def check():
             if feed is not None:
                 feed()
-            array, result = self.latest(target_id)
+            _array, result = self.latest(target_id)
             return result is not None and predicate(result)
 
         wait_until(check, timeout, what or f"a matching result for {target_id!r}")
@@ -210,10 +215,8 @@ def rss_mb(pid: int) -> tuple[float, float]:
 def thread_names(pid: int) -> list[str]:
     names = []
     for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
+        with contextlib.suppress(OSError):
             names.append(Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip())
-        except OSError:
-            pass
     return names
 
 
