@@ -28,7 +28,8 @@ available), ``dtype`` ("auto" = bfloat16 on CUDA, float32 on CPU; "float16", "bf
 ``min_area_fraction`` (0.0005), ``min_area_pixels`` (1), ``min_score`` (0.0), ``min_iou_prediction`` (None),
 ``max_references`` (11; more references are thinned evenly), ``lowercase_instruction`` (True, as VISA's evaluation),
 ``seed`` (0: the clustering's tie-breaking density noise for a frame is drawn from a generator seeded with
-(seed, ``Frame.index``), so a frame always gets the same visual tokens and results are reproducible; None uses
+(seed, ``Frame.index``), so a frame always gets the same visual tokens and results are reproducible up to BLAS
+rounding (see ``models.visa.ctm`` on near-tied tokens); None uses
 torch's global RNG like the official code and disables the visual-token cache), ``visual_cache_size`` (32 frames
 whose projected visual tokens are kept, keyed by ``Frame.index``: reference frames shared by successive queries
 are encoded once), ``embedding_cache_size`` (2 key frames whose SAM image embeddings are kept), ``strict`` (True:

@@ -19,6 +19,12 @@ Each stage is followed by Chat-UniVi's ``TCBlock``, which in the released model 
 token dict unchanged; ``TCBlock`` here is that identity, kept so the stage structure matches the description.
 
 The noise of step 2 can be injected (``noise_fn``), which the golden check uses to replay the official draws.
+
+Numerics, as in the official code: ``torch.cdist`` on more than 25 tokens uses the matrix-product form
+``sqrt(max(|a|^2 + |b|^2 - 2 a.b, 0))``, so a token's distance to itself is not exactly 0 but the square root of a
+rounding error (up to ~1e-3), and it is one of the k nearest. The densities therefore depend on the GEMM's rounding,
+which can change with the BLAS kernel (thread count, CPU vs GPU): assignments of near-tied tokens may differ between
+machines, exactly as they would for the official implementation.
 """
 
 from __future__ import annotations
