@@ -568,7 +568,8 @@ class FuzzNode:
             **params,
         }
         overrides = [Parameter(name, value=value) for name, value in values.items()]
-        self.node = PerceptionNode(context=self.context, parameter_overrides=overrides)
+        # Its own namespace: a node process of another test in this domain must not share its topics/services.
+        self.node = PerceptionNode(context=self.context, parameter_overrides=overrides, namespace="/fuzz_in_process")
         self.node.get_logger().set_level(LoggingSeverity.ERROR)  # the recorder below keeps the rejections
         self.log = RecordingLogger()
         self.node.rejections.logger = self.log
@@ -805,7 +806,8 @@ class FuzzNode:
             time.sleep(0.05)
             with self._results_lock:
                 tracked = [r[target_id] for _, r in self.live_results if target_id in r]
-            tracked = [r for r in tracked if r.status.name == "TRACKING"]
+            # Only results on the clean frames count (the engine may still be on a frame of a previous test).
+            tracked = [r for r in tracked if r.status.name == "TRACKING" and r.mask.shape == CLEAN_RGB.shape[:2]]
             if tracked:
                 assert tracked[-1].mask is not None and tracked[-1].mask[30, 40]
                 assert not self.results_errors, self.results_errors
@@ -1081,7 +1083,10 @@ def test_fuzz_over_the_wire():
                         pubs["text"].publish(String(data=text))
                     # The two instruction topics and the reset service are separate channels: wait until the
                     # node lists the expected targets so that their order is the order sent.
-                    wait_until(lambda: node_targets() == oracle.targets, 15, f"targets {oracle.targets}")
+                    try:
+                        wait_until(lambda: node_targets() == oracle.targets, 15, f"targets {oracle.targets}")
+                    except AssertionError as exc:
+                        raise AssertionError(f"{exc}; the node lists {node_targets()}") from None
                 else:
                     tid = event.target_id.strip()
                     response = reset.call(ResetTargets.Request(target_id=event.target_id), timeout_sec=10)

@@ -438,6 +438,8 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------------------------------------ outputs
     def _on_engine_event(self, level: str, text: str) -> None:
+        if not self.context.ok():  # shutting down: a worker's publish racing the context shutdown is expected
+            return
         (self.get_logger().error if level == "error" else self.get_logger().warning)(text)
 
     def _on_results(self, frame: Frame, results: list[FrameResult], live: bool) -> None:
