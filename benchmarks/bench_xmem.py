@@ -34,24 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reasonvos_ros.backends.xmem_tracker import XMemTracker
 from reasonvos_ros.core.types import Frame
-from reasonvos_ros.golden.golden_weights import golden_state_dict
-from reasonvos_ros.models.xmem.checkpoint import state_dict_shapes
 from reasonvos_ros.models.xmem.network import XMemConfig
+from reasonvos_ros.models.xmem.tiny import TINY_CONFIG, write_golden_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_CASE = ROOT / "test" / "golden_data" / "cases" / "xmem_stream"
-SMALL = XMemConfig(
-    key_dim=8,
-    value_dim=16,
-    hidden_dim=8,
-    key_width=8,
-    key_blocks=(1, 1, 1),
-    value_width=8,
-    value_blocks=(1, 1, 1),
-    decoder_dims=(16, 8, 8),
-    hidden_mid=8,
-    cbam_reduction=4,
-)
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,10 +54,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def write_checkpoint(config: XMemConfig, directory: Path, seed: int) -> Path:
-    path = directory / f"xmem_{config.value_dim}_{config.key_width}.pth"
-    state = {k: torch.from_numpy(v) for k, v in golden_state_dict(state_dict_shapes(config), seed).items()}
-    torch.save(state, path)
-    return path
+    return write_golden_checkpoint(directory / f"xmem_{config.value_dim}_{config.key_width}.pth", config, seed)
 
 
 def golden_frames() -> tuple[np.ndarray, np.ndarray]:
@@ -184,7 +168,7 @@ def main() -> None:
         if args.sizes and args.steps:
             time_steps(write_checkpoint(XMemConfig(), Path(directory), seed=1), args)
         if args.stream_frames:
-            memory_growth(write_checkpoint(SMALL, Path(directory), seed=5), args)
+            memory_growth(write_checkpoint(TINY_CONFIG, Path(directory), seed=5), args)
 
 
 if __name__ == "__main__":

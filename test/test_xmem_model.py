@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from reasonvos_ros.golden import load_case, xmem_stream
-from reasonvos_ros.golden.golden_weights import golden_state_dict
 from reasonvos_ros.models.xmem.checkpoint import (
     CheckpointError,
     build_network,
@@ -23,20 +22,10 @@ from reasonvos_ros.models.xmem.checkpoint import (
 from reasonvos_ros.models.xmem.inference import FrameGeometry, InferenceSettings, XMemInference
 from reasonvos_ros.models.xmem.memory import MemorySettings, MemoryStore, similarity
 from reasonvos_ros.models.xmem.network import XMemConfig, XMemNetwork
+from reasonvos_ros.models.xmem.tiny import TINY_CONFIG as TINY
+from reasonvos_ros.models.xmem.tiny import golden_weights
 
 GOLDEN = pathlib.Path(__file__).parent / "golden_data"
-TINY = XMemConfig(
-    key_dim=8,
-    value_dim=16,
-    hidden_dim=8,
-    key_width=8,
-    key_blocks=(1, 1, 1),
-    value_width=8,
-    value_blocks=(1, 1, 1),
-    decoder_dims=(16, 8, 8),
-    hidden_mid=8,
-    cbam_reduction=4,
-)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -50,7 +39,7 @@ def one_thread():
 
 
 def tiny_state(seed: int = 3) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v) for k, v in golden_state_dict(state_dict_shapes(TINY), seed).items()}
+    return golden_weights(TINY, seed)
 
 
 @pytest.fixture(scope="module")

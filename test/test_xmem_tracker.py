@@ -19,23 +19,12 @@ from reasonvos_ros.core.interfaces import Tracker
 from reasonvos_ros.core.registry import build_backend
 from reasonvos_ros.core.types import Frame
 from reasonvos_ros.golden import load_case
-from reasonvos_ros.golden.golden_weights import golden_state_dict
 from reasonvos_ros.models.xmem.checkpoint import state_dict_shapes
 from reasonvos_ros.models.xmem.network import XMemConfig
+from reasonvos_ros.models.xmem.tiny import TINY_CONFIG as TINY
+from reasonvos_ros.models.xmem.tiny import write_golden_checkpoint
 
 GOLDEN = pathlib.Path(__file__).parent / "golden_data"
-TINY = XMemConfig(
-    key_dim=8,
-    value_dim=16,
-    hidden_dim=8,
-    key_width=8,
-    key_blocks=(1, 1, 1),
-    value_width=8,
-    value_blocks=(1, 1, 1),
-    decoder_dims=(16, 8, 8),
-    hidden_mid=8,
-    cbam_reduction=4,
-)
 SMALL_MEMORY = {"min_mid_term_frames": 2, "max_mid_term_frames": 3, "num_prototypes": 4, "max_long_term_elements": 12}
 
 
@@ -51,10 +40,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> pathlib.Path:
-    path = tmp_path_factory.mktemp("xmem") / "tiny_xmem.pth"
-    state = {k: torch.from_numpy(v) for k, v in golden_state_dict(state_dict_shapes(TINY), 5).items()}
-    torch.save(state, path)
-    return path
+    return write_golden_checkpoint(tmp_path_factory.mktemp("xmem") / "tiny_xmem.pth", TINY, seed=5)
 
 
 def make_tracker(checkpoint, **options):
