@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..load_report import key_problem_lines
 from . import image_encoder, mask_decoder, prompt_encoder
 from .config import SamCheckpointError, SamConfig
 
@@ -77,15 +78,7 @@ class SamLoadReport:
                 else ""
             )
         ]
-        for title, names in (
-            ("missing", self.missing),
-            ("unexpected", self.unexpected),
-            ("wrong shape", self.shape_mismatches),
-        ):
-            if names:
-                shown = names[:20]
-                more = f" ... and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
-                lines.append(f"  {title}: " + ", ".join(shown) + more)
+        lines += key_problem_lines(self.missing, self.unexpected, self.shape_mismatches, shown=20)
         return "\n".join(lines)
 
 

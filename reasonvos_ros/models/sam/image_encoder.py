@@ -6,17 +6,15 @@ The computation is transformers' ``SamVisionEncoder`` (no torchvision needed); t
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
 
 from .config import SamConfig
+from .key_rules import compile_key_rules, rename_key
 
 # original name (after "image_encoder.") -> transformers SamVisionEncoder name
-_KEY_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
+_KEY_RULES = compile_key_rules(
+    (
         (r"^pos_embed$", "pos_embed"),
         (r"^patch_embed\.proj\.(weight|bias)$", r"patch_embed.projection.\1"),
         (r"^blocks\.(\d+)\.norm([12])\.(weight|bias)$", r"layers.\1.layer_norm\2.\3"),
@@ -33,10 +31,7 @@ _KEY_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 
 def internal_key(original_key: str) -> str | None:
     """Map an original key (without the ``image_encoder.`` part prefix) to this module's name, None if unknown."""
-    for pattern, replacement in _KEY_RULES:
-        if pattern.match(original_key):
-            return pattern.sub(replacement, original_key)
-    return None
+    return rename_key(_KEY_RULES, original_key)
 
 
 def original_key_shapes(config: SamConfig) -> dict[str, tuple[int, ...]]:

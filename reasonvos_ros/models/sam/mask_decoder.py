@@ -14,14 +14,14 @@ import torch
 from torch import nn
 
 from .config import SamConfig
+from .key_rules import compile_key_rules, rename_key
 
 # The original two-way transformer and its final norm use torch's default LayerNorm epsilon.
 _TRANSFORMER_LAYER_NORM_EPS = 1e-5
 _HYPERNETWORK_DEPTH = 3
 
-_FIXED_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
+_FIXED_RULES = compile_key_rules(
+    (
         (
             r"^transformer\.layers\.(\d+)\.(self_attn|cross_attn_token_to_image|cross_attn_image_to_token)\."
             r"(q_proj|k_proj|v_proj|out_proj)\.(weight|bias)$",
@@ -56,9 +56,9 @@ def _mlp_layer_name(layer: int, depth: int) -> str | None:
 
 def internal_key(original_key: str, config: SamConfig) -> str | None:
     """Map an original key (without the ``mask_decoder.`` part prefix) to this module's name, None if unknown."""
-    for pattern, replacement in _FIXED_RULES:
-        if pattern.match(original_key):
-            return pattern.sub(replacement, original_key)
+    name = rename_key(_FIXED_RULES, original_key)
+    if name is not None:
+        return name
     match = _MLP_RULE.match(original_key)
     if match:
         owner, layer, leaf = match.group(1), int(match.group(2)), match.group(3)

@@ -11,16 +11,14 @@ too), but only the text path is implemented here: point, box and mask prompts ar
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
 
 from .config import SamConfig
+from .key_rules import compile_key_rules, rename_key
 
-_KEY_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), replacement)
-    for pattern, replacement in (
+_KEY_RULES = compile_key_rules(
+    (
         (r"^pe_layer\.positional_encoding_gaussian_matrix$", "shared_embedding.positional_embedding"),
         (r"^point_embeddings\.(\d+)\.weight$", r"point_embed.\1.weight"),
         (r"^not_a_point_embed\.weight$", "not_a_point_embed.weight"),
@@ -38,10 +36,7 @@ _NUM_POINT_EMBEDDINGS = 4  # positive point, negative point, box corner 1, box c
 
 def internal_key(original_key: str) -> str | None:
     """Map an original key (without the ``prompt_encoder.`` part prefix) to this module's name, None if unknown."""
-    for pattern, replacement in _KEY_RULES:
-        if pattern.match(original_key):
-            return pattern.sub(replacement, original_key)
-    return None
+    return rename_key(_KEY_RULES, original_key)
 
 
 def original_key_shapes(config: SamConfig) -> dict[str, tuple[int, ...]]:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..load_report import key_problem_lines
 from ..sam import SamCheckpointError, SamConfig, load_sam_checkpoint
 from .ctm import DEFAULT_STAGES
 from .modeling import VisaConfig, VisaModel
@@ -93,15 +94,7 @@ class SourceReport:
             f"{self.name}: {self.loaded} tensors loaded, {len(self.missing)} missing, {len(self.unexpected)} "
             f"unexpected, {len(self.shape_mismatches)} with the wrong shape"
         ]
-        for title, names in (
-            ("missing", self.missing),
-            ("unexpected", self.unexpected),
-            ("wrong shape", self.shape_mismatches),
-        ):
-            if names:
-                shown = names[:15]
-                more = f" ... and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
-                out.append(f"  {title}: " + ", ".join(shown) + more)
+        out += key_problem_lines(self.missing, self.unexpected, self.shape_mismatches, shown=15)
         out += [f"  ignored {count} keys: {reason}" for reason, count in self.ignored.items()]
         out += [f"  note: {note}" for note in self.notes]
         return out
