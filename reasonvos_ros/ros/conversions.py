@@ -311,6 +311,15 @@ def _is_compressed(msg: Any) -> bool:
     return hasattr(msg, "format") and not hasattr(msg, "encoding")
 
 
+def _raw_image_of_kind(msg: Any, allowed: tuple[str, ...], kind: str, expected: str) -> tuple[np.ndarray, str]:
+    """A raw Image message's pixels and encoding, rejecting (by name) encodings that are not in ``allowed``."""
+    encoding = str(msg.encoding)
+    _encoding_info(encoding)
+    if encoding not in allowed:
+        raise ConversionError(f"encoding {encoding!r} is not {kind}; expected {expected}")
+    return image_msg_to_numpy(msg), encoding
+
+
 def image_msg_to_rgb(msg: Any) -> np.ndarray:
     """Any colour camera message (Image or CompressedImage) -> ``HxWx3 uint8`` RGB.
 
@@ -320,13 +329,9 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
     if _is_compressed(msg):
         array, encoding = compressed_msg_to_numpy(msg)
     else:
-        encoding = str(msg.encoding)
-        _encoding_info(encoding)
-        if encoding not in _COLOUR_ENCODINGS:
-            raise ConversionError(
-                f"encoding {encoding!r} is not a colour/gray image; expected one of {', '.join(_COLOUR_ENCODINGS)}"
-            )
-        array = image_msg_to_numpy(msg)
+        array, encoding = _raw_image_of_kind(
+            msg, _COLOUR_ENCODINGS, "a colour/gray image", f"one of {', '.join(_COLOUR_ENCODINGS)}"
+        )
     if encoding == "rgb8":
         return array
     if encoding == "bgr8":
@@ -356,13 +361,9 @@ def depth_msg_to_metres(msg: Any) -> np.ndarray:
                 f"compressed depth must be a 16-bit PNG (millimetres); got an image decoded as {encoding}"
             )
     else:
-        encoding = str(msg.encoding)
-        _encoding_info(encoding)
-        if encoding not in _DEPTH_ENCODINGS:
-            raise ConversionError(
-                f"encoding {encoding!r} is not a depth image; expected 32FC1 (metres) or 16UC1 (millimetres)"
-            )
-        array = image_msg_to_numpy(msg)
+        array, encoding = _raw_image_of_kind(
+            msg, _DEPTH_ENCODINGS, "a depth image", "32FC1 (metres) or 16UC1 (millimetres)"
+        )
     if encoding == "32FC1":
         metres = array  # already a private float32 copy
     else:
