@@ -119,6 +119,17 @@ def frame_tensors(gen, channels=6, grid=(2, 3), value_dim=5):
     return key, shrinkage, selection, value
 
 
+def add_two_frames_b_from_the_second(store: MemoryStore, gen):
+    """Two memory frames: object "a" on both, "b" only on the second. Returns the second frame's
+    (key, shrinkage, selection, value of a, value of b)."""
+    key, shrink, sel, value_a = frame_tensors(gen)
+    store.add(key, shrink, sel, {"a": value_a})
+    key, shrink, sel, value_a = frame_tensors(gen)
+    _, _, _, value_b = frame_tensors(gen)
+    store.add(key, shrink, sel, {"a": value_a, "b": value_b})
+    return key, shrink, sel, value_a, value_b
+
+
 def dense_readout(store: MemoryStore, obj_id, query_key, query_selection, top_k):
     qk = query_key.flatten(2)[0].T
     qe = query_selection.flatten(2)[0].T
@@ -134,11 +145,7 @@ def dense_readout(store: MemoryStore, obj_id, query_key, query_selection, top_k)
 def test_readout_is_top_k_softmax_over_each_objects_valid_memory():
     gen = torch.Generator().manual_seed(1)
     store = MemoryStore(MemorySettings(top_k=4, enable_long_term=False))
-    key, shrink, sel, value_a = frame_tensors(gen)
-    store.add(key, shrink, sel, {"a": value_a})
-    key, shrink, sel, value_a = frame_tensors(gen)
-    _, _, _, value_b = frame_tensors(gen)
-    store.add(key, shrink, sel, {"a": value_a, "b": value_b})  # "b" appears on the second memory frame
+    add_two_frames_b_from_the_second(store, gen)
     assert store.valid["b"].tolist() == [False] * 6 + [True] * 6
     assert store.valid["a"].all()
     query_key, _, query_selection, _ = frame_tensors(gen)
@@ -206,11 +213,7 @@ def test_long_term_memory_stays_bounded():
 def test_removing_an_object_keeps_the_others_memory_and_prunes_unused_elements():
     gen = torch.Generator().manual_seed(4)
     store = MemoryStore(MemorySettings(top_k=3, enable_long_term=False))
-    key, shrink, sel, value_a = frame_tensors(gen)
-    store.add(key, shrink, sel, {"a": value_a})
-    key, shrink, sel, value_a2 = frame_tensors(gen)
-    _, _, _, value_b = frame_tensors(gen)
-    store.add(key, shrink, sel, {"a": value_a2, "b": value_b})
+    key, shrink, sel, value_a2, value_b = add_two_frames_b_from_the_second(store, gen)
     values_a, keys = store.values["a"].clone(), store.keys.clone()
     store.remove_object("b")
     assert store.object_ids == ["a"] and torch.equal(store.values["a"], values_a) and torch.equal(store.keys, keys)
