@@ -28,14 +28,7 @@ from reasonvos_ros.models.xmem.tiny import golden_weights
 GOLDEN = pathlib.Path(__file__).parent / "golden_data"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors gain nothing from intra-op threads, and on a shared 2-core machine thread hand-offs cost
-    more than the work (the golden data was also produced on one thread)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny_state(seed: int = 3) -> dict[str, torch.Tensor]:
