@@ -986,7 +986,7 @@ def wait_until_true(condition, timeout: float) -> None:
 # ----------------------------------------------------------------------------------------------- over the wire
 @st.composite
 def wire_events(draw) -> Event:
-    kind = draw(st.sampled_from(["image", "image", "image", "set", "set", "instruction", "text", "reset"]))
+    kind = draw(st.sampled_from(["image", "image", "image", "set", "set", "instruction", "text", "reset", "enable"]))
     if kind == "image":  # extreme sizes only without depth: a set of them would be judged by the window
         return Event("image", stamp=draw(STAMPS), image=draw(image_specs(allow_large=False)))
     if kind == "set":
@@ -994,20 +994,24 @@ def wire_events(draw) -> Event:
         return Event("frameset", event.stamp, event.image, event.depth, event.info)
     if kind == "reset":
         return Event("reset", target_id=draw(TARGET_IDS).replace("\x00", " "))
+    if kind == "enable":
+        return Event("enable", flag=draw(st.booleans()))
     # rclpy cannot serialise NUL characters in strings; the in-process run covers them.
     text = draw(TEXTS).replace("\x00", " ")
     return Event(kind, target_id=draw(TARGET_IDS).replace("\x00", " "), text=text, source=draw(st.integers(0, 255)))
 
 
 def test_fuzz_over_the_wire():
-    """Malformed messages on the real topics of a node process (reliable QoS, nothing lost): it stays up, counts
-    exactly the colour-image, instruction and reset rejections the oracle predicts and at least the stamp
-    rejections of depth and camera_info, lists the expected targets, and tracks with 3D points afterwards."""
+    """Malformed messages on the real topics and service calls of a node process (reliable QoS, nothing lost;
+    the compressed-image subscription is covered in-process only): it stays up, counts exactly the colour-image,
+    instruction and reset rejections the oracle predicts and at least the stamp rejections of depth and
+    camera_info, lists the expected targets, and tracks with 3D points afterwards."""
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rosutil import ros_node, spawn_python, wait_until
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import String
+    from std_srvs.srv import SetBool
 
     from reasonvos_ros.msg import Instruction, TargetResultArray
     from reasonvos_ros.ros.conversions import stamp_to_seconds
@@ -1042,7 +1046,8 @@ def test_fuzz_over_the_wire():
             diagnostics = h.collect(DiagnosticArray, "/diagnostics", 10)
             results = h.collect(TargetResultArray, "/reasonvos_perception/results", 50)
             reset = h.node.create_client(ResetTargets, "/reasonvos_perception/reset")
-            assert reset.wait_for_service(timeout_sec=20)
+            enable = h.node.create_client(SetBool, "/reasonvos_perception/enable")
+            assert reset.wait_for_service(timeout_sec=20) and enable.wait_for_service(timeout_sec=20)
             for pub in pubs.values():
                 h.wait_for_subscribers(pub, timeout=20)
             clock = StampClock()
@@ -1050,9 +1055,6 @@ def test_fuzz_over_the_wire():
             def diagnostic_values():
                 wait_until(lambda: diagnostics.messages, 10, "diagnostics")
                 return {kv.key: kv.value for kv in diagnostics.messages[-1].status[0].values}
-
-            def node_targets():
-                return {key[7:-1] for key in diagnostic_values() if key.startswith("target[")}
 
             def publish(event: Event) -> None:
                 if event.kind in ("image", "frameset"):
@@ -1081,12 +1083,23 @@ def test_fuzz_over_the_wire():
                         pubs["instruction"].publish(Instruction(target_id=event.target_id, text=text))
                     else:
                         pubs["text"].publish(String(data=text))
-                    # The two instruction topics and the reset service are separate channels: wait until the
-                    # node lists the expected targets so that their order is the order sent.
+
+                    # The two instruction topics and the reset service are separate channels, and the node keeps
+                    # the 10 newest unread instructions (a burst of identical ones would overwrite each other):
+                    # wait until the node lists the expected targets and rejections, so order and count hold.
+                    def node_agrees():
+                        values = diagnostic_values()
+                        targets = {key[7:-1] for key in values if key.startswith("target[")}
+                        rejected = int(values.get("rejected_instruction", 0))
+                        return targets == oracle.targets and rejected == oracle.expected.get("instruction", 0)
+
                     try:
-                        wait_until(lambda: node_targets() == oracle.targets, 15, f"targets {oracle.targets}")
+                        wait_until(node_agrees, 15, f"targets {oracle.targets} and {oracle.expected} rejections")
                     except AssertionError as exc:
-                        raise AssertionError(f"{exc}; the node lists {node_targets()}") from None
+                        raise AssertionError(f"{exc}; the node reports {diagnostic_values()}") from None
+                elif event.kind == "enable":
+                    response = enable.call(SetBool.Request(data=event.flag), timeout_sec=10)
+                    assert response is not None and response.success, "enable service failed"
                 else:
                     tid = event.target_id.strip()
                     response = reset.call(ResetTargets.Request(target_id=event.target_id), timeout_sec=10)
@@ -1128,6 +1141,7 @@ def test_fuzz_over_the_wire():
 
             # Still alive and tracking, with 3D points: a clean target on clean frames.
             assert reset.call(ResetTargets.Request(target_id=""), timeout_sec=10).success
+            assert enable.call(SetBool.Request(data=True), timeout_sec=10).success
             pubs["instruction"].publish(Instruction(target_id="wire", text="red"))
             start_s = max([*oracle.last.values(), clock.tenths / 10]) + 10
             frame = [0]
