@@ -173,7 +173,11 @@ def test_results_carry_source_header_and_correct_masks(node_factory):
         assert masks["red"][t][int(result.point_y), int(result.point_x)]
         assert result.instruction == "the red square" and not result.point_3d_valid
         assert result.keyframe_stamp.sec > 0
+        # What the segmenter understood travels with every result, history included.
+        assert (result.target_phrase, result.understanding_confidence) == ("red object", 1.0)
+        assert result.explanation == "the instruction names the colour red"
         assert len(c.history) > 0  # backward pass / catch-up results
+        assert all(r.target_phrase == "red object" for a in c.history.messages for r in a.results)
 
 
 def test_replacement_two_targets_and_reset(node_factory):

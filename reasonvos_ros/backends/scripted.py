@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core.errors import BackendFailure
 from ..core.interfaces import FrameSampler, KeyframeSegmenter, Tracker, TrackerSession
-from ..core.types import Frame, KeyframeChoice, Segmentation, TrackedMask
+from ..core.types import Frame, KeyframeChoice, Segmentation, TrackedMask, Understanding
 
 COLOURS = {"red": 0, "green": 1, "blue": 2}
 
@@ -83,12 +83,17 @@ class ScriptedSegmenter(KeyframeSegmenter):
         image = frames[key].image
         channel = colour_in(instruction)
         if channel is None:
-            return Segmentation(np.zeros(image.shape[:2], bool), 0.0, False, "no colour named in the instruction")
+            understood = Understanding("", "no colour word in the instruction", 0.0)
+            return Segmentation(
+                np.zeros(image.shape[:2], bool), 0.0, False, "no colour named in the instruction", {}, understood
+            )
+        colour = next(name for name, value in COLOURS.items() if value == channel)
+        understood = Understanding(f"{colour} object", f"the instruction names the colour {colour}", 1.0)
         mask = colour_mask(image, channel)
         score = float("nan") if "nan" in words else self.score
         if not mask.any():
-            return Segmentation(mask, 0.0, False, "no pixel of that colour on the key frame")
-        return Segmentation(mask, score, True)
+            return Segmentation(mask, 0.0, False, "no pixel of that colour on the key frame", {}, understood)
+        return Segmentation(mask, score, True, "", {}, understood)
 
     def release(self) -> None:
         self.released += 1

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from .errors import BackendFailure, ConfigError
 from .interfaces import TrackerSession
-from .pipeline import Acquisition, Cancelled, DriftMonitor, FrameResult, Pipeline
-from .types import Frame, TargetStatus, TrackedMask
+from .pipeline import Cancelled, DriftMonitor, FrameResult, Pipeline
+from .types import Frame, Segmentation, TargetStatus, TrackedMask, Understanding
 from .window import RollingWindow
 
 MAX_INSTRUCTION_CHARS = 2000
@@ -64,6 +64,7 @@ class TargetState:
     last_mask: TrackedMask | None = None
     monitor: DriftMonitor | None = None
     keyframe_stamp: float | None = None
+    understanding: Understanding | None = None  # what the last key-frame segmentation understood
     retry_at: float = 0.0  # monotonic time of the next automatic re-acquisition (LOST / NOT_PRESENT)
     queued: bool = False
     acquisitions: int = 0
@@ -253,6 +254,10 @@ class LiveEngine:
 
     def _run_acquisition(self, state: TargetState, generation: int, instruction: str, frames: list[Frame]) -> None:
         past_results: list[tuple[Frame, FrameResult]] = []
+        key: dict[str, object] = {"stamp": None, "understanding": None}
+
+        def on_key(key_frame: Frame, seg: Segmentation) -> None:
+            key["stamp"], key["understanding"] = key_frame.stamp, seg.understanding
 
         def emit(frame: Frame, tracked: TrackedMask | None, pass_name: str) -> None:
             mask = tracked.mask if tracked is not None and tracked.area > 0 else None
@@ -266,14 +271,22 @@ class LiveEngine:
                 "" if mask is not None else f"empty mask ({pass_name})",
                 score,
                 mask,
-                key_frame_stamp[0],
+                key["stamp"],
+                key["understanding"],
             )
             self.on_results(frame, [result], False)
             past_results.append((frame, result))
 
-        key_frame_stamp: list[float | None] = [None]
         try:
-            acquisition = self._acquire_with_key_stamp(state, generation, instruction, frames, emit, key_frame_stamp)
+            acquisition = self.pipeline.acquire(
+                state.target_id,
+                instruction,
+                frames,
+                emit=emit,
+                is_cancelled=lambda: not self._is_current(state, generation),
+                tracker_lock=self._tracker_lock,
+                on_key=on_key,
+            )
         except Cancelled:
             with self._lock:
                 self.stats.acquisitions_cancelled += 1
@@ -292,6 +305,7 @@ class LiveEngine:
             self.stats.last_timings = dict(acquisition.timings)
             self.stats.last_counts = dict(acquisition.counts)
             state.keyframe_stamp = acquisition.key_frame.stamp
+            state.understanding = acquisition.segmentation.understanding
             if acquisition.session is None:
                 state.status = TargetStatus.NOT_PRESENT
                 state.reason = acquisition.segmentation.reason or "the segmenter found no such object in the window"
@@ -308,21 +322,6 @@ class LiveEngine:
             last = acquisition.last_mask
             state.last_mask = last if last is not None and last.area > 0 else None
             self._wake_track.notify_all()
-
-    def _acquire_with_key_stamp(self, state, generation, instruction, frames, emit, key_stamp_box) -> Acquisition:
-        def emit_with_stamp(frame: Frame, tracked: TrackedMask | None, pass_name: str) -> None:
-            if pass_name == "key":
-                key_stamp_box[0] = frame.stamp
-            emit(frame, tracked, pass_name)
-
-        return self.pipeline.acquire(
-            state.target_id,
-            instruction,
-            frames,
-            emit=emit_with_stamp,
-            is_cancelled=lambda: not self._is_current(state, generation),
-            tracker_lock=self._tracker_lock,
-        )
 
     def _fail(self, state: TargetState, generation: int, exc: BaseException) -> None:
         reason = _describe_failure(exc)
@@ -386,6 +385,7 @@ class LiveEngine:
                         state.score,
                         mask,
                         state.keyframe_stamp,
+                        state.understanding,
                     )
                 )
         elapsed = time.perf_counter() - start

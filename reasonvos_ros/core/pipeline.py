@@ -22,7 +22,7 @@ from .errors import BackendFailure, ConfigError
 from .geometry import interior_point, mask_bbox
 from .interfaces import FrameSampler, KeyframeSegmenter, Tracker, TrackerSession
 from .references import STRATEGIES, select_references
-from .types import Frame, Segmentation, TargetStatus, TrackedMask
+from .types import Frame, Segmentation, TargetStatus, TrackedMask, Understanding
 
 
 class Cancelled(Exception):
@@ -85,6 +85,7 @@ class FrameResult:
     score: float = 0.0
     mask: np.ndarray | None = None  # bool HxW when status is TRACKING
     keyframe_stamp: float | None = None
+    understanding: Understanding | None = None  # what the segmenter understood (None before the first key frame)
 
     # Cached: the node reads them for the message, the 3D point and the debug overlay.
     @functools.cached_property
@@ -221,6 +222,7 @@ class Pipeline:
         emit: Callable[[Frame, TrackedMask | None, str], None] | None = None,
         is_cancelled: Callable[[], bool] = lambda: False,
         tracker_lock: AbstractContextManager | None = None,
+        on_key: Callable[[Frame, Segmentation], None] | None = None,
     ) -> Acquisition:
         """Resolve ``instruction`` on ``frames`` (oldest first).
 
@@ -228,6 +230,8 @@ class Pipeline:
         ("key"), then the backward pass newest-to-oldest ("backward"), then the forward catch-up ("catchup").
         Raises ``Cancelled`` as soon as ``is_cancelled()`` turns true between steps. ``tracker_lock`` is held
         while tracker sessions are stepped (not during the sampler and segmenter, which may take seconds).
+        ``on_key(key_frame, segmentation)`` is called once the key frame is segmented (present or not), before any
+        mask is emitted, so that the caller can label every result with the key frame and what was understood.
         """
         guard = tracker_lock if tracker_lock is not None else nullcontext()
         if not frames:
@@ -257,7 +261,16 @@ class Pipeline:
         counts["key_position"] = choice.key
         seed_area = int(seg.mask.sum())
         if seg.present and seed_area < cfg.min_mask_area_px:
-            seg = Segmentation(np.zeros_like(seg.mask), seg.score, False, f"mask of {seed_area} px is too small")
+            seg = Segmentation(
+                np.zeros_like(seg.mask),
+                seg.score,
+                False,
+                f"mask of {seed_area} px is too small",
+                seg.details,
+                seg.understanding,
+            )
+        if on_key:
+            on_key(key_frame, seg)
         if not seg.present:
             return Acquisition(key_frame, seg, None, frames[-1], 0, None, timings, counts)
         checkpoint()

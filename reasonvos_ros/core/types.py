@@ -67,6 +67,20 @@ class KeyframeChoice:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Understanding:
+    """What a segmenter understood an instruction to mean, for the people and planners downstream.
+
+    ``target_phrase`` names the object it looks for as a short noun phrase or detector category ("bottle
+    opener", "person"); ``explanation`` says in one short sentence why (e.g. which words were read as the target
+    and which as context); ``confidence`` in [0, 1] is how sure the segmenter is that the phrase is what the
+    instruction means (not how good the mask is: that is the result's ``score``)."""
+
+    target_phrase: str = ""
+    explanation: str = ""
+    confidence: float = 0.0
+
+
 @dataclass
 class Segmentation:
     """A key-frame segmentation. ``present`` False means the segmenter decided the object is not in view;
@@ -77,6 +91,7 @@ class Segmentation:
     present: bool
     reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    understanding: Understanding | None = None  # filled by segmenters that can say what they understood
 
 
 @dataclass

@@ -488,6 +488,10 @@ class PerceptionNode(LifecycleNode):
         msg.reason = result.reason
         msg.score = float(result.score)
         msg.keyframe_stamp = _time_msg(result.keyframe_stamp)
+        if result.understanding is not None:
+            msg.target_phrase = result.understanding.target_phrase
+            msg.explanation = result.understanding.explanation
+            msg.understanding_confidence = float(result.understanding.confidence)
         point_3d = None
         if result.mask is not None:
             x, y, w, h = result.bbox
