@@ -34,10 +34,14 @@ def test_golden_visa_forward_passes():
     checks = run_case(GOLDEN / "visa_forward")
     failed = [c.line() for c in checks if not c.passed]
     assert not failed, "\n".join(failed)
-    names = {c.name for c in checks}
-    # The comparison must cover every stage of the forward, not just the end result.
-    for stage in ("idx_cluster_stage0", "clustered_tokens", "last_hidden_state", "h_seg", "pred_mask_logits"):
-        assert stage in names
+    names = [c.name for c in checks]
+    # The comparison must cover every stage of the forward, not just the end result. A frame whose clustering
+    # margin is below the golden runner's fragile threshold may cluster differently on another CPU (seen on AMD
+    # EPYC): it is then left out of every check, which say so in parentheses after the stage name, never dropped.
+    stages = {name.split(" (")[0] for name in names}
+    for stage in ("idx_cluster_stage0", "idx_cluster_stage1", "clustered_tokens", "last_hidden_state", "h_seg"):
+        assert stage in stages, (stage, names)
+    assert "pred_mask_logits" in names
 
 
 # ---- Chat-UniVi clustering -------------------------------------------------------------------------------------

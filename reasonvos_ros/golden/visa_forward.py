@@ -137,20 +137,28 @@ def _run(case: GoldenCase) -> list[Check]:
 
     # Cluster assignments, frame by frame.
     margins = outputs.get("ctm_decision_margins")
+    assignments = []
     differing: set[int] = set()
     for stage in range(len(visual.traces[0].stages)):
         got = np.stack([t.stages[stage].assignment[0].numpy() for t in visual.traces])
         want = outputs[f"idx_cluster_stage{stage}"].astype(np.int64)
-        checks.append(agreement_check(f"idx_cluster_stage{stage}", got, want, 1.0))
+        assignments.append((stage, got, want))
         if got.shape == want.shape:
             differing |= {f for f in range(num_frames) if not np.array_equal(got[f], want[f])}
     fragile = set()
     if margins is not None:
         fragile = {f for f in range(num_frames) if float(np.min(margins[f])) < FRAGILE_MARGIN}
     excused = differing & fragile
+    keep = [f for f in range(num_frames) if f not in excused]
+    # A frame whose clustering decision margin is below FRAGILE_MARGIN may cluster differently on another CPU's
+    # BLAS kernels; such a frame is excused from every check, and every stage is still compared on the others.
+    for stage, got, want in assignments:
+        if excused and got.shape == want.shape:
+            got, want = got[keep], want[keep]
+        checks.append(
+            agreement_check(f"idx_cluster_stage{stage}" + (" (stable frames)" if excused else ""), got, want, 1.0)
+        )
     if excused:
-        # Let the agreement checks pass only through the documented exception; any other frame still fails them.
-        checks = [c for c in checks if not c.name.startswith("idx_cluster_stage")]
         checks.append(
             Check(
                 "cluster mismatches only on fragile frames",
@@ -159,7 +167,6 @@ def _run(case: GoldenCase) -> list[Check]:
                 detail=f"frames {sorted(differing)} differ; fragile (margin < {FRAGILE_MARGIN:g}): {sorted(fragile)}",
             )
         )
-    keep = [f for f in range(num_frames) if f not in excused]
 
     checks.append(
         max_abs_check(
