@@ -248,6 +248,30 @@ def test_backward_and_forward_passes_share_encoder_features(checkpoint):
     assert all(np.array_equal(a["square"].mask, b["square"].mask) for a, b in zip(backward, reversed_alone))
 
 
+def test_clips_with_the_same_frame_indices_never_share_cached_features(checkpoint):
+    """Offline evaluation reuses one tracker across videos whose frame indices all start at 0: the second clip
+    must give exactly what a fresh tracker gives (the cache used to be keyed on the index and served clip A's
+    features to clip B)."""
+    clip_a, clip_b = video(6, seed=1), video(6, seed=2)
+    assert [f.index for f in clip_a] == [f.index for f in clip_b]
+    seed = {"square": box(48, 64, 10, 4, 14)}
+
+    def run(tracker, clip):
+        session = tracker.new_session()
+        results = [session.step(clip[0], seed)] + [session.step(frame) for frame in clip[1:]]
+        session.close()
+        return results
+
+    reused = make_tracker(checkpoint)
+    run(reused, clip_a)
+    hits_before = reused.cache_hits
+    second = run(reused, clip_b)
+    fresh = run(make_tracker(checkpoint), clip_b)
+    assert reused.cache_hits == hits_before  # nothing of clip A served to clip B
+    for got, want in zip(second, fresh):
+        assert np.array_equal(got["square"].mask, want["square"].mask)
+
+
 def test_feature_cache_is_bounded(checkpoint):
     tracker = make_tracker(checkpoint, feature_cache_size=2)
     session = tracker.new_session()

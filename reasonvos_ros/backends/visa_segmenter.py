@@ -41,7 +41,6 @@ leave torch's setting).
 
 from __future__ import annotations
 
-import hashlib
 import pathlib
 import threading
 import time
@@ -55,13 +54,6 @@ import torch
 from reasonvos_ros.core.errors import BackendFailure, BackendUnavailable, ConfigError
 from reasonvos_ros.core.interfaces import KeyframeSegmenter
 from reasonvos_ros.core.types import Frame, Segmentation
-
-
-def frame_cache_key(frame: Frame, image: np.ndarray) -> tuple:
-    """Cache key of a frame: its index plus a fingerprint of a pixel subsample, so that sources which restart
-    their indices (e.g. offline runs over several videos) never hit stale entries."""
-    sample = np.ascontiguousarray(image[::13, ::17])
-    return (frame.index, image.shape, hashlib.blake2b(sample.tobytes(), digest_size=8).hexdigest())
 
 
 def _thin(positions: Sequence[int], count: int) -> list[int]:
@@ -169,8 +161,8 @@ class VisaSegmenter(KeyframeSegmenter):
         self.model = None
         self.tokenizer = None
         self.load_report = None
-        self._embeddings: OrderedDict[tuple, tuple[torch.Tensor, tuple[int, int]]] = OrderedDict()
-        self._visual: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._embeddings: OrderedDict[int, tuple[torch.Tensor, tuple[int, int]]] = OrderedDict()
+        self._visual: OrderedDict[int, torch.Tensor] = OrderedDict()
         self.cache_hits = {"visual": 0, "sam": 0}
         self._load()
 
@@ -227,10 +219,10 @@ class VisaSegmenter(KeyframeSegmenter):
         """(F, tokens_per_image, H) projected visual tokens, from the cache where possible."""
         from reasonvos_ros.models.visa.vision import clip_preprocess
 
-        keys = [frame_cache_key(f, img) for f, img in zip(frames, images)]
+        keys = [frame.uid for frame in frames]  # unique per frame in the process: clips never share entries
         todo = [i for i, key in enumerate(keys) if key not in self._visual]
         self.cache_hits["visual"] += len(frames) - len(todo)
-        fresh: dict[tuple, torch.Tensor] = {}
+        fresh: dict[int, torch.Tensor] = {}
         if todo:
             pixel_values = torch.from_numpy(clip_preprocess([images[i] for i in todo]))
             visual = self.model.visual(
@@ -248,7 +240,7 @@ class VisaSegmenter(KeyframeSegmenter):
         return tokens
 
     def _key_embeddings(self, frame: Frame, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        cache_key = frame_cache_key(frame, image)
+        cache_key = frame.uid
         if cache_key in self._embeddings:
             self._embeddings.move_to_end(cache_key)
             self.cache_hits["sam"] += 1

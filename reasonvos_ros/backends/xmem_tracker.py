@@ -4,7 +4,7 @@
 from the file) and hands out independent sessions; each session is one XMem inference pass (its own working,
 long-term and sensory memory), so the pipeline's backward pass over stored frames and its forward/online pass
 never share memory. What the sessions share is the network and a bounded cache of key-encoder features keyed by
-``Frame.index``: an LRU of the last ``feature_cache_size`` frames plus the last two frames on which objects were
+``Frame.uid``: an LRU of the last ``feature_cache_size`` frames plus the last two frames on which objects were
 seeded (both passes start at the key frame, and a long backward pass must not evict it), so a frame visited by
 both passes is encoded once. ``feature_cache_size: 0`` disables caching.
 
@@ -169,7 +169,7 @@ class XMemTracker(Tracker):
 
         Frames on which a session seeds objects go to a separate two-entry cache: the pipeline's passes all start
         at the key frame, and a backward pass longer than the recent-frame cache must not evict it."""
-        cache_key = (frame.index, geometry)
+        cache_key = (frame.uid, geometry)
         for cache in (self._seed_cache, self._cache):
             cached = cache.get(cache_key)
             if cached is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,15 +21,21 @@ class TargetStatus(enum.IntEnum):
     ERROR = 4
 
 
+# Process-unique frame ids: next() on itertools.count is atomic under the GIL, so frames made on any thread differ.
+_FRAME_UIDS = itertools.count()
+
+
 class Frame:
     """One camera frame of the rolling window.
 
-    ``index`` is a monotonically increasing sequence number assigned at ingest (never reused), ``stamp`` the
-    source header time in seconds. The RGB image may be stored compactly (e.g. JPEG) and decoded on access;
+    ``index`` is the source's sequence number (monotonically increasing within one live stream, but an offline
+    clip starts again at 0), ``stamp`` the source header time in seconds. ``uid`` is unique within the process
+    (assigned at construction, never reused): caches of per-frame features key on it, so that two clips whose
+    indices coincide never share an entry. The RGB image may be stored compactly (e.g. JPEG) and decoded on access;
     ``image`` always returns an ``HxWx3 uint8`` RGB array.
     """
 
-    __slots__ = ("_decode", "_image", "index", "meta", "stamp")
+    __slots__ = ("_decode", "_image", "index", "meta", "stamp", "uid")
 
     def __init__(
         self,
@@ -41,6 +48,7 @@ class Frame:
         if (image is None) == (decode is None):
             raise ValueError("Frame needs exactly one of image or decode")
         self.index = int(index)
+        self.uid = next(_FRAME_UIDS)
         self.stamp = float(stamp)
         self._image = image
         self._decode = decode
