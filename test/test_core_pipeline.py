@@ -246,3 +246,30 @@ def test_drift_monitor_declares_an_object_leaving_the_view_at_the_border():
     at_border[20:30, 40:50] = True  # the same area clinging to the right border
     assert monitor.update(TrackedMask(at_border, 0.9)) is None
     assert "leaving the view" in monitor.update(TrackedMask(at_border, 0.9))
+
+
+def test_segment_clip_leaves_the_callers_pipeline_configuration_alone():
+    images, _ = square_scene(6, objects={"red": (5, 5, 4, 2, 20)})
+    config = PipelineConfig(backward_budget_s=1.5, catchup_budget_s=0.5)
+    pipeline = Pipeline(ScriptedSampler(position=0.5), ScriptedSegmenter(), ScriptedTracker(), config)
+    segment_clip(images, "the red square", pipeline=pipeline)
+    assert pipeline.config is config
+    assert (config.backward_budget_s, config.catchup_budget_s) == (1.5, 0.5)
+
+
+class _BrokenSegmenter(ScriptedSegmenter):
+    """A backend whose constructor has a bug that raises TypeError (not a bad option)."""
+
+    def __init__(self, score: float = 0.9) -> None:
+        super().__init__(score=score)
+        len(None)  # the bug
+
+
+def test_registry_separates_bad_options_from_constructor_bugs(monkeypatch):
+    from reasonvos_ros.core import registry
+
+    monkeypatch.setitem(registry.SEGMENTERS, "broken", f"{__name__}:_BrokenSegmenter")
+    with pytest.raises(ConfigError, match=r"bad options for segmenter backend 'scripted'.*accepted options: delay_s"):
+        registry.build_backend("segmenter", "scripted", {"dealy_s": 1})
+    with pytest.raises(TypeError, match="has no len"):  # reported as the bug it is, with its own traceback
+        registry.build_backend("segmenter", "broken", {"score": 0.5})

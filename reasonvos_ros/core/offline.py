@@ -6,6 +6,7 @@ frame is visited (no time budgets) and the key frame may lie anywhere in the cli
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -63,7 +64,9 @@ def segment_clip(
             raise ValueError(f"frame {i} is {image.shape} {image.dtype}; expected {shape} uint8 like frame 0")
     if pipeline is None:
         pipeline = build_pipeline(backends)
-    # Offline: visit every frame in both passes.
+    # Offline: visit every frame in both passes, on a shallow copy (same backends) so that the caller's pipeline
+    # keeps its own configuration.
+    pipeline = copy.copy(pipeline)
     pipeline.config = replace(pipeline.config, backward_budget_s=0.0, catchup_budget_s=0.0)
     stamps = list(stamps) if stamps is not None else [i / fps for i in range(len(frames_rgb))]
     frames = [Frame(i, stamps[i], image=image) for i, image in enumerate(frames_rgb)]

@@ -8,6 +8,7 @@ Constructors raise ``BackendUnavailable`` naming the missing package or weights 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,10 +56,16 @@ def build_backend(role: str, name: str, options: Mapping[str, Any] | None = None
             f"(pip install the project with its extras: see README, 'Set-up')"
         ) from exc
     cls = getattr(module, class_name)
+    options = dict(options or {})
+    # Check the option names against the constructor's signature before calling it: a TypeError raised inside the
+    # constructor is a bug to report as such, not a user's bad option.
+    signature = inspect.signature(cls)
     try:
-        backend = cls(**dict(options or {}))
+        signature.bind(**options)
     except TypeError as exc:
-        raise ConfigError(f"bad options for {role} backend {name!r}: {exc}") from exc
+        accepted = ", ".join(p for p in signature.parameters if p not in ("args", "kwargs")) or "none"
+        raise ConfigError(f"bad options for {role} backend {name!r}: {exc} (accepted options: {accepted})") from exc
+    backend = cls(**options)
     if not isinstance(backend, interface):
         raise ConfigError(f"{table[name]} does not implement {interface.__name__}")
     return backend
