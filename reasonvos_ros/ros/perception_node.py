@@ -352,7 +352,9 @@ class PerceptionNode(LifecycleNode):
         if depth_msg is not None:
             meta.depth_m, meta.intrinsics = self._depth_and_intrinsics(depth_msg, info_msg, rgb.shape[:2])
         try:
-            frame = self.window.add(rgb, stamp_to_seconds(header.stamp), meta)
+            # The window keeps only the header: depth (1.2 MB per 640x480 frame, not counted in window_max_mb) lives
+            # in the small cache below, which is all the 3D points of live results need.
+            frame = self.window.add(rgb, stamp_to_seconds(header.stamp), FrameMeta(header))
         except ValueError as exc:
             self.rejections.reject("image", str(exc))
             return
