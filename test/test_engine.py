@@ -221,3 +221,17 @@ def test_disable_pauses_processing(harness_factory):
     h.engine.set_enabled(True)
     h.feed(images[10:])
     h.wait_status("r", TargetStatus.TRACKING)
+
+
+def test_tracker_figures_count_only_frames_where_a_tracker_ran(harness_factory):
+    """tracker_rate_hz used to read 63,000-99,000 Hz and track_step_ms 0.0: frames with nobody to track were
+    averaged in. A tracker step of ~40 ms fed at ~25 Hz must read about 40 ms and at most ~25 Hz."""
+    h = harness_factory(tracker_delay=0.04)
+    images, _ = square_scene(40)
+    h.feed(images[:5])
+    h.engine.set_instruction("cup", "the red one")
+    h.feed(images[5:], period=0.04)
+    h.wait_status("cup", TargetStatus.TRACKING, min_frame=39)
+    stats = h.engine.stats
+    assert 0.035 <= stats.track_step_s < 0.5, stats.track_step_s
+    assert 0.5 < stats.track_rate_hz <= 1 / 0.035, stats.track_rate_hz

@@ -131,7 +131,7 @@ class PerceptionNode(LifecycleNode):
         self._sync: ApproximateTimeSynchronizer | None = None
         self._input_times: deque[float] = deque(maxlen=120)
         self._frames_received = 0
-        self._frames_synced = 0
+        self._received_at_last_sync = 0  # _frames_received when a colour frame last found its depth + camera_info
         self._last_stamps: dict[str, float] = {}  # per input stream, to drop duplicates / out-of-order messages
         self._newest_stamp = -math.inf  # newest stamp accepted on any stream since the last jump back
         self._time_jumps = 0
@@ -292,16 +292,23 @@ class PerceptionNode(LifecycleNode):
         self._ingest_cost.append(time.perf_counter() - start)
 
     def _warn_if_unsynchronised(self) -> None:
-        """With use_depth, frames without a matching depth + camera_info never reach the window: say so."""
-        waiting = self._frames_received - self._frames_synced
-        if waiting > 2 * self.settings.sync_queue_size:
+        """With use_depth, frames without a matching depth + camera_info never reach the window: say so when a run
+        of colour frames found no match at all (a real misconfiguration), not for the occasional best-effort drop
+        of one stream, which only costs that frame."""
+        streak = self._frames_received - self._received_at_last_sync
+        if streak > 2 * self.settings.sync_queue_size:
+            newest = {name: self._last_stamps.get(name) for name in ("image", "depth", "camera_info")}
+            seen = ", ".join(
+                f"{name} {stamp:.3f} s" if stamp is not None else f"no {name}" for name, stamp in newest.items()
+            )
             self.rejections.reject(
                 "unsynchronised_image",
-                f"{waiting} colour frames had no depth + camera_info within {self.settings.sync_slop_s} s; check the "
-                f"'{self.resolve_topic_name('depth')}' and '{self.resolve_topic_name('camera_info')}' topics, or set "
+                f"the last {streak} colour frames found no depth + camera_info within {self.settings.sync_slop_s} s "
+                f"(newest stamps: {seen}); check that '{self.resolve_topic_name('depth')}' and "
+                f"'{self.resolve_topic_name('camera_info')}' are published with the colour image's stamps, or set "
                 "use_depth false",
             )
-            self._frames_synced = self._frames_received  # report again only after another full backlog
+            self._received_at_last_sync = self._frames_received  # report again only after another full run
 
     def _on_depth(self, msg: Image) -> None:
         stamp = stamp_to_seconds(msg.header.stamp)
@@ -343,7 +350,7 @@ class PerceptionNode(LifecycleNode):
         return True
 
     def _on_synced(self, image, depth, info) -> None:
-        self._frames_synced += 1
+        self._received_at_last_sync = self._frames_received
         header, rgb = image.payload
         self._ingest(header, rgb, depth.payload, info.payload)
 
