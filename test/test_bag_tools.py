@@ -185,7 +185,8 @@ def write_results_bag(path: Path, image_stamps: list[int]) -> dict[int, int]:
             header=header(ns), target_id="walker", instruction="the person in the white coat", status=1,
             reason="", score=0.75, bbox_x=40, bbox_y=62, bbox_width=60, bbox_height=50, point_x=70.0,
             point_y=87.0, point_3d_valid=False, point_3d=types["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
-            mask=mask_msg, keyframe_stamp=time_cls(sec=0, nanosec=0),
+            mask=mask_msg, keyframe_stamp=time_cls(sec=0, nanosec=0), target_phrase="person",
+            explanation="'person' names a detector category", understanding_confidence=0.9,
         )  # fmt: skip
         return types["reasonvos_ros/msg/TargetResultArray"](header=header(ns), results=[result])
 
