@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .revos import TYPE_NAMES
+from .dataset import TYPE_NAMES
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Loading VISA weights: a merged VISA directory (Hugging Face layout), ``sam_vit_h_4b8939.pth`` and a CLIP directory.
 
-What a user downloads (spec/visa.md, "Weights") and how it is put together, in VISA's order:
+What a user downloads (the authors' merged VISA-7B release, segment-anything's ``sam_vit_h_4b8939.pth`` and
+``openai/clip-vit-large-patch14``) and how VISA puts it together, in its order:
 
 1. SAM is built from the ``sam_vit_h_4b8939.pth`` file (original segment-anything keys, no prefix);
 2. the merged VISA checkpoint (``config.json``, tokenizer files, ``model.safetensors`` / ``pytorch_model.bin``, or
