@@ -16,10 +16,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ..weights import WeightsError
 from .modules import Decoder, KeyEncoder, KeyProjection, ValueEncoder
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WeightsError):
     """A state dict that does not fit the XMem layout (missing, unexpected or mis-shaped tensors)."""
 
 
