@@ -189,17 +189,23 @@ def test_config_inference_errors_name_the_key(tiny_state):
     assert SamConfig.preset("vit_l").encoder_depth == 24
 
 
-def test_checkpoint_file_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"sam_missing\.pth"):
-        load_sam_checkpoint(tmp_path / "sam_missing.pth")
-    text = tmp_path / "weights.txt"
-    text.write_text("not weights")
-    with pytest.raises(SamCheckpointError, match=r"unsupported SAM checkpoint format '\.txt'"):
-        load_sam_checkpoint(text)
-    garbage = tmp_path / "garbage.pth"
-    garbage.write_bytes(b"\x00\x01 definitely not a zip or pickle")
-    with pytest.raises(SamCheckpointError, match="could not be read"):
-        load_sam_checkpoint(garbage)
+@pytest.mark.parametrize(
+    ("name", "content", "error", "message"),
+    [
+        ("sam_missing.pth", None, FileNotFoundError, r"SAM checkpoint not found: .*sam_missing\.pth"),
+        ("weights.txt", b"not weights", SamCheckpointError, r"unsupported SAM checkpoint format '\.txt'"),
+        ("garbage.pth", b"\x00\x01 definitely not a zip or pickle", SamCheckpointError, "could not be read"),
+    ],
+)
+def test_checkpoint_file_errors(tmp_path, name, content, error, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(error, match=message):
+        load_sam_checkpoint(path)
+
+
+def test_checkpoint_contents_must_be_a_state_dict_possibly_wrapped(tmp_path):
     not_flat = tmp_path / "nested.pth"
     torch.save({"weights": [torch.zeros(1)]}, not_flat)
     with pytest.raises(SamCheckpointError, match="flat state dict"):
