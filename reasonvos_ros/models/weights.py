@@ -154,8 +154,8 @@ def _torch_load(path: pathlib.Path, error: type[Exception], mmap: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
         raise error(
-            f"{path} could not be read as a weights-only torch checkpoint (torch.load(weights_only=True)): not a "
-            f"torch file, corrupt, or it pickles objects other than tensors: {exc}"
+            f"cannot read {path} as a weights-only torch checkpoint (torch.load(weights_only=True)): not a torch "
+            f"file, corrupt, or it pickles objects other than tensors: {exc}"
         ) from exc
 
 
