@@ -18,8 +18,9 @@ import pytest
 from reasonvos_ros.cli import main
 from reasonvos_ros.data.media import media_available
 from reasonvos_ros.evaluation import metrics
+from reasonvos_ros.evaluation.dataset import ReVOSDataset
 from reasonvos_ros.evaluation.minidataset import MiniExpression, MiniVideo, build_mini_dataset, write_revos_folder
-from reasonvos_ros.evaluation.revos import ReVOSDataset, write_prediction_masks
+from reasonvos_ros.evaluation.report import write_prediction_masks
 
 pytestmark = pytest.mark.skipif(
     not media_available("dog.jpg", "person.jpg", "vtest.avi"),

@@ -13,6 +13,7 @@ import pytest
 
 from reasonvos_ros.data.media import media_available
 from reasonvos_ros.evaluation import metrics
+from reasonvos_ros.evaluation.dataset import EvaluationError, ReVOSDataset, ReVOSFormatError
 from reasonvos_ros.evaluation.minidataset import (
     MiniExpression,
     MiniVideo,
@@ -20,15 +21,8 @@ from reasonvos_ros.evaluation.minidataset import (
     encode_rle,
     write_revos_folder,
 )
-from reasonvos_ros.evaluation.revos import (
-    EvaluationError,
-    ReVOSDataset,
-    ReVOSFormatError,
-    evaluate_predictions,
-    summarize,
-    write_prediction_masks,
-    write_report,
-)
+from reasonvos_ros.evaluation.report import summarize, write_prediction_masks, write_report
+from reasonvos_ros.evaluation.scoring import evaluate_predictions
 
 pytestmark = pytest.mark.skipif(
     not media_available("dog.jpg", "person.jpg", "vtest.avi"),

@@ -144,7 +144,8 @@ def test_prefixed_checkpoint_with_other_weights(tiny_state, tiny_model):
     visa_like["lm_head.weight"] = torch.zeros(3, 4)
     model = SamTextPromptModel(SamConfig.from_state_dict(visa_like, prefix=prefix)).eval()
     report = model.load_original_state_dict(visa_like, prefix=prefix)
-    assert report.ok and report.ignored_outside_prefix == 2 and report.loaded == len(tiny_state)
+    assert report.ok and report.loaded == len(tiny_state)
+    assert report.ignored == {"outside the prefix 'model.visual_model.'": 2}
     for (name, got), (_, want) in zip(model.state_dict().items(), tiny_model.state_dict().items()):
         assert torch.equal(got, want), name
     # without the prefix nothing matches, and the report says so by name
@@ -163,7 +164,7 @@ def test_strict_load_reports_missing_unexpected_and_misshaped_keys(tiny_state):
     message = str(info.value)
     assert "1 missing" in message and "mask_decoder.mask_tokens.weight" in message
     assert "1 unexpected" in message and "mask_decoder.extra_head.weight" in message
-    assert "image_encoder.neck.1.bias (7,) != (64,)" in message
+    assert "image_encoder.neck.1.bias (7,) (expected (64,))" in message
     with pytest.raises(SamCheckpointError, match="mask_tokens"):
         SamTextPromptModel.from_original_state_dict(bad)
 
@@ -188,17 +189,23 @@ def test_config_inference_errors_name_the_key(tiny_state):
     assert SamConfig.preset("vit_l").encoder_depth == 24
 
 
-def test_checkpoint_file_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"sam_missing\.pth"):
-        load_sam_checkpoint(tmp_path / "sam_missing.pth")
-    text = tmp_path / "weights.txt"
-    text.write_text("not weights")
-    with pytest.raises(SamCheckpointError, match=r"unsupported SAM checkpoint format '\.txt'"):
-        load_sam_checkpoint(text)
-    garbage = tmp_path / "garbage.pth"
-    garbage.write_bytes(b"\x00\x01 definitely not a zip or pickle")
-    with pytest.raises(SamCheckpointError, match="could not be read"):
-        load_sam_checkpoint(garbage)
+@pytest.mark.parametrize(
+    ("name", "content", "error", "message"),
+    [
+        ("sam_missing.pth", None, FileNotFoundError, r"SAM checkpoint not found: .*sam_missing\.pth"),
+        ("weights.txt", b"not weights", SamCheckpointError, r"unsupported SAM checkpoint format '\.txt'"),
+        ("garbage.pth", b"\x00\x01 definitely not a zip or pickle", SamCheckpointError, r"cannot read .*garbage\.pth"),
+    ],
+)
+def test_checkpoint_file_errors(tmp_path, name, content, error, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(error, match=message):
+        load_sam_checkpoint(path)
+
+
+def test_checkpoint_contents_must_be_a_state_dict_possibly_wrapped(tmp_path):
     not_flat = tmp_path / "nested.pth"
     torch.save({"weights": [torch.zeros(1)]}, not_flat)
     with pytest.raises(SamCheckpointError, match="flat state dict"):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from reasonvos_ros.backends.visa_segmenter import VisaSegmenter, decide_presence
-from reasonvos_ros.core.errors import BackendUnavailable
+from reasonvos_ros.core.errors import BackendUnavailable, ConfigError
 from reasonvos_ros.core.registry import build_backend
 from reasonvos_ros.core.types import Frame
 from reasonvos_ros.models.visa.checkpoint import VisaCheckpointError, load_visa
@@ -124,6 +124,18 @@ def test_missing_paths_raise_backend_unavailable_naming_them(tiny_paths, tmp_pat
         build_backend("segmenter", "visa", options)
     with pytest.raises(BackendUnavailable, match=r"options\.clip_dir"):
         VisaSegmenter(visa_dir=str(tiny_paths.visa_dir), sam_checkpoint=str(tiny_paths.sam_checkpoint))
+
+
+def test_bad_device_or_dtype_is_a_config_error_before_any_loading(tiny_paths):
+    paths = {
+        "visa_dir": str(tiny_paths.visa_dir),
+        "sam_checkpoint": str(tiny_paths.sam_checkpoint),
+        "clip_dir": str(tiny_paths.clip_dir),
+    }
+    with pytest.raises(ConfigError, match="VISA option device: unknown device 'gpu'"):
+        VisaSegmenter(**paths, device="gpu")
+    with pytest.raises(ConfigError, match="VISA option dtype must be auto or one of"):
+        VisaSegmenter(**paths, device="cpu", dtype="float8")
 
 
 def test_strict_loading_reports_missing_and_unexpected_keys(tiny_paths, tmp_path):

@@ -91,6 +91,10 @@ def test_missing_or_bad_checkpoint_is_reported(tmp_path, checkpoint):
         make_tracker(checkpoint, min_mid_term_frames=4, max_mid_term_frames=3)
     with pytest.raises(ConfigError, match="autocast"):
         make_tracker(checkpoint, autocast="sometimes")
+    with pytest.raises(ConfigError, match="XMem option device: unknown device 'gpu'"):
+        make_tracker(checkpoint, device="gpu")
+    with pytest.raises(ConfigError, match="XMem option autocast_dtype must be auto or one of float16, bfloat16"):
+        make_tracker(checkpoint, autocast_dtype="float32")
 
 
 # ---- sessions -----------------------------------------------------------------------------------------------------

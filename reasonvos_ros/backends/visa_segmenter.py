@@ -135,14 +135,9 @@ class VisaSegmenter(KeyframeSegmenter):
             raise ConfigError(f"VISA option max_references must be >= 0, got {max_references}")
         if int(embedding_cache_size) < 0 or int(visual_cache_size) < 0:
             raise ConfigError("VISA options embedding_cache_size and visual_cache_size must be >= 0")
-        from reasonvos_ros.models.visa.checkpoint import VisaCheckpointError, resolve_device_dtype
+        from reasonvos_ros.models.weights import resolve_device_dtype
 
-        try:
-            self.device, self.dtype = resolve_device_dtype(None if device == "auto" else device, dtype)
-        except ValueError as exc:
-            raise ConfigError(f"VISA option: {exc}") from exc
-        except VisaCheckpointError as exc:
-            raise BackendUnavailable(str(exc)) from exc
+        self.device, self.dtype = resolve_device_dtype(device, dtype, option_prefix="VISA option ")
         self.paths = paths
         self.min_area_fraction = float(min_area_fraction)
         self.min_area_pixels = int(min_area_pixels)

@@ -37,6 +37,7 @@ import torch
 from reasonvos_ros.core.errors import BackendUnavailable, ConfigError
 from reasonvos_ros.core.interfaces import Tracker, TrackerSession
 from reasonvos_ros.core.types import Frame, TrackedMask
+from reasonvos_ros.models.weights import resolve_device, resolve_dtype
 from reasonvos_ros.models.xmem.checkpoint import CheckpointError, load_network
 from reasonvos_ros.models.xmem.inference import FrameGeometry, InferenceSettings, XMemInference
 from reasonvos_ros.models.xmem.network import KeyFeatures, XMemNetwork
@@ -100,17 +101,13 @@ class XMemTracker(Tracker):
             )
         except ValueError as exc:
             raise ConfigError(f"bad XMem option: {exc}") from exc
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable(f"XMem device {device!r} requested but torch sees no CUDA device")
+        self.device = resolve_device(device, option="XMem option device")
         on_cuda = self.device.type == "cuda"
         self.autocast = _auto_flag(autocast, on_cuda, "autocast")
-        dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-        if autocast_dtype not in dtypes:
-            raise ConfigError(f"XMem option autocast_dtype must be one of {sorted(dtypes)}, got {autocast_dtype!r}")
-        self.autocast_dtype = dtypes[autocast_dtype] if on_cuda else torch.bfloat16
+        half = (torch.float16, torch.bfloat16)
+        gpu_dtype = resolve_dtype(autocast_dtype, self.device, option="XMem option autocast_dtype", allowed=half)
+        # CPU autocast runs in bfloat16 only.
+        self.autocast_dtype = gpu_dtype if on_cuda else torch.bfloat16
         self.channels_last = _auto_flag(channels_last, on_cuda, "channels_last")
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))

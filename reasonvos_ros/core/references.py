@@ -1,4 +1,5 @@
-"""Reference-frame strategies of VISA (spec/visa.md, pipeline step 2).
+"""Reference-frame strategies of VISA (Yan et al., ECCV 2024, arXiv:2407.11325: global, local and global-local
+reference frames around the target frame; its released code uses a uniform stride anchored on the target).
 
 All functions return positions in a sequence of ``num_frames`` frames; the key (target) frame itself is passed to
 the segmenter separately and goes last in its prompt. ``count`` is the number of references (11 in the release,

@@ -2,7 +2,7 @@
 
 For each chosen expression the video's frames go through ``core.offline.segment_clip`` with the configured backends
 (one pipeline, built once); the masks are written as ``<out>/Annotations/<video>/<exp_id>/<frame>.png`` and then
-scored by ``evaluation.revos.evaluate_predictions``. Outputs under ``--out``: ``summary.json`` (referring /
+scored by ``evaluation.scoring.evaluate_predictions``. Outputs under ``--out``: ``summary.json`` (referring /
 reasoning / overall / no-target means in percent, plus settings), ``per_expression.csv`` and ``runs.csv`` (key
 frame, status, reason, time per expression). ``--predictions DIR`` skips the pipeline and only scores an existing
 prediction folder. ``--subset N`` keeps the first N expressions (file order) after the ``--videos``/``--types``
@@ -21,15 +21,9 @@ import numpy as np
 
 from ..core.errors import BackendFailure, ReasonVosError
 from .cli_segment import InputError, add_backend_arguments, backends_from_args, check_masks, resolved_backends
-from .revos import (
-    TYPE_NAMES,
-    Expression,
-    ReVOSDataset,
-    evaluate_predictions,
-    format_summary,
-    write_prediction_masks,
-    write_report,
-)
+from .dataset import TYPE_NAMES, Expression, ReVOSDataset
+from .report import format_summary, write_prediction_masks, write_report
+from .scoring import evaluate_predictions
 
 TYPE_IDS = {name: type_id for type_id, name in TYPE_NAMES.items()}
 

@@ -25,11 +25,15 @@ import os
 import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from .revos import TYPE_NAMES
+from .dataset import TYPE_NAMES
+
+if TYPE_CHECKING:
+    from ..data.composite import CompositeClip
 
 
 @dataclass
@@ -171,6 +175,15 @@ def _paste_over(base_frames: list[np.ndarray], cutout: str, centers: np.ndarray,
     return frames, masks
 
 
+def _one_object_video(
+    name: str, clip: CompositeClip, expressions: list[MiniExpression], frame_names: list[str]
+) -> MiniVideo:
+    """A video of one composited object (obj_id 0), noting how much of the object each frame shows."""
+    return MiniVideo(
+        name, clip.frames, {0: clip.masks}, expressions, frame_names, {"visible_fraction": clip.visible_fraction}
+    )
+
+
 def mini_videos(n_frames: int = 8, size: tuple[int, int] = (320, 240)) -> list[MiniVideo]:
     """The three composited videos of ``build_mini_dataset`` (see the module docstring), in memory."""
     from ..data.composite import make_composite_clip
@@ -181,17 +194,15 @@ def mini_videos(n_frames: int = 8, size: tuple[int, int] = (320, 240)) -> list[M
     names = [f"{5 * i:05d}" for i in range(n_frames)]
 
     dog = make_composite_clip(n_frames, size, path=((0.2, 0.62), (0.8, 0.62)), scale=0.5, occluder_x=0.5)
-    dog_walk = MiniVideo(
+    dog_walk = _one_object_video(
         "dog_walk",
-        dog.frames,
-        {0: dog.masks},
+        dog,
         [
             MiniExpression("the dog", [0], 0),
             MiniExpression("which animal here would fetch a ball thrown for it?", [0], 1),
             MiniExpression("the giraffe", [], 2),
         ],
         names,
-        {"visible_fraction": dog.visible_fraction},
     )
 
     # Leaves through the right edge: the last waypoint is far enough out that the final frames show nothing.
@@ -204,16 +215,14 @@ def mini_videos(n_frames: int = 8, size: tuple[int, int] = (320, 240)) -> list[M
         occluder_x=None,
         background_start=40,
     )
-    person_exit = MiniVideo(
+    person_exit = _one_object_video(
         "person_exit",
-        person.frames,
-        {0: person.masks},
+        person,
         [
             MiniExpression("the man in the blue jacket walking to the right", [0], 0),
             MiniExpression("who is leaving the scene?", [0], 1),
         ],
         names,
-        {"visible_fraction": person.visible_fraction},
     )
 
     both = make_composite_clip(

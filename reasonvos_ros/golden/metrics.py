@@ -17,7 +17,8 @@ import re
 import numpy as np
 
 from ..evaluation import metrics
-from ..evaluation.revos import ReVOSDataset, evaluate_predictions, find_meta_file
+from ..evaluation.dataset import ReVOSDataset, find_meta_file
+from ..evaluation.scoring import evaluate_predictions
 from . import Check, GoldenCase, GoldenCaseError, agreement_check, max_abs_check
 
 SUMMARY_KEYS = {"referring": "referring", "reason": "reasoning", "overall": "overall"}

@@ -5,7 +5,7 @@ Public API: ``SamConfig`` (dimensions, presets, inference from checkpoint shapes
 ``SamCheckpointError``. The network layers are transformers' SAM modules; see each part's module.
 """
 
-from .checkpoint import SamLoadReport, load_sam_checkpoint, original_key_shapes, random_original_state_dict
+from .checkpoint import load_sam_checkpoint, original_key_shapes, random_original_state_dict
 from .config import SAM_PRESETS, SamCheckpointError, SamConfig
 from .model import SamTextPromptModel
 
@@ -13,7 +13,6 @@ __all__ = [
     "SAM_PRESETS",
     "SamCheckpointError",
     "SamConfig",
-    "SamLoadReport",
     "SamTextPromptModel",
     "load_sam_checkpoint",
     "original_key_shapes",

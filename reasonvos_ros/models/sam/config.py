@@ -21,11 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..weights import WeightsError
+
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 
 
-class SamCheckpointError(ValueError):
+class SamCheckpointError(WeightsError):
     """A state dict that is not a SAM checkpoint in the original layout (or does not fit the configuration)."""
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import SamLoadReport, convert_original_state_dict
+from ..weights import LoadReport
+from .checkpoint import convert_original_state_dict
 from .config import SamCheckpointError, SamConfig
 from .image_encoder import SamImageEncoder
 from .mask_decoder import SamMaskDecoderModule
@@ -71,7 +72,7 @@ class SamTextPromptModel(nn.Module):
 
     def load_original_state_dict(
         self, state_dict: Mapping[str, Any], prefix: str = "", strict: bool = True
-    ) -> SamLoadReport:
+    ) -> LoadReport:
         """Load original-layout SAM weights found under ``prefix``; keys outside the prefix are ignored (so a whole
         VISA checkpoint can be passed). ``strict`` raises ``SamCheckpointError`` with the report when any key is
         missing, unexpected or mis-shaped; otherwise what matches is loaded and the report says what did not."""

@@ -6,7 +6,7 @@ parses each answer for a percentage, averages the parsed values (0.5 when none p
 
 1. **Percentages** -- ``40%``, ``40 %``, ``50 percent``, ``forty-five per cent``, ``the 70th percentile``. A range
    (``between 40% and 60%``, ``40-60%``, ``from 30 to 50 percent``) counts as its midpoint. Qualifiers:
-   ``last/final X%`` and ``X% from/before the end`` mean ``100 - X`` (the spec's rule); ``first X%`` means ``X``.
+   ``last/final X%`` and ``X% from/before the end`` mean ``100 - X`` (VISA's TFS rule); ``first X%`` means ``X``.
    One or two values: their mean (``30% or 40%`` -> 35%). Three or more different values (e.g. the model echoing
    the option list ``0%, 10%, 20% ...``) are ambiguous -> ``None``.
 2. **Fractions** -- ``0.3``, ``.75``, ``1/3``, ``2 out of 5``, ``half``, ``a third``, ``two thirds``,
@@ -289,7 +289,7 @@ def aggregate_positions(parsed: Sequence[float | None]) -> PositionEstimate:
 
 
 def position_to_index(position: float, num_frames: int) -> int:
-    """The spec's mapping of a position in [0, 1] to a frame of a ``num_frames`` window: ``min(int(T*p), T-1)``."""
+    """VISA's mapping of a position in [0, 1] to a frame of a ``num_frames`` window: ``min(int(T*p), T-1)``."""
     if num_frames < 1:
         raise ValueError(f"need at least one frame, got {num_frames}")
     return min(int(num_frames * clamp01(position)), num_frames - 1)

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core.errors import BackendFailure, BackendUnavailable, ConfigError
+from ..weights import resolve_device_dtype
 
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 GENERATION_MODES = ("prefix_cache", "num_return_sequences", "sequential")
@@ -137,25 +138,6 @@ def video_to_patches(
     return flat, grid
 
 
-def resolve_device(device: str | None) -> str:
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise BackendUnavailable(f"device {device!r} requested but torch reports no CUDA device")
-    return str(device)
-
-
-def resolve_dtype(dtype: str | None, device: str):
-    if dtype in (None, "auto"):
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if dtype not in names:
-        raise ConfigError(f"dtype must be one of auto, {', '.join(names)}; got {dtype!r}")
-    return names[dtype]
-
-
 @contextmanager
 def _seeded(seed: int | None, device: str):
     """Seed torch's sampling inside the block without disturbing the caller's global RNG state."""
@@ -201,8 +183,8 @@ class QwenVideoAnswerer:
         if min_pixels < 1 or max_pixels < min_pixels:
             raise ConfigError(f"need 1 <= min_pixels <= max_pixels, got {min_pixels} and {max_pixels}")
         self.model_dir = Path(model_dir).expanduser()
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        resolved_device, self.dtype = resolve_device_dtype(device, dtype)
+        self.device = str(resolved_device)  # transformers and torch.random take the string form
         self.temperature = float(temperature)
         self.top_p = float(top_p)
         self.top_k = int(top_k)

@@ -1,7 +1,7 @@
 """VISA's text-guided frame sampler (TFS) as a ``FrameSampler`` backend (registry name ``"vlm"``).
 
 The sampler shows a video LLM the rolling window (uniformly subsampled to ``max_frames`` frames, oldest first),
-asks it K times with sampling the spec's question ("To find {instruction}, which percentage mark of the video
+asks it K times with sampling the VISA paper's question ("To find {instruction}, which percentage mark of the video
 should I check? ..."), parses every answer (``parsing.parse_percentage``), averages the parsed values (0.5 when
 none parse) and maps the mean p to window frame ``min(int(T * p), T - 1)`` -- T is the full window length, so a
 percentage of the subsampled clip maps back to a frame of the window (the shown frames are spread evenly over it).
@@ -44,7 +44,7 @@ from ...core.interfaces import FrameSampler
 from ...core.types import Frame, KeyframeChoice
 from .parsing import aggregate_answers, position_to_index
 
-# The spec's wording (paper) and our spelled-out reading of the released client's wording.
+# The VISA paper's wording and our spelled-out reading of the released client's wording.
 QUESTION_TEMPLATES: dict[str, str] = {
     "paper": (
         "To find {instruction}, which percentage mark of the video should I check? "

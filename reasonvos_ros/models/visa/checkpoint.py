@@ -1,6 +1,7 @@
 """Loading VISA weights: a merged VISA directory (Hugging Face layout), ``sam_vit_h_4b8939.pth`` and a CLIP directory.
 
-What a user downloads (spec/visa.md, "Weights") and how it is put together, in VISA's order:
+What a user downloads (the authors' merged VISA-7B release, segment-anything's ``sam_vit_h_4b8939.pth`` and
+``openai/clip-vit-large-patch14``) and how VISA puts it together, in its order:
 
 1. SAM is built from the ``sam_vit_h_4b8939.pth`` file (original segment-anything keys, no prefix);
 2. the merged VISA checkpoint (``config.json``, tokenizer files, ``model.safetensors`` / ``pytorch_model.bin``, or
@@ -13,9 +14,9 @@ What a user downloads (spec/visa.md, "Weights") and how it is put together, in V
 
 Loading is strict by default: every expected key must be present with its shape, and unknown keys are errors;
 the ``VisaLoadReport`` lists missing / unexpected / mis-shaped keys per source in readable form. Weights are read
-with safetensors or ``torch.load(weights_only=True)`` only. The LLaMA is built on the meta device and the checkpoint
-tensors are assigned to it (converted shard by shard to the target dtype and device), so a 7B model needs no second
-copy in memory. A tqdm bar shows progress over the tensors of the shards.
+with safetensors or ``torch.load(weights_only=True)`` only (``models.weights``). The LLaMA is built on the meta
+device and the checkpoint tensors are assigned to it (converted shard by shard to the target dtype and device), so
+a 7B model needs no second copy in memory. A tqdm bar shows progress over the tensors of the shards.
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ from __future__ import annotations
 import json
 import pathlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..load_report import key_problem_lines
 from ..sam import SamCheckpointError, SamConfig, load_sam_checkpoint
+from ..weights import LoadReport, WeightsError, as_tensor, iter_tensors, resolve_device_dtype, weight_files
 from .ctm import DEFAULT_STAGES
 from .modeling import VisaConfig, VisaModel
 from .prompt import IMAGE_TOKEN_INDEX, seg_token_id
@@ -69,40 +69,15 @@ _LLAMA_FIELDS = (
 )
 
 
-class VisaCheckpointError(RuntimeError):
+class VisaCheckpointError(WeightsError):
     """A VISA/SAM/CLIP file is missing, unreadable, or does not match the model (message names the path/keys)."""
 
 
 @dataclass
-class SourceReport:
-    """Outcome of loading one source (a file or directory)."""
-
-    name: str
-    loaded: int = 0
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    shape_mismatches: list[str] = field(default_factory=list)
-    ignored: dict[str, int] = field(default_factory=dict)  # reason -> count
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.shape_mismatches)
-
-    def lines(self) -> list[str]:
-        out = [
-            f"{self.name}: {self.loaded} tensors loaded, {len(self.missing)} missing, {len(self.unexpected)} "
-            f"unexpected, {len(self.shape_mismatches)} with the wrong shape"
-        ]
-        out += key_problem_lines(self.missing, self.unexpected, self.shape_mismatches, shown=15)
-        out += [f"  ignored {count} keys: {reason}" for reason, count in self.ignored.items()]
-        out += [f"  note: {note}" for note in self.notes]
-        return out
-
-
-@dataclass
 class VisaLoadReport:
-    sources: list[SourceReport] = field(default_factory=list)
+    """One ``LoadReport`` per source, in loading order: the SAM file, the VISA directory, the CLIP directory."""
+
+    sources: list[LoadReport] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -122,61 +97,9 @@ def _require(path: pathlib.Path, what: str) -> pathlib.Path:
     return path
 
 
-def checkpoint_files(directory: str | pathlib.Path) -> tuple[list[pathlib.Path], int | None]:
-    """Weight files of a Hugging Face model directory, in index order, and the number of tensors the index lists
-    (None without an index). Accepts ``model.safetensors[.index.json]`` and ``pytorch_model.bin[.index.json]``."""
-    directory = pathlib.Path(directory)
-    if not directory.is_dir():
-        raise VisaCheckpointError(f"checkpoint directory not found: {directory}")
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        index_path = directory / index_name
-        if index_path.is_file():
-            try:
-                weight_map = json.loads(index_path.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise VisaCheckpointError(
-                    f"{index_path} is not a valid shard index (needs 'weight_map'): {exc}"
-                ) from exc
-            shards = list(dict.fromkeys(weight_map.values()))
-            missing = [name for name in shards if not (directory / name).is_file()]
-            if missing:
-                raise VisaCheckpointError(f"shards listed in {index_path} are missing: {', '.join(missing)}")
-            return [directory / name for name in shards], len(weight_map)
-    for single in ("model.safetensors", "pytorch_model.bin"):
-        if (directory / single).is_file():
-            return [directory / single], None
-    raise VisaCheckpointError(
-        f"no weights in {directory}: expected model.safetensors(.index.json) or pytorch_model.bin(.index.json)"
-    )
-
-
-def iter_tensors(path: pathlib.Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """(key, tensor) pairs of one weight file, read safely (safetensors, or torch.load with weights_only)."""
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                for key in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
-                    yield key, handle.get_tensor(key)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise VisaCheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
-        return
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:
-        # Legacy (non-zip) torch files cannot be memory-mapped.
-        state = None
-    except Exception as exc:
-        raise VisaCheckpointError(f"{path} could not be read with torch.load(weights_only=True): {exc}") from exc
-    if state is None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise VisaCheckpointError(f"{path} could not be read with torch.load(weights_only=True): {exc}") from exc
-    if not isinstance(state, Mapping):
-        raise VisaCheckpointError(f"{path} does not hold a state dict")
-    yield from state.items()
+def _file_tensors(path: pathlib.Path):
+    """(key, tensor) pairs of one shard, memory-mapped where the format allows (no second copy of a 7B model)."""
+    return iter_tensors(path, what="VISA weight file", error=VisaCheckpointError, mmap=True)
 
 
 def _progress(total: int | None, desc: str, enabled: bool):
@@ -273,14 +196,6 @@ def visa_config(
 # routing tensors onto the modules
 
 
-def _as_tensor(value: Any) -> torch.Tensor:
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
-    if not isinstance(value, torch.Tensor):
-        raise VisaCheckpointError(f"expected a tensor, got {type(value).__name__}")
-    return value
-
-
 def _convert(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
     if dtype is not None and tensor.is_floating_point():
         return tensor.to(device=device, dtype=dtype)
@@ -311,15 +226,11 @@ class _ModuleFiller:
         self.expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
         self.tensors: dict[str, torch.Tensor] = {}
 
-    def add(self, internal: str, source_key: str, tensor: torch.Tensor, report: SourceReport) -> None:
-        if internal not in self.expected:
-            report.unexpected.append(source_key)
-        elif tuple(tensor.shape) != self.expected[internal]:
-            report.shape_mismatches.append(f"{source_key} {tuple(tensor.shape)} != {self.expected[internal]}")
-        else:
+    def add(self, internal: str, source_key: str, tensor: torch.Tensor, report: LoadReport) -> None:
+        if report.fits(source_key, tensor.shape, self.expected.get(internal)):
             self.tensors[internal] = tensor
 
-    def finish(self, report: SourceReport, required: bool = True) -> None:
+    def finish(self, report: LoadReport, required: bool = True) -> None:
         if required:
             report.missing += [self.prefix + k for k in self.expected if k not in self.tensors]
         if self.tensors:
@@ -328,7 +239,7 @@ class _ModuleFiller:
         self.tensors = {}
 
 
-def _check_rotary(model: VisaModel, key: str, tensor: torch.Tensor, report: SourceReport) -> None:
+def _check_rotary(model: VisaModel, key: str, tensor: torch.Tensor, report: LoadReport) -> None:
     layer = int(_ROTARY_KEY.match(key).group(1))
     if layer >= model.config.llama.num_hidden_layers:
         report.unexpected.append(key)
@@ -337,14 +248,11 @@ def _check_rotary(model: VisaModel, key: str, tensor: torch.Tensor, report: Sour
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     theta = cfg.rope_parameters["rope_theta"] if getattr(cfg, "rope_parameters", None) else 10000.0
     expected = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-    if tuple(tensor.shape) != tuple(expected.shape):
-        report.shape_mismatches.append(f"{key} {tuple(tensor.shape)} != {tuple(expected.shape)}")
-    elif not tensor.is_meta and not torch.allclose(tensor.float().cpu(), expected, rtol=1e-3, atol=0.0):
+    fits = report.fits(key, tensor.shape, expected.shape)
+    if fits and not tensor.is_meta and not torch.allclose(tensor.float().cpu(), expected, rtol=1e-3, atol=0.0):
         report.notes.append(f"{key} differs from the RoPE frequencies of the config (theta {theta}); RoPE scaling?")
         report.shape_mismatches.append(f"{key} (values differ from the config's RoPE frequencies)")
-    report.ignored["constant rotary inv_freq buffers (checked against the config)"] = (
-        report.ignored.get("constant rotary inv_freq buffers (checked against the config)", 0) + 1
-    )
+    report.ignore("constant rotary inv_freq buffers (checked against the config)")
 
 
 def rebuild_rotary_embedding(model: VisaModel, device: torch.device) -> None:
@@ -365,7 +273,7 @@ class VisaStateLoader:
     def __init__(
         self,
         model: VisaModel,
-        report: SourceReport,
+        report: LoadReport,
         device: torch.device,
         dtype: torch.dtype | None,
         vision_tower: str = "ignore",
@@ -386,7 +294,7 @@ class VisaStateLoader:
         self.sam_tensors: dict[str, torch.Tensor] = {}
 
     def add(self, key: str, value: Any) -> None:
-        tensor = _as_tensor(value)
+        tensor = as_tensor(value, key, VisaCheckpointError)
         if _ROTARY_KEY.match(key):
             _check_rotary(self.model, key, tensor, self.report)
         elif _LLM_KEY.match(key):
@@ -406,12 +314,9 @@ class VisaStateLoader:
                 internal = clip_tower_key(key[len(VISION_TOWER_PREFIX) :], self.tower_keys)
                 self.tower.add(internal, key, _convert(tensor, self.device, self.dtype), self.report)
             elif _CLIP_BUFFERS.search(key):
-                self.report.ignored["vision tower position_ids buffers"] = (
-                    self.report.ignored.get("vision tower position_ids buffers", 0) + 1
-                )
+                self.report.ignore("vision tower position_ids buffers")
             else:
-                reason = "model.vision_tower.* (VISA reloads the CLIP tower from the CLIP directory)"
-                self.report.ignored[reason] = self.report.ignored.get(reason, 0) + 1
+                self.report.ignore("model.vision_tower.* (VISA reloads the CLIP tower from the CLIP directory)")
         else:
             self.report.unexpected.append(key)
 
@@ -448,9 +353,9 @@ def load_state_dict_into(
     vision_tower: str = "load",
     sam_required: bool = True,
     strict: bool = True,
-) -> SourceReport:
+) -> LoadReport:
     """Load a complete VISA-layout state dict held in memory (e.g. the golden weights) into ``model``."""
-    report = SourceReport(name)
+    report = LoadReport(name)
     loader = VisaStateLoader(model, report, model.device, None, vision_tower, sam_required)
     for key, value in state_dict.items():
         loader.add(key, value)
@@ -460,24 +365,24 @@ def load_state_dict_into(
     return report
 
 
-def load_clip_weights(model: VisaModel, clip_dir: str | pathlib.Path, progress: bool = True) -> SourceReport:
+def load_clip_weights(model: VisaModel, clip_dir: str | pathlib.Path, progress: bool = True) -> LoadReport:
     """Vision tower weights from a CLIP directory (CLIPVisionModel or CLIPModel layout)."""
     clip_dir = pathlib.Path(clip_dir)
-    report = SourceReport(f"CLIP ({clip_dir})")
+    report = LoadReport(f"CLIP ({clip_dir})")
     tower = model.visual.tower.vision_tower
     filler = _ModuleFiller(tower, _clip_message_prefix(tower))
     tower_keys = set(filler.expected)
     device = model.device
     dtype = model.dtype
-    files, total = checkpoint_files(clip_dir)
+    files, total = weight_files(clip_dir, error=VisaCheckpointError)
     with _progress(total, "CLIP weights", progress) as bar:
         for path in files:
-            for key, value in iter_tensors(path):
+            for key, value in _file_tensors(path):
                 bar.update(1)
                 if _CLIP_IGNORED.match(key):
-                    report.ignored["text-side CLIP keys"] = report.ignored.get("text-side CLIP keys", 0) + 1
+                    report.ignore("text-side CLIP keys")
                 elif _CLIP_BUFFERS.search(key):
-                    report.ignored["position_ids buffers"] = report.ignored.get("position_ids buffers", 0) + 1
+                    report.ignore("position_ids buffers")
                 else:
                     filler.add(clip_tower_key(key, tower_keys), key, _convert(value, device, dtype), report)
     filler.finish(report)
@@ -497,36 +402,6 @@ def load_visa_tokenizer(visa_dir: str | pathlib.Path):
         return load_tokenizer(visa_dir)
     except (ValueError, ImportError) as exc:
         raise VisaCheckpointError(f"tokenizer of {visa_dir}: {exc}") from exc
-
-
-def resolve_device_dtype(
-    device: str | torch.device | None, dtype: str | torch.dtype | None
-) -> tuple[torch.device, torch.dtype]:
-    """Defaults: cuda if available else cpu; bfloat16 on cuda, float32 on cpu. A bad name raises ``ValueError``; a
-    CUDA request without CUDA raises ``VisaCheckpointError``."""
-    try:
-        dev = (
-            torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        )
-    except RuntimeError as exc:
-        raise ValueError(f"bad device {device!r}: {exc}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise VisaCheckpointError("device 'cuda' was requested but torch sees no CUDA device")
-    if dtype is None or dtype == "auto":
-        return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dev, dtype
-    names = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-    }
-    if str(dtype).lower() not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(names)}")
-    return dev, names[str(dtype).lower()]
 
 
 def load_visa(
@@ -552,7 +427,9 @@ def load_visa(
         seg_id = seg_token_id(tokenizer)
     except ValueError as exc:
         raise VisaCheckpointError(f"{visa_dir}: {exc}") from exc
-    files, total = checkpoint_files(visa_dir)  # fail early on a missing weight file, before the slow SAM read
+    files, total = weight_files(
+        visa_dir, error=VisaCheckpointError
+    )  # fail early on a missing weight file, before the slow SAM read
 
     try:
         sam_state = load_sam_checkpoint(sam_checkpoint)
@@ -567,20 +444,17 @@ def load_visa(
     model.text_hidden_fcs.to(dtype=dt)
 
     report = VisaLoadReport()
-    sam_source = SourceReport(f"SAM ({sam_checkpoint})")
-    sam_result = model.sam.load_original_state_dict(sam_state, prefix="", strict=False)
-    sam_source.loaded = sam_result.loaded
-    sam_source.missing, sam_source.unexpected = list(sam_result.missing), list(sam_result.unexpected)
-    sam_source.shape_mismatches = list(sam_result.shape_mismatches)
+    sam_source = model.sam.load_original_state_dict(sam_state, prefix="", strict=False)
+    sam_source.source = f"SAM ({sam_checkpoint})"
     report.sources.append(sam_source)
     del sam_state
 
-    visa_source = SourceReport(f"VISA ({visa_dir})")
+    visa_source = LoadReport(f"VISA ({visa_dir})")
     loader = VisaStateLoader(model, visa_source, dev, dt, vision_tower="ignore", sam_required=False)
     with _progress(total, "VISA weights", progress) as bar:
         for path in files:
             bar.set_postfix_str(path.name)
-            for key, value in iter_tensors(path):
+            for key, value in _file_tensors(path):
                 loader.add(key, value)
                 bar.update(1)
     loader.finish()

@@ -1,6 +1,7 @@
 """XMem's network blocks: encoders, key projection, fusion blocks with CBAM attention, decoder, sensory-memory GRUs.
 
-Written from the XMem paper's description and the published checkpoint layout (``golden/xmem_keys.json``).
+Written from the XMem paper's description and the published checkpoint layout (in this repository:
+``test/golden_data/xmem_keys.json``).
 Shapes: image features ``x`` are ``1 x C x H x W``; per-object features ``g`` carry the objects in the batch
 dimension, ``num_objects x C x H x W`` (the reference code has an extra batch axis; inference always uses one
 video, so objects take its place). Attribute names are the checkpoint names and must not change.

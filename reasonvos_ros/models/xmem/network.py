@@ -3,7 +3,7 @@
 ``XMemConfig()`` is the published model (key_dim 64, value_dim 512, hidden_dim 64, multi-object, ResNet-50 /
 ResNet-18 trunks); ``XMemConfig.from_state_dict`` reads every dimension from a checkpoint, so smaller networks built
 with the same code (tests, benchmarks) load through the same path. ``XMemNetwork().state_dict()`` has exactly the
-keys, shapes and order of the published ``XMem.pth`` (``golden/xmem_keys.json``).
+keys, shapes and order of the published ``XMem.pth`` (``test/golden_data/xmem_keys.json`` in this repository).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ..weights import WeightsError
 from .modules import Decoder, KeyEncoder, KeyProjection, ValueEncoder
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WeightsError):
     """A state dict that does not fit the XMem layout (missing, unexpected or mis-shaped tensors)."""
 
 
