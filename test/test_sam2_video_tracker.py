@@ -9,7 +9,10 @@ segmenters; the object-score head's bias is raised so that objects count as visi
 
 from __future__ import annotations
 
+import json
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -392,3 +395,56 @@ def test_backward_and_forward_through_the_pipeline(model_dir):
         if name == "backward":
             assert np.array_equal(check.step(frames[index - 100])["t"].mask, tracked.mask)
     live.close()
+
+
+@pytest.mark.slow
+def test_rss_stays_flat_over_ten_thousand_frames(model_dir):
+    """10,000 frames through one session (about 2 minutes on one thread): the process RSS, sampled every 500
+    frames after a 1,000-frame warm-up, must not grow: least-squares slope under 200 bytes per frame (2 MB per
+    10,000 frames). Keeping one 64x64 processed frame per step (48 kB) or one memory entry (about 5 kB) would
+    exceed it many times over. ``benchmarks/bench_video_tracker.py --stream-frames 10000`` prints the same run."""
+
+    def rss_bytes() -> int:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc/self/status")
+
+    tracker = make_tracker(model_dir)
+    session = tracker.new_session()
+    frames = video(30)
+    session.step(frames[0], {"sq": square_mask()})
+    samples = []
+    for position in range(1, 10_001):
+        session.step(Frame(position, position / 30, frames[position % 30].image))
+        if position % 500 == 0 and position >= 1000:
+            samples.append((position, rss_bytes()))
+    x = np.array([p for p, _ in samples], float)
+    y = np.array([r for _, r in samples], float)
+    slope = np.polyfit(x, y, 1)[0]
+    assert slope < 200, f"RSS grows by {slope:.0f} bytes per frame: {samples}"
+    assert session.stored_counts()["tracked_outputs"] == 15
+
+
+def test_model_sets_state_the_parameters_of_the_configs_we_build():
+    from reasonvos_ros.backends.sam2_video_tracker import TRACKER_MODEL_SETS
+    from reasonvos_ros.models.sam2_video.families import count_parameters, full_size_config
+
+    assert {row["backend"] for row in TRACKER_MODEL_SETS} == {"sam2_video"}
+    for row in TRACKER_MODEL_SETS:
+        assert json.loads(row["tracker_options"])["model_dir"]
+        if row["config"] == "edgetam":  # RepViT backbone needs timm: not counted here, and said so
+            assert row["parameters"] is None and "UNVERIFIED" in row["verified"]
+            continue
+        family, config = full_size_config(row["config"])
+        assert count_parameters(family, config) == row["parameters"], row["name"]
+        assert row["memory_mb_bf16"] == round(2 * row["parameters"] / 1e6)
+
+
+def test_benchmark_refuses_full_size_on_the_cpu():
+    script = pathlib.Path(__file__).parents[1] / "benchmarks" / "bench_video_tracker.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--full-size", "--device", "cpu"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0 and "refused" in done.stderr

@@ -38,6 +38,8 @@ from reasonvos_ros.core.interfaces import Tracker, TrackerSession
 from reasonvos_ros.core.types import Frame, TrackedMask
 from reasonvos_ros.models.sam2_video.families import (
     FAMILIES,
+    Family,
+    Normalisation,
     family_for_model_type,
     load_model,
     read_config_json,
@@ -53,57 +55,63 @@ from reasonvos_ros.models.sam2_video.streaming import (
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # Published checkpoints this backend loads, for `reasonvos weights` (one row per model set). ``parameters`` is counted
-# from the configuration this module builds (families.count_parameters on the meta device): SAM 2.1 rows match the
-# published sizes; the SAM 3 row counts the tracker only (SAM 3's detector is not loaded). EdgeTAM's backbone comes
-# from timm, which cannot be installed here, so its count is the published one. ``memory_mb`` is the weights alone in
-# the given dtype (activations and the capped memory bank come on top: see benchmarks/bench_video_tracker.py).
+# from the configuration families.py builds (count_parameters on the meta device; test_sam2_video_tracker checks the
+# table against it): the SAM 2.1 counts equal the sizes the Hub lists (39 M, 46.1 M, 80.9 M, 0.2 B); the SAM 3 row
+# counts the tracker only (SAM 3's detector is not loaded). EdgeTAM's backbone comes from timm, which cannot be
+# installed here, so its count is left empty. ``memory_mb_bf16`` is the weights alone in bf16 (MB = 10^6 bytes);
+# activations and the capped memory bank come on top (see benchmarks/bench_video_tracker.py --full-size).
 TRACKER_MODEL_SETS: tuple[dict, ...] = (
     {
         "name": "sam2.1-tiny",
+        "config": "sam2.1_tiny",  # families.full_size_config name
         "repo_id": "facebook/sam2.1-hiera-tiny",
         "backend": "sam2_video",
         "tracker_options": '{"model_dir": "<download dir>", "dtype": "auto"}',
         "parameters": 38_962_498,
         "memory_mb_bf16": 78,
         "licence": "Apache-2.0",
-        "verified": "repo id in the transformers Sam2Video docs; parameters counted from the built config",
+        "verified": "repo id listed on the Hub (facebook/sam2.1-*); parameters counted from the built config",
         "notes": "fastest SAM 2.1; DAVIS-17 J&F 89.2 (SAM 2.1 paper table)",
     },
     {
         "name": "sam2.1-small",
+        "config": "sam2.1_small",  # families.full_size_config name
         "repo_id": "facebook/sam2.1-hiera-small",
         "backend": "sam2_video",
         "tracker_options": '{"model_dir": "<download dir>", "dtype": "auto"}',
         "parameters": 46_060_354,
         "memory_mb_bf16": 92,
         "licence": "Apache-2.0",
-        "verified": "repo id in the transformers Sam2Video docs; parameters counted from the built config",
+        "verified": "repo id listed on the Hub (facebook/sam2.1-*); parameters counted from the built config",
         "notes": "",
     },
     {
         "name": "sam2.1-base-plus",
+        "config": "sam2.1_base_plus",  # families.full_size_config name
         "repo_id": "facebook/sam2.1-hiera-base-plus",
         "backend": "sam2_video",
         "tracker_options": '{"model_dir": "<download dir>", "dtype": "auto"}',
         "parameters": 80_850_178,
         "memory_mb_bf16": 162,
         "licence": "Apache-2.0",
-        "verified": "repo id in the transformers Sam2Video docs; parameters counted from the built config",
+        "verified": "repo id listed on the Hub (facebook/sam2.1-*); parameters counted from the built config",
         "notes": "DAVIS-17 J&F 90.2 (issue #17)",
     },
     {
         "name": "sam2.1-large",
+        "config": "sam2.1_large",  # families.full_size_config name
         "repo_id": "facebook/sam2.1-hiera-large",
         "backend": "sam2_video",
         "tracker_options": '{"model_dir": "<download dir>", "dtype": "auto"}',
         "parameters": 224_446_642,
         "memory_mb_bf16": 449,
         "licence": "Apache-2.0",
-        "verified": "repo id seen on the Hub (README commit 'sam2 -> sam2.1'); parameters counted from the built config",
+        "verified": "repo id listed on the Hub (facebook/sam2.1-*); parameters counted from the built config",
         "notes": "",
     },
     {
         "name": "edgetam",
+        "config": "edgetam",  # families.full_size_config name
         "repo_id": "yonigozlan/EdgeTAM-hf",
         "backend": "sam2_video",
         "tracker_options": '{"model_dir": "<download dir>", "dtype": "auto"}',
@@ -119,6 +127,7 @@ TRACKER_MODEL_SETS: tuple[dict, ...] = (
     },
     {
         "name": "sam3-tracker",
+        "config": "sam3_tracker",  # families.full_size_config name
         "repo_id": "facebook/sam3",
         "backend": "sam2_video",
         "tracker_options": '{"model_dir": "<download dir>", "dtype": "auto"}',
@@ -152,28 +161,41 @@ class Sam2VideoTracker(Tracker):
                 "the sam2_video tracker needs options.model_dir: a Hugging Face model directory such as a download "
                 "of facebook/sam2.1-hiera-small (see `reasonvos weights`)"
             )
-        if int(max_conditioning_frames) < 1:
-            raise ConfigError(f"sam2_video option max_conditioning_frames must be >= 1, got {max_conditioning_frames}")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            self.device = torch.device(device)
-        except RuntimeError as exc:
-            raise ConfigError(f"sam2_video option device: {exc}") from exc
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable(f"sam2_video device {device!r} requested but torch sees no CUDA device")
-        if dtype == "auto":
-            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
-        if dtype not in _DTYPES:
-            raise ConfigError(f"sam2_video option dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
-        self.dtype = _DTYPES[dtype]
+        device_, dtype_ = _resolve_device_dtype(device, dtype)
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
         self.model_dir = pathlib.Path(model_dir).expanduser()
         config = read_config_json(self.model_dir)
-        self.family = family_for_model_type(config.get("model_type"), str(self.model_dir / "config.json"))
-        self.model = load_model(self.model_dir, self.family, self.device, self.dtype)
-        self.norm = read_normalisation(self.model_dir, self.family, int(self.model.config.image_size))
+        family = family_for_model_type(config.get("model_type"), str(self.model_dir / "config.json"))
+        _check_tuning(max_conditioning_frames)
+        model = load_model(self.model_dir, family, device_, dtype_)
+        norm = read_normalisation(self.model_dir, family, int(model.config.image_size))
+        self._setup(model, family, norm, device_, dtype_, max_conditioning_frames, mask_threshold)
+
+    @classmethod
+    def from_model(
+        cls,
+        model,
+        family: Family,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_conditioning_frames: int = 4,
+        mask_threshold: float = 0.0,
+    ) -> Sam2VideoTracker:
+        """A tracker over a model built in memory (benchmarks of full-size configurations with random weights);
+        the family's default normalisation. Production code loads from a directory with ``Sam2VideoTracker(...)``."""
+        device_, dtype_ = _resolve_device_dtype(device, dtype)
+        _check_tuning(max_conditioning_frames)
+        tracker = cls.__new__(cls)
+        tracker.model_dir = None
+        norm = Normalisation(int(model.config.image_size), family.image_mean, family.image_std)
+        model = model.to(device=device_, dtype=dtype_).eval()
+        tracker._setup(model, family, norm, device_, dtype_, max_conditioning_frames, mask_threshold)
+        return tracker
+
+    def _setup(self, model, family, norm, device, dtype, max_conditioning_frames, mask_threshold) -> None:
+        self.model, self.family, self.norm = model, family, norm
+        self.device, self.dtype = device, dtype
         self.max_conditioning_frames = int(max_conditioning_frames)
         self.mask_threshold = float(mask_threshold)
         self.lock = threading.RLock()
@@ -304,6 +326,27 @@ class Sam2VideoSession(TrackerSession):
 
     def memory_bytes(self) -> int:
         return 0 if self.core is None else self.core.stored_bytes()
+
+
+def _resolve_device_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"sam2_video option device: {exc}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable(f"sam2_video device {device!r} requested but torch sees no CUDA device")
+    if dtype == "auto":
+        dtype = "bfloat16" if resolved.type == "cuda" else "float32"
+    if dtype not in _DTYPES:
+        raise ConfigError(f"sam2_video option dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
+    return resolved, _DTYPES[dtype]
+
+
+def _check_tuning(max_conditioning_frames: int) -> None:
+    if int(max_conditioning_frames) < 1:
+        raise ConfigError(f"sam2_video option max_conditioning_frames must be >= 1, got {max_conditioning_frames}")
 
 
 def _describe(image) -> str:
