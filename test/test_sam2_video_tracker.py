@@ -13,6 +13,7 @@ import json
 import pathlib
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -448,3 +449,80 @@ def test_benchmark_refuses_full_size_on_the_cpu():
         [sys.executable, str(script), "--full-size", "--device", "cpu"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode != 0 and "refused" in done.stderr
+
+
+class _StandInBackbone(torch.nn.Module):
+    """Replaces EdgeTAM's timm RepViT backbone (timm needs torchvision, which cannot be installed here): four
+    strided convolutions giving the same outputs the EdgeTAM vision model reads (NCHW maps at strides 4..32)."""
+
+    def __init__(self, channels=(8, 16, 32, 64)):
+        super().__init__()
+        sizes = [3, *channels]
+        self.stages = torch.nn.ModuleList(
+            torch.nn.Conv2d(sizes[i], sizes[i + 1], 3, stride=4 if i == 0 else 2, padding=1) for i in range(4)
+        )
+
+    def forward(self, pixel_values, **kwargs):
+        outputs, hidden = [], pixel_values
+        for stage in self.stages:
+            hidden = torch.relu(stage(hidden))
+            outputs.append(hidden)
+        return types.SimpleNamespace(last_hidden_state=outputs, hidden_states=None)
+
+
+def test_edgetam_family_streams_like_its_library_propagation(monkeypatch):
+    """EdgeTAM's memory path (2D spatial perceiver, per-object memory encoding) with a stand-in backbone: the
+    pruned streaming session gives the library's own propagation logits."""
+    import transformers.models.edgetam.modeling_edgetam as edgetam_modeling
+    from transformers import EdgeTamVideoConfig
+
+    from reasonvos_ros.backends.sam2_video_tracker import Sam2VideoTracker
+
+    build = edgetam_modeling.AutoModel.from_config
+    monkeypatch.setattr(
+        edgetam_modeling.AutoModel,
+        "from_config",
+        lambda config, **kw: _StandInBackbone() if config.model_type == "sam2_hiera_det_model" else build(config, **kw),
+    )
+    grid = SIZE // 16
+    config = EdgeTamVideoConfig(
+        vision_config=dict(
+            model_type="edgetam_vision_model",
+            backbone_config=dict(model_type="sam2_hiera_det_model"),  # intercepted above
+            backbone_channel_list=[64, 32, 16, 8],
+            backbone_feature_sizes=[[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]],
+            fpn_hidden_size=128,
+        ),
+        image_size=SIZE,
+        prompt_encoder_config=dict(hidden_size=128, image_size=SIZE, patch_size=16, mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=128, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
+        memory_attention_hidden_size=128,
+        memory_attention_num_layers=1,
+        memory_attention_mlp_hidden_size=64,
+        memory_attention_rope_feat_sizes=[grid, grid],
+        memory_attention_rope_k_sizes=[grid // 2, grid // 2],
+        perceiver_resampler_num_latents=8,
+        perceiver_resampler_num_latents_2d=4,
+        perceiver_resampler_mlp_intermediate_size=64,
+        perceiver_resampler_num_layers=1,
+        memory_encoder_hidden_size=128,
+        memory_encoder_output_channels=64,
+        mask_downsampler_embed_dim=128,
+        memory_fuser_embed_dim=128,
+        memory_fuser_intermediate_dim=64,
+        memory_fuser_num_layers=1,
+    )
+    torch.manual_seed(3)
+    model_class, _, _ = FAMILIES["edgetam"].classes()
+    model = model_class(config).eval()
+    with torch.no_grad():
+        model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(4.0)
+    tracker = Sam2VideoTracker.from_model(model, FAMILIES["edgetam"], device="cpu")
+    frames = video(22)
+    reference = library_reference(tracker, frames, {1: square_mask(), 2: disc_mask()}, seed_frame=0)
+    session = tracker.new_session()
+    session.step(frames[0], {"sq": square_mask(), "disc": disc_mask()})
+    for position in range(1, len(frames)):
+        session.step(frames[position])
+        torch.testing.assert_close(session.last_output.low_res_logits, reference[position][1], rtol=1e-4, atol=1e-4)
+    assert session.stored_counts()["tracked_outputs"] == 2 * 15
