@@ -526,3 +526,37 @@ def test_edgetam_family_streams_like_its_library_propagation(monkeypatch):
         session.step(frames[position])
         torch.testing.assert_close(session.last_output.low_res_logits, reference[position][1], rtol=1e-4, atol=1e-4)
     assert session.stored_counts()["tracked_outputs"] == 2 * 15
+
+
+def test_sessions_share_the_image_encoder_output_of_a_frame(model_dir):
+    """Two targets' sessions stepping the same frames run the image encoder once per frame, and give exactly what
+    they give without sharing; the pipeline's two passes encode the key frame once."""
+    shared, alone = make_tracker(model_dir), make_tracker(model_dir, feature_cache_size=0)
+    frames = video(10)
+    results = {}
+    for name, tracker in (("shared", shared), ("alone", alone)):
+        calls = []
+        tracker.model.vision_encoder.register_forward_hook(lambda *args, calls=calls: calls.append(1))
+        first, second = tracker.new_session(), tracker.new_session()
+        first.step(frames[0], {"sq": square_mask()})
+        second.step(frames[0], {"disc": disc_mask()})
+        logits = []
+        for frame in frames[1:]:
+            first.step(frame)
+            second.step(frame)
+            logits.append(second.last_output.low_res_logits)
+        results[name] = (len(calls), logits)
+    assert results["shared"][0] == 10 and results["alone"][0] == 20
+    for a, b in zip(results["shared"][1], results["alone"][1]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    calls = []
+    tracker = make_tracker(model_dir)
+    tracker.model.vision_encoder.register_forward_hook(lambda *args: calls.append(1))
+    pipeline = Pipeline(
+        ScriptedSampler(0.5), ScriptedSegmenter(), tracker, PipelineConfig(backward_budget_s=0, catchup_budget_s=0)
+    )
+    red = [
+        Frame(f.index, f.stamp, np.where(f.image[..., :1] > 240, [255, 0, 0], f.image).astype(np.uint8)) for f in frames
+    ]
+    pipeline.acquire("t", "the red one", red).session.close()
+    assert len(calls) == len(frames)  # the key frame, seeded in both passes, is encoded once

@@ -10,7 +10,8 @@ Each ``new_session()`` is one streaming inference session of the library (its ow
 stored per-frame state stays bounded however long the session runs). Several objects per session; objects are
 seeded with masks (``step(frame, {id: mask})``, what the segmenters give), or with a box and/or points
 (``step(frame, new_boxes={id: (x0, y0, x1, y1)}, new_points={id: ([(x, y), ...], [1, 0, ...])})``), and may be
-re-seeded or removed at any step. A mask-seeded object returns its seed on the seeding frame (confidence 1).
+re-seeded or removed at any step. A mask-seeded object returns its seed on the seeding frame (confidence 1, or 0
+for an empty seed).
 
 ``TrackedMask.confidence`` = sigmoid(object score logit) x clip(predicted IoU, 0, 1), and 0 for an empty mask: the
 first factor is the model's own "the object is visible" probability (the same logit that blanks the mask when it
@@ -19,8 +20,10 @@ which is what the pipeline's drift monitor needs.
 
 Options (all keyword): ``model_dir`` (required), ``device`` ("auto" = CUDA if available), ``dtype`` ("auto" =
 bfloat16 on CUDA, float32 on CPU; or "float32", "bfloat16", "float16"), ``max_conditioning_frames`` (4: seeds
-kept per object, newest first), ``mask_threshold`` (0.0, on the mask logits), ``num_threads`` (None = leave torch's
-setting).
+kept per object, newest first), ``mask_threshold`` (0.0, on the mask logits), ``feature_cache_size`` (1: image-encoder
+outputs of the most recent frames shared between sessions, keyed by ``Frame.index``, so that the sessions of several
+targets stepping the same frame run the encoder once; the last two seeding frames are kept apart, so both pipeline
+passes encode the key frame once; 0 disables sharing), ``num_threads`` (None = leave torch's setting).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import pathlib
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -154,6 +158,7 @@ class Sam2VideoTracker(Tracker):
         dtype: str = "auto",
         max_conditioning_frames: int = 4,
         mask_threshold: float = 0.0,
+        feature_cache_size: int = 1,
         num_threads: int | None = None,
     ) -> None:
         if not model_dir:
@@ -170,7 +175,7 @@ class Sam2VideoTracker(Tracker):
         _check_tuning(max_conditioning_frames)
         model = load_model(self.model_dir, family, device_, dtype_)
         norm = read_normalisation(self.model_dir, family, int(model.config.image_size))
-        self._setup(model, family, norm, device_, dtype_, max_conditioning_frames, mask_threshold)
+        self._setup(model, family, norm, device_, dtype_, max_conditioning_frames, mask_threshold, feature_cache_size)
 
     @classmethod
     def from_model(
@@ -181,6 +186,7 @@ class Sam2VideoTracker(Tracker):
         dtype: str = "auto",
         max_conditioning_frames: int = 4,
         mask_threshold: float = 0.0,
+        feature_cache_size: int = 1,
     ) -> Sam2VideoTracker:
         """A tracker over a model built in memory (benchmarks of full-size configurations with random weights);
         the family's default normalisation. Production code loads from a directory with ``Sam2VideoTracker(...)``."""
@@ -190,16 +196,48 @@ class Sam2VideoTracker(Tracker):
         tracker.model_dir = None
         norm = Normalisation(int(model.config.image_size), family.image_mean, family.image_std)
         model = model.to(device=device_, dtype=dtype_).eval()
-        tracker._setup(model, family, norm, device_, dtype_, max_conditioning_frames, mask_threshold)
+        tracker._setup(
+            model, family, norm, device_, dtype_, max_conditioning_frames, mask_threshold, feature_cache_size
+        )
         return tracker
 
-    def _setup(self, model, family, norm, device, dtype, max_conditioning_frames, mask_threshold) -> None:
+    def _setup(self, model, family, norm, device, dtype, conditioning, threshold, feature_cache_size) -> None:
+        if int(feature_cache_size) < 0:
+            raise ConfigError(f"sam2_video option feature_cache_size must be >= 0, got {feature_cache_size}")
         self.model, self.family, self.norm = model, family, norm
         self.device, self.dtype = device, dtype
-        self.max_conditioning_frames = int(max_conditioning_frames)
-        self.mask_threshold = float(mask_threshold)
+        self.max_conditioning_frames = int(conditioning)
+        self.mask_threshold = float(threshold)
+        self.feature_cache_size = int(feature_cache_size)
+        # Image-encoder outputs shared between sessions, keyed by (Frame.index, frame size): the recent frames
+        # (every target's session steps the newest frame) and, apart, the last two seeding frames (both pipeline
+        # passes start at the key frame, and a long backward pass must not evict it).
+        self._features: OrderedDict[tuple, dict] = OrderedDict()
+        self._seed_features: OrderedDict[tuple, dict] = OrderedDict()
+        self.cache_hits = 0
+        self.cache_misses = 0
         self.lock = threading.RLock()
         self._sessions: weakref.WeakSet[Sam2VideoSession] = weakref.WeakSet()
+
+    def cached_features(self, key: tuple) -> dict | None:
+        for cache in (self._seed_features, self._features):
+            if key in cache:
+                cache.move_to_end(key)
+                self.cache_hits += 1
+                # the sessions' code treats them as read-only, but a copy keeps one session from ever altering
+                # another's input
+                return {k: _clone(v) for k, v in cache[key].items()}
+        self.cache_misses += 1
+        return None
+
+    def remember_features(self, key: tuple, features: dict | None, seeding: bool) -> None:
+        if features is None or self.feature_cache_size == 0:
+            return
+        cache, capacity = (self._seed_features, 2) if seeding else (self._features, self.feature_cache_size)
+        cache[key] = features
+        cache.move_to_end(key)
+        while len(cache) > capacity:
+            cache.popitem(last=False)
 
     def new_session(self) -> Sam2VideoSession:
         session = Sam2VideoSession(self)
@@ -211,6 +249,8 @@ class Sam2VideoTracker(Tracker):
         with self.lock:
             for session in list(self._sessions):
                 session.close()
+            self._features.clear()
+            self._seed_features.clear()
             if self.device.type == "cuda":
                 self.model.to("cpu")
                 torch.cuda.empty_cache()
@@ -279,7 +319,11 @@ class Sam2VideoSession(TrackerSession):
             for obj_id, (points, labels) in new_points.items():
                 core.add_prompts(self._key(obj_id), points=points, labels=labels)
             pixels = preprocess_frame(image, tracker.norm, tracker.device, tracker.dtype)
-            out = core.step(pixels)
+            cache_key = (frame.index, height, width)
+            out = core.step(pixels, tracker.cached_features(cache_key))
+            seeding = bool(seeds or new_boxes or new_points)
+            tracker.remember_features(cache_key, core.last_vision_features, seeding)
+            core.last_vision_features = None
             self.last_output = out
             masks = logits_to_masks(out.low_res_logits, tracker.norm.size, height, width, tracker.mask_threshold)
             masks = masks.cpu().numpy()
@@ -290,8 +334,8 @@ class Sam2VideoSession(TrackerSession):
         result: dict[str, TrackedMask] = {}
         for obj_id, key in self._keys.items():
             position = by_key[key]
-            if obj_id in seeds:
-                result[obj_id] = TrackedMask(seeds[obj_id], 1.0)
+            if obj_id in seeds:  # the seed is the answer on its frame (an empty seed is no evidence of anything)
+                result[obj_id] = TrackedMask(seeds[obj_id], 1.0 if seeds[obj_id].any() else 0.0)
                 continue
             mask = masks[position]
             confidence = float(presence[position] * quality[position]) if mask.any() else 0.0
@@ -347,6 +391,14 @@ def _resolve_device_dtype(device: str, dtype: str) -> tuple[torch.device, torch.
 def _check_tuning(max_conditioning_frames: int) -> None:
     if int(max_conditioning_frames) < 1:
         raise ConfigError(f"sam2_video option max_conditioning_frames must be >= 1, got {max_conditioning_frames}")
+
+
+def _clone(value):
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, (list, tuple)):
+        return [_clone(v) for v in value]
+    return value
 
 
 def _describe(image) -> str:

@@ -122,6 +122,7 @@ class StreamingVideoSession:
         self.next_frame = 0  # session-local frame index of the next step
         self.frame_size: tuple[int, int] | None = None
         self._new_inputs: list[int] = []
+        self.last_vision_features: dict | None = None
 
     # ---- objects and inputs ---------------------------------------------------------------------------------------
 
@@ -214,13 +215,20 @@ class StreamingVideoSession:
 
     # ---- stepping -------------------------------------------------------------------------------------------------
 
-    def step(self, pixels: torch.Tensor) -> StepOutput:
-        """Run the model on the next frame (``preprocess_frame`` output); returns every object's outputs."""
+    def step(self, pixels: torch.Tensor, vision_features: dict | None = None) -> StepOutput:
+        """Run the model on the next frame (``preprocess_frame`` output); returns every object's outputs.
+
+        ``vision_features``: the frame's image-encoder outputs from another session (``last_vision_features`` of
+        a session that stepped the same frame), so that the encoder does not run again. After the step,
+        ``last_vision_features`` holds this frame's features until the next step (then they are dropped)."""
         session = self.session
         if not session._obj_id_to_idx:
             raise ValueError("no objects to track: add a mask or prompts first")
         session.obj_with_new_inputs = list(self._new_inputs)
         self._new_inputs = []
+        self.last_vision_features = None
+        if vision_features is not None:
+            session.cache.cache_vision_features(self.next_frame, vision_features)
         ious: list[torch.Tensor] = []
 
         def keep_iou(module, args, output):
@@ -234,6 +242,7 @@ class StreamingVideoSession:
                 out = self.model(session, frame_idx=self.next_frame, frame=pixels)
         finally:
             hook.remove()
+        self.last_vision_features = session.cache._vision_features.get(self.next_frame)
         self.next_frame += 1
         self.prune()
         predicted_iou = torch.cat(ious).cpu() if ious and sum(t.numel() for t in ious) == len(out.object_ids) else None
@@ -296,6 +305,7 @@ class StreamingVideoSession:
         return total
 
     def close(self) -> None:
+        self.last_vision_features = None
         self.session.reset_inference_session()
         if self.session.processed_frames is not None:
             self.session.processed_frames.clear()
