@@ -244,6 +244,22 @@ def test_sam3_tracker_family_streams_like_its_library_propagation(tmp_path):
         torch.testing.assert_close(session.last_output.low_res_logits, reference[position], rtol=1e-4, atol=1e-4)
 
 
+def test_bfloat16_runs_end_to_end(model_dir):
+    """The GPU default dtype, here on the CPU: weights, pixels and memories in bf16, masks back as bool. (With
+    random tiny weights the mask logits are ~1e-3, below bf16's resolution, so fp32 and bf16 masks are not
+    compared.)"""
+    tracker = make_tracker(model_dir, dtype="bfloat16")
+    assert next(tracker.model.parameters()).dtype == torch.bfloat16
+    session = tracker.new_session()
+    frames = video(20)
+    session.step(frames[0], {"sq": square_mask()})
+    for frame in frames[1:]:
+        tracked = session.step(frame)["sq"]
+        assert tracked.mask.dtype == bool and tracked.mask.shape == (SIZE, SIZE)
+        assert 0.0 <= tracked.confidence <= 1.0
+    assert session.stored_counts()["tracked_outputs"] == 15
+
+
 # ---- prompts, confidence, errors ----------------------------------------------------------------------------------
 
 
