@@ -416,7 +416,7 @@ def test_backward_and_forward_through_the_pipeline(model_dir):
 
 @pytest.mark.slow
 def test_rss_stays_flat_over_ten_thousand_frames(model_dir):
-    """10,000 frames through one session (about 2 minutes on one thread): the process RSS, sampled every 500
+    """10,000 frames through one session (about 4 minutes on the shared 2-core machine): the process RSS, sampled every 500
     frames after a 1,000-frame warm-up, must not grow: least-squares slope under 200 bytes per frame (2 MB per
     10,000 frames). Keeping one 64x64 processed frame per step (48 kB) or one memory entry (about 5 kB) would
     exceed it many times over. ``benchmarks/bench_video_tracker.py --stream-frames 10000`` prints the same run."""

@@ -246,7 +246,8 @@ def full_size_config(name: str):
         from transformers import EdgeTamVideoConfig
 
         # The default config's backbone entry carries a misspelled key ("archirecture") that timm rejects: name the
-        # backbone explicitly, as the published EdgeTAM config does.
+        # backbone explicitly. The timm name is EdgeTAM's RepViT-M1; not run here (timm needs torchvision), so the
+        # --full-size benchmark skips EdgeTAM where timm is missing.
         vision = dict(
             model_type="edgetam_vision_model",
             backbone_config=dict(
