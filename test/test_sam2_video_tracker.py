@@ -324,6 +324,8 @@ def test_bad_inputs_are_clear_errors(model_dir):
     assert session.step(frames[0]) == {}  # nothing seeded: nothing to do
     with pytest.raises(ValueError, match="seed mask"):
         session.step(frames[0], {"sq": np.ones((10, 10), bool)})
+    with pytest.raises(ValueError, match="both a mask and a box"):
+        session.step(frames[0], {"sq": square_mask()}, new_boxes={"sq": (1, 1, 9, 9)})
     with pytest.raises(ValueError, match="RGB uint8"):
         session.step(Frame(9, 0.0, np.zeros((SIZE, SIZE), np.uint8)), {"sq": square_mask()})
     session.step(frames[0], {"sq": square_mask()})

@@ -304,6 +304,9 @@ class Sam2VideoSession(TrackerSession):
             if mask.shape != (height, width):
                 raise ValueError(f"seed mask for {obj_id!r} has shape {mask.shape}, frame is {(height, width)}")
             seeds[obj_id] = mask.astype(bool, copy=False)
+        both = sorted(set(seeds) & (set(new_boxes) | set(new_points)))
+        if both:
+            raise ValueError(f"objects {both} are given both a mask and a box/points; seed each with one kind")
         tracker = self.tracker
         with tracker.lock:
             tracker._place_model()
