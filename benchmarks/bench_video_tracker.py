@@ -25,6 +25,7 @@ the CPU (a full-size SAM 2.1 step takes seconds there; SAM 3 minutes).
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import statistics
 import sys
@@ -117,7 +118,7 @@ def time_steps(tracker, steps: int, objects: int, height: int = 480, width: int 
     times.sort()
     return {
         "median_ms": 1000 * statistics.median(times),
-        "p90_ms": 1000 * times[int(0.9 * (len(times) - 1))],
+        "p90_ms": 1000 * times[max(0, math.ceil(0.9 * len(times)) - 1)],
         "stored_mb": stored / 1e6,
     }
 
