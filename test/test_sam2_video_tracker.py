@@ -140,6 +140,23 @@ def test_missing_or_wrong_weights_are_reported(tmp_path, model_dir):
         make_tracker(model_dir, max_conditioning_frames=0)
 
 
+def test_normalisation_comes_from_the_processor_files(tmp_path, model_dir):
+    """A directory's video_preprocessor_config.json (what the Hub repositories ship) sets mean, std and rescale;
+    a processor size that disagrees with the model's input size is an error, not a silent mis-scaling."""
+    import shutil
+
+    directory = tmp_path / "with_processor"
+    shutil.copytree(model_dir, directory)
+    processor = {"image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.2, 0.2], "size": {"height": SIZE, "width": SIZE}}
+    (directory / "video_preprocessor_config.json").write_text(json.dumps(processor))
+    tracker = make_tracker(directory)
+    assert tracker.norm == Normalisation(SIZE, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2))
+    processor["size"] = {"height": 1024, "width": 1024}
+    (directory / "video_preprocessor_config.json").write_text(json.dumps(processor))
+    with pytest.raises(ConfigError, match="disagrees with the model's image_size"):
+        make_tracker(directory)
+
+
 def test_preprocessing_matches_a_pil_bilinear_resize():
     """The processors resize with antialiased bilinear filtering to uint8, then rescale and normalise; PIL's
     bilinear resize is an independent implementation of the same filter."""
