@@ -94,11 +94,7 @@ PARAMETERS: tuple[Param, ...] = (
         "tracker video models from transformers)",
         choices=("opencv", "xmem", "sam2_video", "scripted"),
     ),
-    Param(
-        "tracker_options",
-        "{}",
-        "JSON object of options for the tracker backend (e.g. the XMem checkpoint, the SAM 2.1 model_dir)",
-    ),
+    Param("tracker_options", "{}", "JSON object of options for the tracker backend (e.g. the XMem checkpoint)"),
     # ---- pipeline policy
     Param(
         "reference_strategy",
