@@ -30,6 +30,7 @@ SEGMENTERS: dict[str, str] = {
 TRACKERS: dict[str, str] = {
     "opencv": "reasonvos_ros.backends.lite.tracker:OpenCVTracker",
     "xmem": "reasonvos_ros.backends.xmem_tracker:XMemTracker",
+    "sam2_video": "reasonvos_ros.backends.sam2_video_tracker:Sam2VideoTracker",
     "scripted": "reasonvos_ros.backends.scripted:ScriptedTracker",
 }
 

@@ -90,8 +90,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param(
         "tracker",
         "opencv",
-        "tracker backend: opencv (box tracker + optical flow, CPU) or xmem",
-        choices=("opencv", "xmem", "scripted"),
+        "tracker backend: opencv (box tracker + optical flow, CPU), xmem, or sam2_video (SAM 2.1 / EdgeTAM / SAM 3 "
+        "tracker video models from transformers)",
+        choices=("opencv", "xmem", "sam2_video", "scripted"),
     ),
     Param("tracker_options", "{}", "JSON object of options for the tracker backend (e.g. the XMem checkpoint)"),
     # ---- pipeline policy
