@@ -111,6 +111,7 @@ class QwenImageChat:
         self.model = None
         self.tokenizer = None
         self.generate_kwargs: dict[str, Any] = {}  # extra generate() arguments (tests constrain decoding with it)
+        self.generate_kwargs_reset = None  # called before each generate (resets per-call state of those arguments)
         self.load()
 
     def load(self) -> None:
@@ -241,6 +242,8 @@ class QwenImageChat:
             eos_token_id=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
         )
+        if self.generate_kwargs_reset is not None:
+            self.generate_kwargs_reset()
         start = time.perf_counter()
         try:
             with torch.inference_mode():

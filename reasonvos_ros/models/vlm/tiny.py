@@ -173,3 +173,28 @@ def build_tiny_sam(path: str | Path, kind: str = "sam2", seed: int = 0, image_si
     }
     (path / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
     return path
+
+
+def force_answer(chat, text: str) -> None:
+    """Constrain an in-process ``QwenImageChat``'s greedy decoding to produce exactly ``text`` (then end of turn).
+
+    For tests and benchmarks with random-weight models, whose own answers are noise: the real prompt, vision
+    encoder, prefill and token-by-token decoding all run; only the choice of each next token is restricted (through
+    ``generate``'s ``prefix_allowed_tokens_fn``). ``force_answer(chat, None)`` lifts the constraint."""
+    if text is None:
+        chat.generate_kwargs.pop("prefix_allowed_tokens_fn", None)
+        return
+    forced = chat.tokenizer(text, add_special_tokens=False)["input_ids"] + [chat.eos_token_ids[0]]
+    prompt_length: dict[str, int] = {}
+
+    def allowed(batch_id, input_ids):
+        # called first with the prompt alone: its length marks where the answer starts
+        start = prompt_length.setdefault("value", len(input_ids))
+        step = len(input_ids) - start
+        return [forced[min(step, len(forced) - 1)]]
+
+    def fresh_call_hook():
+        prompt_length.clear()
+
+    chat.generate_kwargs["prefix_allowed_tokens_fn"] = allowed
+    chat.generate_kwargs_reset = fresh_call_hook
