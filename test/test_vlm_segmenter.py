@@ -163,9 +163,9 @@ def test_pipeline_end_to_end_carries_the_understanding(tiny):
 
 
 def test_configuration_errors_are_clear(tiny, tmp_path):
-    with pytest.raises(BackendUnavailable, match="exactly one of options.model_dir"):
+    with pytest.raises(BackendUnavailable, match=r"exactly one of options\.model_dir"):
         build_backend("segmenter", "vlm_sam", {"sam_dir": str(tiny["sam2"])})
-    with pytest.raises(BackendUnavailable, match="needs options.sam_dir"):
+    with pytest.raises(BackendUnavailable, match=r"needs options\.sam_dir"):
         build_backend("segmenter", "vlm_sam", {"model_dir": str(tiny["qwen3_vl"])})
     with pytest.raises(BackendUnavailable, match="not found"):
         segmenter({"qwen3_vl": tmp_path / "missing", "sam2": tiny["sam2"]})
@@ -293,6 +293,6 @@ def test_unreachable_and_silent_servers_fail_fast_with_a_clear_error():
             f"http://127.0.0.1:{port}/v1", "m", "qwen3_vl", timeout_s=0.5, retries=1, retry_backoff_s=0.05
         )
         start = time.monotonic()
-        with pytest.raises(BackendFailure, match="(?i)timed out"):
+        with pytest.raises(BackendFailure, match=r"(?i)timed out"):
             client.chat(parts)
         assert time.monotonic() - start < 3
