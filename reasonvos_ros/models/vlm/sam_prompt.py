@@ -6,8 +6,8 @@ Supported checkpoint directories (``config.json`` ``model_type``):
   ``image_size`` (1024) ignoring the aspect ratio, scaled to [0, 1], normalised with ImageNet mean/std -- what
   ``Sam2ImageProcessor`` does (size {"height": 1024, "width": 1024}, bilinear, IMAGENET_DEFAULT_MEAN/STD); prompt
   coordinates are scaled per axis by the same factors (``Sam2Processor._normalize_coordinates``).
-* ``sam3_tracker`` -> ``Sam3TrackerModel`` (the SAM 3 tracker's image path, ``facebook/sam3``): the same with
-  image size 1008 and mean/std 0.5.
+* ``sam3_tracker`` (or the whole-SAM-3 ``sam3`` / ``sam3_video`` of ``facebook/sam3``) -> ``Sam3TrackerModel``
+  (the SAM 3 tracker's image path): the same with image size 1008 and mean/std 0.5.
 
 The processors are not used because they need torchvision (see ``chat.py``); a ``preprocessor_config.json`` in the
 directory overrides size and normalisation. The decoder's single best mask (``multimask_output=False``) is
@@ -32,6 +32,9 @@ SAM_MODEL_TYPES = {
     "sam2": {"class": "Sam2Model", "size": 1024, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
     "sam3_tracker": {"class": "Sam3TrackerModel", "size": 1008, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
 }
+# The facebook/sam3 repository holds the whole of SAM 3; Sam3TrackerModel builds from its ``tracker_config``
+# (transformers' Sam3TrackerModel.__init__ unwraps it). Not run here with the real files (no hub access).
+SAM_MODEL_TYPES["sam3_video"] = SAM_MODEL_TYPES["sam3"] = SAM_MODEL_TYPES["sam3_tracker"]
 
 
 class BoxPromptSam:
