@@ -162,10 +162,52 @@ def test_pipeline_end_to_end_carries_the_understanding(tiny):
     assert seg.present == bool(seg.mask.sum() >= 16)
 
 
+def test_original_sam_checkpoint_is_the_fallback_mask_model(tiny, tmp_path):
+    import torch
+
+    from reasonvos_ros.models.sam import SamConfig, random_original_state_dict
+
+    config = SamConfig(
+        encoder_embed_dim=32,
+        encoder_depth=2,
+        encoder_num_heads=2,
+        encoder_global_attn_indexes=(1,),
+        image_size=160,
+        window_size=4,
+        prompt_embed_dim=64,
+        mask_in_chans=8,
+        decoder_mlp_dim=96,
+        iou_head_hidden_dim=48,
+    )
+    checkpoint = tmp_path / "sam_tiny.pth"
+    torch.save(random_original_state_dict(config), checkpoint)
+    seg_backend = build_backend(
+        "segmenter",
+        "vlm_sam",
+        {"model_dir": str(tiny["qwen3_vl"]), "sam_checkpoint": str(checkpoint), "device": "cpu", "box_margin": 0.0},
+    )
+    assert seg_backend.sam.model_type == "sam_original"
+    box = [250, 250, 625, 667]
+    for answer in (f'{{"frame": 4, "bbox_2d": {box}}}', '{"frame": 4, "point_2d": [440, 460]}'):
+        force_answer(seg_backend.chat, answer)
+        seg = seg_backend.segment(scene(), 5, [0, 2, 4], "the red thing")
+        assert seg.details["answer_status"] == "found" and seg.mask.shape == (H, W)
+        assert np.isfinite(seg.details["iou_prediction"])
+        if "bbox_2d" in answer:
+            expected = [box[0] / 1000 * W, box[1] / 1000 * H, box[2] / 1000 * W, box[3] / 1000 * H]
+            assert not grown_box_outside(seg.mask, expected, margin=0.0).any()
+    with pytest.raises(BackendUnavailable, match="not found"):
+        build_backend(
+            "segmenter",
+            "vlm_sam",
+            {"model_dir": str(tiny["qwen3_vl"]), "sam_checkpoint": str(tmp_path / "none.pth"), "device": "cpu"},
+        )
+
+
 def test_configuration_errors_are_clear(tiny, tmp_path):
     with pytest.raises(BackendUnavailable, match=r"exactly one of options\.model_dir"):
         build_backend("segmenter", "vlm_sam", {"sam_dir": str(tiny["sam2"])})
-    with pytest.raises(BackendUnavailable, match=r"needs options\.sam_dir"):
+    with pytest.raises(BackendUnavailable, match=r"exactly one of options\.sam_dir"):
         build_backend("segmenter", "vlm_sam", {"model_dir": str(tiny["qwen3_vl"])})
     with pytest.raises(BackendUnavailable, match="not found"):
         segmenter({"qwen3_vl": tmp_path / "missing", "sam2": tiny["sam2"]})

@@ -7,7 +7,8 @@ server) sees up to ``max_references`` reference frames at ``reference_max_pixels
 shown, oldest first), and the instruction; it answers one JSON object (``models.vlm.grounding``): the frame, a box
 and/or points, a short noun phrase, a one-sentence explanation and its confidence -- or "not present" and why.
 The parsed box/points (in key-frame pixels; the family's coordinate convention is applied) prompt a SAM-family
-image model (``Sam2Model`` or ``Sam3TrackerModel``, ``models.vlm.sam_prompt``) on the key frame; the mask is
+image model (``Sam2Model`` or ``Sam3TrackerModel``; the project's own SAM with an original checkpoint as the
+fallback; ``models.vlm.sam_prompt``) on the key frame; the mask is
 clipped to the box grown by ``box_margin`` (SAM leaking far outside the box the VLM drew is not what it meant).
 
 What the statuses mean (the pipeline maps them to the target's status):
@@ -26,7 +27,8 @@ gave none; ``details["confidence_reported"]`` says which); ``score`` is SAM's Io
 
 Options: ``model_dir`` (in-process VLM checkpoint directory) or ``server_url`` + ``server_model`` + ``family``
 ("qwen2_5_vl" / "qwen3_vl") + ``api_key`` (optional) + ``timeout_s`` (30) + ``retries`` (1) + ``jpeg_quality``
-(90); ``sam_dir`` (Sam2Model / Sam3TrackerModel directory); ``device`` / ``dtype`` ("auto": CUDA + bfloat16 when
+(90); ``sam_dir`` (Sam2Model / Sam3TrackerModel directory) or, as the fallback, ``sam_checkpoint`` (an original
+segment-anything ``.pth`` such as ``sam_vit_h_4b8939.pth``, run by the project's own SAM); ``device`` / ``dtype`` ("auto": CUDA + bfloat16 when
 available, else CPU float32; ``sam_device`` defaults to ``device``); ``key_max_pixels`` (1003520 = 1280 x 28 x 28),
 ``reference_max_pixels`` (200704 = 256 x 28 x 28), ``max_references`` (4), ``max_new_tokens`` (192),
 ``min_area_pixels`` (16), ``box_margin`` (0.1 of the box side), ``min_box_side_px`` (2).
@@ -55,6 +57,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
         self,
         model_dir: str | None = None,
         sam_dir: str | None = None,
+        sam_checkpoint: str | None = None,
         server_url: str | None = None,
         server_model: str | None = None,
         family: str | None = None,
@@ -81,10 +84,11 @@ class VlmSamSegmenter(KeyframeSegmenter):
                 "directory, run in process) or options.server_url (an OpenAI-compatible server, e.g. "
                 "http://gpu-host:8000/v1); `reasonvos weights` lists the model sets"
             )
-        if not sam_dir:
+        if bool(sam_dir) == bool(sam_checkpoint):
             raise BackendUnavailable(
-                "the vlm_sam segmenter needs options.sam_dir: a Sam2Model or Sam3TrackerModel directory "
-                "(e.g. facebook/sam2.1-hiera-large; `reasonvos weights` lists them)"
+                "the vlm_sam segmenter needs exactly one of options.sam_dir (a Sam2Model or Sam3TrackerModel "
+                "directory, e.g. facebook/sam2.1-hiera-large; `reasonvos weights` lists them) or "
+                "options.sam_checkpoint (an original segment-anything checkpoint such as sam_vit_h_4b8939.pth)"
             )
         if int(key_max_pixels) < 28 * 28 or int(reference_max_pixels) < 28 * 28:
             raise ConfigError("key_max_pixels and reference_max_pixels must be >= 784")
@@ -122,9 +126,12 @@ class VlmSamSegmenter(KeyframeSegmenter):
             )
             self.family = family
         self.convention = CONVENTION_BY_FAMILY[self.family]
-        from reasonvos_ros.models.vlm.sam_prompt import BoxPromptSam
+        from reasonvos_ros.models.vlm.sam_prompt import BoxPromptSam, OriginalSamBoxPrompter
 
-        self.sam = BoxPromptSam(sam_dir, device=sam_device or device, dtype=dtype)
+        if sam_dir:
+            self.sam = BoxPromptSam(sam_dir, device=sam_device or device, dtype=dtype)
+        else:
+            self.sam = OriginalSamBoxPrompter(sam_checkpoint, device=sam_device or device, dtype=dtype)
 
     def release(self) -> None:
         with self.lock:

@@ -145,3 +145,83 @@ class BoxPromptSam:
         if not np.all(np.isfinite(logits)) or not np.isfinite(iou):
             raise BackendFailure("SAM produced non-finite mask logits (NaN/Inf); check the weights and dtype")
         return logits > 0, iou, stats
+
+
+class OriginalSamBoxPrompter:
+    """The fallback: the project's own SAM (``models.sam``) with an ORIGINAL segment-anything checkpoint
+    (``sam_vit_h_4b8939.pth`` -- the one VISA users already have) prompted with a box and/or points.
+
+    Same contract as ``BoxPromptSam.segment``. Preprocessing is segment-anything's (longest side -> 1024 with
+    Pillow-exact bilinear, normalise, pad); prompt coordinates are scaled by the same longest-side factor (its
+    ``ResizeLongestSide.apply_coords``); the point/box embeddings come from transformers' ``SamPromptEncoder``
+    holding the checkpoint's prompt-encoder weights (points get SAM's padding point when no box is given), the
+    mask decoder is the project's (``multimask_output=False``), masks are post-processed to the frame size."""
+
+    def __init__(self, checkpoint: str | Path, device: str | None = "auto", dtype: str | None = "auto") -> None:
+        from ..sam import SamCheckpointError, SamTextPromptModel, load_sam_checkpoint
+
+        self.checkpoint = Path(checkpoint).expanduser()
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model_type = "sam_original"
+        try:
+            state = load_sam_checkpoint(self.checkpoint)
+            self.model = SamTextPromptModel.from_original_state_dict(state, dtype=self.dtype).to(self.device)
+        except FileNotFoundError as exc:
+            raise BackendUnavailable(f"{exc} (sam_checkpoint option)") from exc
+        except SamCheckpointError as exc:
+            raise BackendUnavailable(f"cannot load the SAM checkpoint {self.checkpoint}: {exc}") from exc
+        self._cached: tuple[Any, Any] | None = None
+
+    def release(self) -> None:
+        self._cached = None
+
+    def segment(self, image, box_xyxy, points_xy=None, cache_key=None):
+        import torch
+
+        from ..sam.preprocess import longest_side_size
+
+        if box_xyxy is None and not points_xy:
+            raise ValueError("SAM needs a box or at least one point")
+        height, width = image.shape[:2]
+        size = self.model.config.image_size
+        new_h, new_w = longest_side_size(height, width, size)
+        sx, sy = new_w / width, new_h / height
+        stats: dict[str, float] = {}
+        with torch.inference_mode():
+            start = time.perf_counter()
+            if cache_key is not None and self._cached is not None and self._cached[0] == cache_key:
+                embeddings, input_size = self._cached[1]
+                stats["sam_encode_cached"] = 1.0
+            else:
+                pixel_values, input_size = self.model.preprocess(image)
+                embeddings = self.model.encode_image(pixel_values)
+                self._cached = (cache_key, (embeddings, input_size)) if cache_key is not None else None
+            stats["sam_encode_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            prompt = self.model.prompt_encoder.prompt
+            weight = prompt.no_mask_embed.weight
+            points = labels = boxes = None
+            if points_xy:
+                points = torch.tensor([[[[px * sx, py * sy] for px, py in points_xy]]], dtype=weight.dtype)
+                labels = torch.ones(points.shape[:3], dtype=torch.long)
+                points, labels = points.to(weight.device), labels.to(weight.device)
+            if box_xyxy is not None:
+                x1, y1, x2, y2 = box_xyxy
+                boxes = torch.tensor([[[x1 * sx, y1 * sy, x2 * sx, y2 * sy]]], dtype=weight.dtype, device=weight.device)
+            sparse, dense = prompt(points, labels, boxes, None)
+            sparse = sparse.reshape(1, -1, sparse.shape[-1])  # (1, point batch x tokens, D)
+            low_res, iou = self.model.mask_decoder(
+                image_embeddings=embeddings,
+                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense.reshape(1, *dense.shape[-3:]),
+                multimask_output=False,
+            )
+            logits = self.model.postprocess_masks(low_res, input_size, (height, width))[0, 0]
+            iou_value = float(iou.float().reshape(-1)[0])
+            stats["sam_decode_s"] = time.perf_counter() - start
+        logits = logits.float().cpu().numpy()
+        if not np.all(np.isfinite(logits)) or not np.isfinite(iou_value):
+            raise BackendFailure("SAM produced non-finite mask logits (NaN/Inf); check the weights and dtype")
+        return logits > 0, iou_value, stats
