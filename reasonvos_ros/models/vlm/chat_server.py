@@ -7,7 +7,8 @@ parts; only ``data:`` URLs are accepted -- the server never fetches anything), `
 Requests are served one at a time (one model). Images are used at the size they arrive in, up to
 ``--max-pixels`` (like a stock Qwen processor: the client sends them already at a ``smart_resize`` size).
 Fault injection for tests: ``--fail-first N`` answers the first N chat requests with HTTP 503, ``--delay-s`` sleeps
-before every answer.
+before every answer. ``--force-answer TEXT`` (tests with tiny random models, whose own answers are noise) constrains
+the model's decoding to TEXT (``tiny.force_answer``): the prompt, vision encoder and decoding still run.
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fail-first", type=int, default=0)
     parser.add_argument("--delay-s", type=float, default=0.0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--force-answer", default=None, help="tests only: constrain decoding to this text")
     args = parser.parse_args(argv)
     if args.threads:
         import torch
@@ -180,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     from .chat import QwenImageChat
 
     chat = QwenImageChat(args.model_dir, device=args.device, dtype=args.dtype)
+    if args.force_answer is not None:
+        from .tiny import force_answer
+
+        force_answer(chat, args.force_answer)
     name = args.model_name or chat.model_dir.name
     server = ThreadingHTTPServer(
         (args.host, args.port), make_handler(chat, name, args.max_pixels, args.fail_first, args.delay_s)
