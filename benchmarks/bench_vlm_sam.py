@@ -1,7 +1,8 @@
 """vlm_sam per stage on this CPU with tiny random models, and the served path against in-process.
 
 1. The segmenter in process (tiny Qwen3-VL + tiny Sam2Model, decoding constrained to a fixed valid answer so every
-   stage runs): median VLM, SAM encoder, SAM decoder and total time per ``segment`` call.
+   stage runs): median VLM, SAM encoder, SAM decoder and total time per ``segment`` call; then the same with the
+   optional SAM 3 text-candidates + numbered-marks step (tiny Sam3Model, a second constrained VLM call).
 2. The same chat turn (4 references + key frame, 640x480 camera frames) in process and through the minimal
    OpenAI-compatible server (``models.vlm.chat_server``, a separate process on this machine): request size and
    the latency the HTTP path adds (JPEG encoding, base64, transfer, decoding on the server).
@@ -83,6 +84,43 @@ def main() -> int:
             f"  prompt tokens  {seg.details['vlm_stats']['prompt_tokens']}, answer tokens "
             f"{seg.details['vlm_stats']['new_tokens']}"
         )
+
+        # The optional second step: SAM 3 text candidates, numbered marks, a second VLM call.
+        sam3_dir = build_tiny_sam(Path(scratch) / "sam3", "sam3")
+        with_marks = build_backend(
+            "segmenter",
+            "vlm_sam",
+            {
+                "model_dir": str(vlm_dir),
+                "sam_dir": str(sam_dir),
+                "device": "cpu",
+                "candidates_dir": str(sam3_dir),
+                "candidate_threshold": 0.0,
+                "max_candidates": 5,
+            },
+        )
+        first = (
+            '{"frame": 5, "bbox_2d": [300, 400, 600, 700], "label": "red box", "explanation": "red", "confidence": 0.7}'
+        )
+        extra = {"candidates_s": [], "mark_vlm_s": [], "total_s": []}
+        for run in range(REPEATS + 1):
+            force_answer(with_marks.chat, [first, '{"mark": 1}'])
+            frames = [Frame(f.index + 1000 * (run + 1), f.stamp, image=f.image) for f in frames]
+            start = time.perf_counter()
+            marked = with_marks.segment(frames, 7, [0, 2, 4, 6], "the red thing")
+            total = time.perf_counter() - start
+            if run:
+                extra["candidates_s"].append(marked.details["timings"]["candidates_s"])
+                extra["mark_vlm_s"].append(marked.details["timings"]["mark_vlm_s"])
+                extra["total_s"].append(total)
+        print(
+            f"with the SAM 3 candidates + numbered marks step ({len(marked.details['candidates'])} candidates, "
+            f"mark status {marked.details['mark_status']}):"
+        )
+        for key, values in extra.items():
+            print(f"  {key:<14} {statistics.median(values) * 1000:8.1f} ms")
+        added = statistics.median(extra["total_s"]) - statistics.median(stages["total_s"])
+        print(f"  added by the step: {added * 1000:.1f} ms per query (tiny models: plumbing, not a model figure)")
 
         images = [frames[i].image for i in (0, 2, 4, 6)] + [frames[7].image]
         parts = []

@@ -338,3 +338,81 @@ def test_unreachable_and_silent_servers_fail_fast_with_a_clear_error():
         with pytest.raises(BackendFailure, match=r"(?i)timed out"):
             client.chat(parts)
         assert time.monotonic() - start < 3
+
+
+# ------------------------------------------------------------------------------ SAM 3 candidates + numbered marks
+@pytest.mark.parametrize(
+    "text, status, mark",
+    [
+        ('{"mark": 2}', "picked", 2),
+        ('```json\n{"mark": "3"}\n```', "picked", 3),
+        ('{"mark": null}', "none", None),
+        ('{"mark": "none"}', "none", None),
+        ('{"mark": 0}', "invalid", None),
+        ('{"mark": 4}', "invalid", None),
+        ('{"mark": true}', "invalid", None),
+        ('{"mark": 1.5}', "invalid", None),
+        ("number two", "invalid", None),
+        ('{"frame": 4, "bbox_2d": [1, 2, 3, 4]}', "invalid", None),
+    ],
+)
+def test_mark_answers(text, status, mark):
+    from reasonvos_ros.models.vlm.candidates import parse_mark
+
+    got_status, got_mark, reason = parse_mark(text, 3)
+    assert (got_status, got_mark) == (status, mark)
+    assert bool(reason) == (status != "picked")
+
+
+def test_marks_are_drawn_on_each_candidate():
+    from reasonvos_ros.models.vlm.candidates import Candidate, draw_marks, mark_position
+
+    image = np.full((120, 160, 3), 60, np.uint8)
+    first = np.zeros((120, 160), bool)
+    first[10:50, 10:70] = True
+    ring = np.zeros((120, 160), bool)  # a U shape: its centroid is outside it, the mark must not be
+    ring[60:110, 90:150] = True
+    ring[60:95, 105:135] = False
+    candidates = [Candidate(first, (10, 10, 70, 50), 0.9), Candidate(ring, (90, 60, 150, 110), 0.8)]
+    for candidate in candidates:
+        x, y = mark_position(candidate.mask)
+        assert candidate.mask[y, x]
+    marked = draw_marks(image, candidates)
+    assert marked.shape == image.shape and np.array_equal(image, np.full_like(image, 60))  # input untouched
+    for candidate in candidates:
+        x, y = mark_position(candidate.mask)
+        assert (marked[y - 2 : y + 3, x - 2 : x + 3] != 60).any()
+    far = np.zeros((120, 160), bool)
+    far[:, :5] = True
+    assert (marked[far] == 60).all()  # nothing drawn away from the candidates
+
+
+@pytest.fixture(scope="module")
+def tiny_sam3(tmp_path_factory, torch_one_thread):
+    return build_tiny_sam(tmp_path_factory.mktemp("tiny_sam3") / "sam3", "sam3")
+
+
+def test_sam3_candidate_picked_by_the_vlm_replaces_the_box_mask(tiny, tiny_sam3):
+    from reasonvos_ros.models.vlm.candidates import Sam3TextCandidates
+
+    seg_backend = segmenter(
+        tiny, candidates_dir=str(tiny_sam3), candidate_threshold=0.0, max_candidates=5, min_area_pixels=1
+    )
+    first = '{"frame": 4, "bbox_2d": [250, 250, 625, 667], "label": "red box", "explanation": "red"}'
+    frames = scene()
+    force_answer(seg_backend.chat, [first, '{"mark": 1}'])
+    seg = seg_backend.segment(frames, 5, [0, 2, 4], "the red thing")
+    assert seg.details["mark_status"] == "picked", (seg.details.get("mark_answer"), seg.details.get("mark_reason"))
+    assert seg.details["mask_source"] == "sam3 text candidate 1"
+    assert {"candidates_s", "mark_vlm_s"} <= set(seg.details["timings"])
+    reference = Sam3TextCandidates(tiny_sam3, device="cpu", score_threshold=0.0, max_candidates=5)
+    expected, _ = reference.candidates(frames[5].image, "red box")
+    assert len(seg.details["candidates"]) == len(expected) >= 1
+    union = np.logical_or(seg.mask, expected[0].mask).sum()
+    assert np.logical_and(seg.mask, expected[0].mask).sum() / max(union, 1) > 0.98
+    assert seg.understanding.target_phrase == "red box"
+    for second, status in (('{"mark": null}', "none"), ('{"mark": 99}', "invalid")):
+        force_answer(seg_backend.chat, [first, second])
+        seg = seg_backend.segment(frames, 5, [0, 2, 4], "the red thing")
+        assert seg.details["mark_status"] == status
+        assert seg.details["mask_source"] == "sam box/points prompt"

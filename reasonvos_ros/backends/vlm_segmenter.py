@@ -31,7 +31,11 @@ Options: ``model_dir`` (in-process VLM checkpoint directory) or ``server_url`` +
 segment-anything ``.pth`` such as ``sam_vit_h_4b8939.pth``, run by the project's own SAM); ``device`` / ``dtype`` ("auto": CUDA + bfloat16 when
 available, else CPU float32; ``sam_device`` defaults to ``device``); ``key_max_pixels`` (1003520 = 1280 x 28 x 28),
 ``reference_max_pixels`` (200704 = 256 x 28 x 28), ``max_references`` (4), ``max_new_tokens`` (192),
-``min_area_pixels`` (16), ``box_margin`` (0.1 of the box side), ``min_box_side_px`` (2).
+``min_area_pixels`` (16), ``box_margin`` (0.1 of the box side), ``min_box_side_px`` (2); the optional second
+step (``models.vlm.candidates``): ``candidates_dir`` (a ``Sam3Model`` directory, e.g. facebook/sam3; off when
+unset), ``candidate_threshold`` (0.3), ``max_candidates`` (9) -- SAM 3's candidates for the noun phrase are
+numbered on the key frame and a second VLM call picks one; its pick replaces the box-prompted mask, anything
+else keeps it (``details["mask_source"]``, ``details["mark_status"]``, timings ``candidates_s`` / ``mark_vlm_s``).
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ class VlmSamSegmenter(KeyframeSegmenter):
         min_area_pixels: int = 16,
         box_margin: float = 0.1,
         min_box_side_px: float = 2.0,
+        candidates_dir: str | None = None,
+        candidate_threshold: float = 0.3,
+        max_candidates: int = 9,
     ) -> None:
         from reasonvos_ros.models.vlm.grounding import CONVENTION_BY_FAMILY
 
@@ -132,12 +139,21 @@ class VlmSamSegmenter(KeyframeSegmenter):
             self.sam = BoxPromptSam(sam_dir, device=sam_device or device, dtype=dtype)
         else:
             self.sam = OriginalSamBoxPrompter(sam_checkpoint, device=sam_device or device, dtype=dtype)
+        self.candidates = None
+        if candidates_dir:
+            from reasonvos_ros.models.vlm.candidates import Sam3TextCandidates
+
+            self.candidates = Sam3TextCandidates(
+                candidates_dir, sam_device or device, dtype, candidate_threshold, max_candidates
+            )
 
     def release(self) -> None:
         with self.lock:
             if hasattr(self.chat, "release"):
                 self.chat.release()
             self.sam.release()
+            if self.candidates is not None:
+                self.candidates.release()
 
     def build_parts(self, frames: Sequence[Frame], key: int, references: Sequence[int]):
         """The question's frames in time order -> (prompt frames, images, key label)."""
@@ -220,21 +236,63 @@ class VlmSamSegmenter(KeyframeSegmenter):
                 key_image, answer.box_xyxy, answer.points_xy, cache_key=frame_cache_key(frames[key], key_image)
             )
             timings.update(sam_stats)
-        if answer.box_xyxy is not None:
-            x1, y1, x2, y2 = answer.box_xyxy
-            grow_x, grow_y = self.box_margin * (x2 - x1), self.box_margin * (y2 - y1)
-            keep = np.zeros_like(mask)
-            keep[
-                max(0, int(np.floor(y1 - grow_y))) : min(height, int(np.ceil(y2 + grow_y))),
-                max(0, int(np.floor(x1 - grow_x))) : min(width, int(np.ceil(x2 + grow_x))),
-            ] = True
-            details["area_outside_box_px"] = int(np.count_nonzero(mask & ~keep))
-            mask &= keep
+            mask = self._clip_to_box(mask, answer.box_xyxy, details)
+            score = float(min(max(iou, 0.0), 1.0))
+            details["mask_source"] = "sam box/points prompt"
+            if self.candidates is not None and answer.label:
+                mask, score = self._pick_candidate(key_image, answer, instruction, key_label, mask, score, details)
         area = int(np.count_nonzero(mask))
         details["area_px"] = area
         details["iou_prediction"] = iou
-        score = float(min(max(iou, 0.0), 1.0))
         if area < self.min_area_pixels:
             reason = f"SAM mask for the VLM's {'box' if answer.box_xyxy else 'points'} too small ({area} px)"
             return Segmentation(empty, score, False, reason, details, understanding)
         return Segmentation(mask, score, True, "", details, understanding)
+
+    def _pick_candidate(self, key_image, answer, instruction, key_label, mask, score, details):
+        """SAM 3 text candidates for the noun phrase, numbered on the frame; the VLM's pick replaces the mask."""
+        from reasonvos_ros.models.vlm.candidates import draw_marks, mark_question, parse_mark
+        from reasonvos_ros.models.vlm.chat import ChatImage
+
+        timings = details["timings"]
+        candidates, stats = self.candidates.candidates(key_image, answer.label)
+        timings["candidates_s"] = stats["candidates_s"]
+        details["candidates"] = [{"box_xyxy": list(c.box_xyxy), "score": c.score} for c in candidates]
+        if not candidates:
+            details["mark_status"] = "no candidates"
+            return mask, score
+        marked = draw_marks(key_image, candidates)
+        start = time.perf_counter()
+        reply = self.chat.chat(
+            [
+                f"Frame {key_label} (key frame):",
+                ChatImage(marked, max_pixels=self.key_max_pixels),
+                mark_question(instruction, answer.label, len(candidates)),
+            ]
+        )
+        timings["mark_vlm_s"] = time.perf_counter() - start
+        status, mark, why = parse_mark(reply.text, len(candidates))
+        details["mark_answer"] = reply.text[:500]
+        details["mark_status"] = status
+        if status != "picked":
+            details["mark_reason"] = why
+            return mask, score
+        chosen = candidates[mark - 1]
+        details["mask_source"] = f"sam3 text candidate {mark}"
+        details["box_xyxy_candidate"] = list(chosen.box_xyxy)
+        return chosen.mask.copy(), float(min(max(chosen.score, 0.0), 1.0))
+
+    def _clip_to_box(self, mask, box, details):
+        """SAM leaking far outside the VLM's box is not what the VLM meant: keep the box grown by box_margin."""
+        if box is None:
+            return mask
+        height, width = mask.shape
+        x1, y1, x2, y2 = box
+        grow_x, grow_y = self.box_margin * (x2 - x1), self.box_margin * (y2 - y1)
+        keep = np.zeros_like(mask)
+        keep[
+            max(0, int(np.floor(y1 - grow_y))) : min(height, int(np.ceil(y2 + grow_y))),
+            max(0, int(np.floor(x1 - grow_x))) : min(width, int(np.ceil(x2 + grow_x))),
+        ] = True
+        details["area_outside_box_px"] = int(np.count_nonzero(mask & ~keep))
+        return mask & keep

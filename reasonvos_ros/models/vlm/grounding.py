@@ -203,6 +203,15 @@ def _load(span: str) -> Any:
         return None
 
 
+def parse_json_object(text: str) -> dict | list | None:
+    """The first JSON-looking span of ``text`` that parses to an object (or a list holding one), else None."""
+    for span in _candidate_texts(text):
+        parsed = _load(span)
+        if isinstance(parsed, dict) or (isinstance(parsed, list) and any(isinstance(i, dict) for i in parsed)):
+            return parsed
+    return None
+
+
 def _numbers(value: Any, count: int, what: str) -> list[float]:
     if isinstance(value, str):
         found = re.findall(r"-?\d+(?:\.\d+)?", value)
@@ -262,12 +271,7 @@ def parse_answer(
     text = _THINK.sub("", text).strip()
     if not text:
         return GroundingAnswer("invalid", "empty answer")
-    parsed = None
-    for span in _candidate_texts(text):
-        parsed = _load(span)
-        if isinstance(parsed, dict) or (isinstance(parsed, list) and any(isinstance(i, dict) for i in parsed)):
-            break
-        parsed = None
+    parsed = parse_json_object(text)
     if parsed is None:
         return GroundingAnswer("invalid", f"no JSON object in the answer: {text[:120]!r}")
     if isinstance(parsed, list):

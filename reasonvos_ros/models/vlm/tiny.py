@@ -3,7 +3,8 @@
 * ``build_tiny_qwen_vl(path, family)``: Qwen2.5-VL (``models.tfs.tiny``'s writer) or Qwen3-VL (here), with a small
   byte-level BPE tokenizer carrying Qwen's special tokens, ``config.json`` + ``model.safetensors`` +
   ``generation_config.json`` + ``preprocessor_config.json``.
-* ``build_tiny_sam(path, kind)``: ``Sam2Model`` ("sam2") or ``Sam3TrackerModel`` ("sam3_tracker") at a small
+* ``build_tiny_sam(path, kind)``: ``Sam2Model`` ("sam2"), ``Sam3TrackerModel`` ("sam3_tracker") or the
+  text-prompted ``Sam3Model`` ("sam3", with a small tokenizer) at a small
   image size with few, narrow layers, saved with ``save_pretrained`` (config.json + model.safetensors) and a
   ``preprocessor_config.json`` giving the image size and normalisation like the real repositories do.
 
@@ -16,7 +17,7 @@ import json
 from pathlib import Path
 
 VLM_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
-SAM_KINDS = ("sam2", "sam3_tracker")
+SAM_KINDS = ("sam2", "sam3_tracker", "sam3")
 
 
 def build_tiny_qwen_vl(path: str | Path, family: str = "qwen3_vl", seed: int = 0, hidden_size: int = 64) -> Path:
@@ -133,6 +134,49 @@ def build_tiny_sam(path: str | Path, kind: str = "sam2", seed: int = 0, image_si
         )
         model = Sam2Model(config).eval()
         mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    elif kind == "sam3":
+        from transformers import Sam3Config, Sam3Model
+
+        from ..tfs.tiny import build_tiny_tokenizer
+
+        tokenizer = build_tiny_tokenizer(path)
+        grid = image_size // 14
+        image_size = grid * 14
+        small = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+        config = Sam3Config(
+            vision_config={
+                "model_type": "sam3_vision_model",
+                "backbone_config": {
+                    "model_type": "sam3_vit_model",
+                    **small,
+                    "num_hidden_layers": 2,
+                    "image_size": image_size,
+                    "patch_size": 14,
+                    "window_size": 3,
+                    "global_attn_indexes": [1],
+                    "pretrain_image_size": image_size,
+                },
+                "fpn_hidden_size": 32,
+                "backbone_feature_sizes": [[grid * 4] * 2, [grid * 2] * 2, [grid] * 2],
+            },
+            text_config={
+                "model_type": "clip_text_model",
+                **small,
+                "num_hidden_layers": 1,
+                "vocab_size": len(tokenizer),
+                "max_position_embeddings": 32,
+                "projection_dim": 32,
+                "bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+                "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                "pad_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+            },
+            geometry_encoder_config={**small, "num_layers": 1},
+            detr_encoder_config={**small, "num_layers": 1},
+            detr_decoder_config={**small, "num_layers": 1, "num_queries": 20},
+            mask_decoder_config={"hidden_size": 32, "num_attention_heads": 2},
+        )
+        model = Sam3Model(config).eval()
+        mean, std = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
     else:
         from transformers import Sam3TrackerConfig, Sam3TrackerModel
 
@@ -175,26 +219,31 @@ def build_tiny_sam(path: str | Path, kind: str = "sam2", seed: int = 0, image_si
     return path
 
 
-def force_answer(chat, text: str) -> None:
+def force_answer(chat, text) -> None:
     """Constrain an in-process ``QwenImageChat``'s greedy decoding to produce exactly ``text`` (then end of turn).
 
     For tests and benchmarks with random-weight models, whose own answers are noise: the real prompt, vision
     encoder, prefill and token-by-token decoding all run; only the choice of each next token is restricted (through
-    ``generate``'s ``prefix_allowed_tokens_fn``). ``force_answer(chat, None)`` lifts the constraint."""
+    ``generate``'s ``prefix_allowed_tokens_fn``). A list of texts is used one per call (the last one repeats);
+    ``force_answer(chat, None)`` lifts the constraint."""
     if text is None:
         chat.generate_kwargs.pop("prefix_allowed_tokens_fn", None)
+        chat.generate_kwargs_reset = None
         return
-    forced = chat.tokenizer(text, add_special_tokens=False)["input_ids"] + [chat.eos_token_ids[0]]
-    prompt_length: dict[str, int] = {}
+    texts = [text] if isinstance(text, str) else list(text)
+    encoded = [chat.tokenizer(t, add_special_tokens=False)["input_ids"] + [chat.eos_token_ids[0]] for t in texts]
+    state = {"call": -1, "prompt_length": None}
+
+    def next_call():  # called by QwenImageChat.chat before each generate
+        state["call"] += 1
+        state["prompt_length"] = None
 
     def allowed(batch_id, input_ids):
-        # called first with the prompt alone: its length marks where the answer starts
-        start = prompt_length.setdefault("value", len(input_ids))
-        step = len(input_ids) - start
+        forced = encoded[min(max(state["call"], 0), len(encoded) - 1)]
+        if state["prompt_length"] is None:  # first call of a generate: the prompt alone
+            state["prompt_length"] = len(input_ids)
+        step = len(input_ids) - state["prompt_length"]
         return [forced[min(step, len(forced) - 1)]]
 
-    def fresh_call_hook():
-        prompt_length.clear()
-
     chat.generate_kwargs["prefix_allowed_tokens_fn"] = allowed
-    chat.generate_kwargs_reset = fresh_call_hook
+    chat.generate_kwargs_reset = next_call
