@@ -83,8 +83,15 @@ class VlmSamSegmenter(KeyframeSegmenter):
         candidate_threshold: float = 0.3,
         max_candidates: int = 9,
     ) -> None:
+        import transformers
+
         from reasonvos_ros.models.vlm.grounding import CONVENTION_BY_FAMILY
 
+        if int(transformers.__version__.split(".")[0]) < 5:
+            raise BackendUnavailable(
+                f"the vlm_sam segmenter needs transformers >= 5 (Qwen3-VL, SAM 3, SAM 2 image models without "
+                f"torchvision); installed {transformers.__version__} (the project is tested with constraints.txt's)"
+            )
         if bool(model_dir) == bool(server_url):
             raise BackendUnavailable(
                 "the vlm_sam segmenter needs exactly one of options.model_dir (a Qwen2.5-VL / Qwen3-VL checkpoint "
