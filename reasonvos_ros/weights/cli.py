@@ -246,13 +246,18 @@ def download(model_set: ModelSet, root: Path, args) -> int:
     for component in model_set.components:
         target = component_dir(root, component)
         print(f"downloading {component.repo_id}@{component.revision} -> {target}", flush=True)
-        snapshot_download(
-            component.repo_id,
-            revision=component.revision,
-            local_dir=str(target),
-            allow_patterns=list(component.allow_patterns),
-        )
-        found, record = verify_against_hub(component, target, component.revision)
+        try:
+            snapshot_download(
+                component.repo_id,
+                revision=component.revision,
+                local_dir=str(target),
+                allow_patterns=list(component.allow_patterns),
+            )
+            found, record = verify_against_hub(component, target, component.revision)
+        except Exception as exc:
+            hint = " (gated: accept the licence on the hub, then `hf auth login`)" if component.card_gated else ""
+            print(f"{component.repo_id}: download failed{hint}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_CHECK_FAILED
         problems += found
         records.append(record)
     (root / MANIFEST).write_text(json.dumps({"set": model_set.name, "components": records}, indent=2))
@@ -307,9 +312,12 @@ def run(args: argparse.Namespace) -> int:
     if online:
         problems = []
         for component in model_set.components:
-            problems += verify_against_hub(component, component_dir(root, component), recorded_commit(root, component))[
-                0
-            ]
+            directory, revision = component_dir(root, component), recorded_commit(root, component)
+            try:
+                found, _ = verify_against_hub(component, directory, revision)
+            except Exception as exc:
+                found = [f"{component.repo_id}: cannot read the hub's listing: {type(exc).__name__}: {exc}"]
+            problems += found
         source = "the hub's checksums"
     else:
         problems = verify_offline(model_set, root)
