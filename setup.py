@@ -16,6 +16,8 @@ INSTALL_REQUIRES = [
     "pyyaml>=6",
     "safetensors>=0.4",
     "transformers>=4.45",
+    # `reasonvos weights` downloads and verifies model sets (also a dependency of transformers).
+    "huggingface_hub>=0.30",
     "rosbags>=0.10",
     "pycocotools>=2.0.7",
     "tqdm>=4.60",

@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("reasonvos_ros.evaluation.cli_segment", "segment an instruction's object in a video (masks, overlay)"),
     "eval": ("reasonvos_ros.evaluation.cli_eval", "run and score the pipeline on a ReVOS-format dataset (J, F, R)"),
     "publish-wav": ("reasonvos_ros.ros.wav_publisher", "publish a WAV file as AudioChunk messages in real time"),
+    "weights": ("reasonvos_ros.weights.cli", "list, download and verify the supported model sets; write params files"),
 }
 
 

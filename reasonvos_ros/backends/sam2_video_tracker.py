@@ -98,7 +98,7 @@ TRACKER_MODEL_SETS: tuple[dict, ...] = (
         "memory_mb_bf16": 162,
         "licence": "Apache-2.0",
         "verified": "repo id listed on the Hub (facebook/sam2.1-*); parameters counted from the built config",
-        "notes": "DAVIS-17 J&F 90.2 (issue #17)",
+        "notes": "DAVIS-17 J&F 90.2 (SAM 2.1 table of the SAM 2 repository)",
     },
     {
         "name": "sam2.1-large",
@@ -126,7 +126,7 @@ TRACKER_MODEL_SETS: tuple[dict, ...] = (
             "facebook/EdgeTAM holds the original weights, its transformers weights only in a pull request branch. "
             "Parameters not counted here: the RepViT backbone needs timm (which needs torchvision)"
         ),
-        "notes": "needs timm + torchvision in the environment; DAVIS-17 J&F 87.7 (issue #17)",
+        "notes": "needs timm + torchvision in the environment; DAVIS-17 J&F 87.7 (EdgeTAM paper)",
     },
     {
         "name": "sam3-tracker",

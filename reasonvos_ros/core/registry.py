@@ -25,6 +25,7 @@ SAMPLERS: dict[str, str] = {
 SEGMENTERS: dict[str, str] = {
     "lite": "reasonvos_ros.backends.lite.segmenter:DetectorGrabCutSegmenter",
     "visa": "reasonvos_ros.backends.visa_segmenter:VisaSegmenter",
+    "vlm_sam": "reasonvos_ros.backends.vlm_segmenter:VlmSamSegmenter",
     "scripted": "reasonvos_ros.backends.scripted:ScriptedSegmenter",
 }
 TRACKERS: dict[str, str] = {

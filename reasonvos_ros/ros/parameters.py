@@ -83,8 +83,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param(
         "segmenter",
         "lite",
-        "key-frame segmenter backend: lite (SSD detector + GrabCut, CPU) or visa",
-        choices=("lite", "visa", "scripted"),
+        "key-frame segmenter backend: lite (SSD detector + GrabCut, CPU), visa, or vlm_sam (Qwen2.5-VL / "
+        "Qwen3-VL grounding + SAM 2.1 / SAM 3 tracker mask; in process or via an OpenAI-compatible server)",
+        choices=("lite", "visa", "vlm_sam", "scripted"),
     ),
     Param("segmenter_options", "{}", "JSON object of options for the segmenter backend (e.g. VISA weight paths)"),
     Param(
