@@ -9,12 +9,14 @@ the same shapes, the same arithmetic and the same memory as the real checkpoints
   the vlm_sam segmenter sends it;
 * VLM decoding: per generated token (``--new-tokens`` forced tokens after the prefill, minus the prefill);
 * SAM: image encoder on the key frame, then the prompt decoder for one box;
+* tracker: one step of the ``sam2_video`` tracker on a 480x640 frame with one object (``--tracker``, a SAM 2.1 /
+  SAM 3 tracker configuration; the memory bank filled by earlier steps, as on a live stream);
 * peak GPU memory of each stage (``torch.cuda.max_memory_allocated``) and of the models' weights.
 
 Usage on a GPU machine (bf16 by default): ``python benchmarks/gpu_stages.py [--set qwen3vl-8b-sam2.1-large]``.
 On a machine without CUDA it refuses full-size models (minutes per stage, tens of GB of RAM) and runs the tiny
 configurations instead (``--tiny`` forces them anywhere): that checks the script, not the device.
-The tracker step is not measured here: it belongs to the tracker backend and its own benchmark.
+``benchmarks/bench_video_tracker.py --full-size`` compares every tracker configuration.
 """
 
 from __future__ import annotations
@@ -219,7 +221,51 @@ def run(args) -> list[tuple[str, str, str, str]]:
             )
         )
         rows.append(("SAM box decoder", f"{statistics.median(decode_runs) * 1000:.1f} ms", gib(decode_peak), "1 box"))
+        sam = embeddings = pixels = None
+        rows.append(tracker_stage(args.tracker, tiny, device, dtype, args.repeats))
     return rows
+
+
+def tracker_stage(name: str, tiny: bool, device: str, dtype: torch.dtype, repeats: int) -> tuple[str, str, str, str]:
+    """Median time of one sam2_video tracker step on 480x640 frames (one object), after the memory bank filled."""
+    from reasonvos_ros.backends.sam2_video_tracker import Sam2VideoTracker
+    from reasonvos_ros.core.types import Frame
+    from reasonvos_ros.models.sam2_video.families import FAMILIES, full_size_config, tiny_config
+
+    if tiny:
+        family, config = FAMILIES["sam2"], tiny_config("sam2", 128)
+        name = "tiny sam2"
+    else:
+        family, config = full_size_config(name)
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    torch.manual_seed(0)
+    model_class, _, _ = family.classes()
+    with torch.device(device):
+        model = model_class(config)
+    dtype_name = {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype, "float32")
+    tracker = Sam2VideoTracker.from_model(model, family, device=device, dtype=dtype_name)
+    rng = np.random.default_rng(0)
+    frames = [Frame(i, i / 30, rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)) for i in range(8 + repeats)]
+    seed = np.zeros((480, 640), bool)
+    seed[180:300, 260:380] = True
+    session = tracker.new_session()
+    session.step(frames[0], {"target": seed})
+    for frame in frames[1:8]:  # fill the memory bank (num_maskmem = 7) before timing
+        session.step(frame)
+    times = []
+    for frame in frames[8:]:
+        sync(device)
+        start = time.perf_counter()
+        session.step(frame)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else float("nan")
+    session.close()
+    tracker.release()
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    return ("tracker step", f"{statistics.median(times) * 1000:.1f} ms", gib(peak), f"{name}, {params:.1f} M params")
 
 
 def main(argv=None) -> int:
@@ -228,6 +274,11 @@ def main(argv=None) -> int:
         "--set", default="qwen3vl-8b-sam2.1-large", choices=[s.name for s in MODEL_SETS if s.components]
     )
     parser.add_argument("--tiny", action="store_true", help="tiny random configurations (CPU check)")
+    parser.add_argument(
+        "--tracker",
+        default="sam2.1_small",
+        help="sam2_video configuration for the tracker stage: sam2.1_tiny/small/base_plus/large, sam3_tracker",
+    )
     parser.add_argument("--tiny-family", default="qwen3_vl", choices=("qwen3_vl", "qwen2_5_vl"))
     parser.add_argument("--dtype", default="bfloat16", choices=tuple(DTYPES))
     parser.add_argument("--key-size", default="1280x720", help="camera frame WxH")

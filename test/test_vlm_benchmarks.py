@@ -29,7 +29,7 @@ def test_cpu_refuses_full_size_and_prints_the_tiny_stage_table(gpu_stages, capsy
     assert "full-size models are refused on the CPU" in captured.err
     assert "tiny qwen3_vl" in captured.out
     stages = [line.split("|")[0].strip() for line in captured.out.splitlines() if "|" in line]
-    for stage in ("VLM prefill", "VLM decoding", "SAM image encoder", "SAM box decoder"):
+    for stage in ("VLM prefill", "VLM decoding", "SAM image encoder", "SAM box decoder", "tracker step"):
         assert stage in stages
     # prompt of the tiny run: 1 reference + the key frame (160x120 -> 160x128 with Qwen3-VL's 32-pixel grid)
     assert "key seen 160x128" in captured.out
