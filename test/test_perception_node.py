@@ -270,17 +270,25 @@ def test_lifecycle_transitions_and_failed_configure(node_factory):
         time.sleep(0.5)
         assert len(c.results) == count  # inactive: nothing processed
         assert transition(Transition.TRANSITION_CLEANUP) and state() == State.PRIMARY_STATE_UNCONFIGURED
-        # A configuration that cannot load: configure fails clearly, the node stays up and can be fixed.
+        # A bad value is rejected when it is set, with the message configure would give.
         bad = Parameter(
             name="sampler_options", value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="{not json")
         )
-        assert set_params.call(SetParameters.Request(parameters=[bad])).results[0].successful
+        result = set_params.call(SetParameters.Request(parameters=[bad])).results[0]
+        assert not result.successful and result.reason.startswith("parameter 'sampler_options' is not valid JSON")
+        # A configuration that is well-formed but cannot load: configure fails clearly, the node stays up and
+        # can be fixed.
+        unknown_option = Parameter(
+            name="tracker_options",
+            value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value='{"no_such_option": 1}'),
+        )
+        assert set_params.call(SetParameters.Request(parameters=[unknown_option])).results[0].successful
         assert not transition(Transition.TRANSITION_CONFIGURE)
         assert state() == State.PRIMARY_STATE_UNCONFIGURED
         good = Parameter(
-            name="sampler_options", value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="{}")
+            name="tracker_options", value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="{}")
         )
-        set_params.call(SetParameters.Request(parameters=[good]))
+        assert set_params.call(SetParameters.Request(parameters=[good])).results[0].successful
         assert transition(Transition.TRANSITION_CONFIGURE)
         assert transition(Transition.TRANSITION_ACTIVATE) and state() == State.PRIMARY_STATE_ACTIVE
         c.say("red")
