@@ -395,3 +395,32 @@ def test_bad_inputs_are_rejected_and_counted_without_crashing(node_factory):
             "no valid pixel",
         ):
             assert text in log, f"{text!r} not logged"
+
+
+@pytest.mark.parametrize(
+    ("bad", "code", "message"),
+    [
+        # a well-typed bad value: configure fails, and without a lifecycle manager the process ends with the error
+        ("sampler: nonsense", 1, "configure failed: parameter 'sampler' must be one of"),
+        ("segmenter_options: '{oops'", 1, "configure failed: parameter 'segmenter_options' is not valid JSON"),
+        # a value of the wrong type for a declared parameter: rclpy refuses it when the node declares it
+        ("window_jpeg_quality: high", 2, "bad parameter: "),
+    ],
+)
+def test_failed_autostart_exits_with_an_error_code_and_the_error(tmp_path, bad, code, message):
+    params = tmp_path / "bad.yaml"
+    # Only this file: rcl drops an override whose type differs from an earlier params file's value.
+    roles = [role for role in ("sampler", "segmenter", "tracker") if not bad.startswith(role + ":")]
+    scripted = "".join(f"    {role}: scripted\n" for role in roles)
+    params.write_text("/**:\n  ros__parameters:\n" + scripted + "    " + bad + "\n")
+    args = ["--ros-args", "--params-file", str(params)]
+    proc = spawn_python(module="reasonvos_ros.ros.perception_node", args=args, name="perception_bad")
+    assert proc.wait(timeout=60) == code, proc.output()[-3000:]
+    assert message in proc.output(), proc.output()[-3000:]
+
+
+def test_unparsable_command_line_exits_with_an_error_code():
+    args = [*node_args(), "-p", "segmenter_options:={oops"]  # not YAML: rcl cannot parse the override
+    proc = spawn_python(module="reasonvos_ros.ros.perception_node", args=args, name="perception_bad_args")
+    assert proc.wait(timeout=60) == 2, proc.output()[-3000:]
+    assert "bad command line: " in proc.output()

@@ -115,7 +115,8 @@ if [[ "$(cat "$STAMPS/interfaces" 2>/dev/null)" != "$iface_hash" ]] || ! AMENT_P
 fi
 
 # ---- 7. this package (not editable: its folder in site-packages also holds the generated messages) ---
-pkg_hash=$(cd "$ROOT" && find reasonvos_ros scripts setup.py setup.cfg -type f \( -name '*.py' -o -name '*.cfg' -o -path 'scripts/*' \) -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16)
+# launch/ and config/ too: pip installs them to share/reasonvos_ros, where `ros2 launch` reads them.
+pkg_hash=$(cd "$ROOT" && find reasonvos_ros scripts launch config setup.py setup.cfg package.xml -type f \( -name '*.py' -o -name '*.cfg' -o -name '*.yaml' -o -name '*.xml' -o -path 'scripts/*' \) -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16)
 if [[ "$(cat "$STAMPS/package" 2>/dev/null)" != "$pkg_hash" ]]; then
   step "installing reasonvos_ros into the venv"
   "${PIP[@]}" install --no-deps --no-build-isolation "$ROOT" 2>&1 | filter_pip || fail "pip install of the package failed" "see the pip error above"

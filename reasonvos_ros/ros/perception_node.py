@@ -640,7 +640,11 @@ def _autostart(node: PerceptionNode) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _translate_args(sys.argv if argv is None else argv)
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # rcl's RCLError: e.g. a '-p name:=value' that is not valid YAML
+        print(f"reasonvos_perception: bad command line: {exc}", file=sys.stderr)
+        return 2
     try:
         node = PerceptionNode()
     except ParameterException as exc:  # e.g. a params file value of the wrong type for a declared parameter
