@@ -160,6 +160,27 @@ def test_colcon_build_installs_messages_modules_executables_and_launches(tmp_pat
         stop_launch(proc)
 
 
+def test_launch_show_args_describes_every_argument():
+    result = ros2("launch", "reasonvos_ros", "perception.launch.py", "--show-args")
+    assert result.returncode == 0, result.stderr
+    blocks = re.findall(r"^    '(\w+)':\n        (.+)$", result.stdout, flags=re.M)
+    names = dict(blocks)
+    expected = {
+        "params_file",
+        "image",
+        "depth",
+        "camera_info",
+        "namespace",
+        "autostart",
+        "speech",
+        "audio",
+        "wake_phrase",
+    }
+    assert set(names) == expected, result.stdout
+    for name, description in names.items():
+        assert "No description given" not in description and len(description) > 30, (name, description)
+
+
 # --------------------------------------------------------------------------------------- interface show
 
 
