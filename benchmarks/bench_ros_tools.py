@@ -177,6 +177,15 @@ def main() -> int:
         print("the upstream ROS 2 tools are not installed (tools/setup.sh installs them from ../shared)")
         return 1
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    try:
+        run_all()
+    finally:
+        subprocess.run([ROS2, "daemon", "stop"], env=ros_env(), capture_output=True)
+    print(f"load average {os.getloadavg()[0]:.1f} at end")
+    return 0
+
+
+def run_all() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if "--skip-build" not in sys.argv:
@@ -190,9 +199,6 @@ def main() -> int:
         echoed, direct = echo_latency(tmp)
         print(f"results latency, frame published -> `ros2 topic echo` line: {summary(echoed)}")
         print(f"results latency, frame published -> rclpy subscriber:       {summary(direct)}")
-        subprocess.run([ROS2, "daemon", "stop"], env=ros_env(), capture_output=True)
-    print(f"load average {os.getloadavg()[0]:.1f} at end")
-    return 0
 
 
 if __name__ == "__main__":

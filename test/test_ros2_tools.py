@@ -84,8 +84,12 @@ def stop_launch(proc: RosProcess) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def stop_cli_daemon():
+    """The CLI daemon of this test's domain outlives the commands that start it: stop it (and make sure)."""
     yield
-    ros2("daemon", "stop", timeout=30)
+    for _ in range(3):
+        ros2("daemon", "stop", timeout=30)
+        if "is not running" in ros2("daemon", "status", timeout=30).stdout:
+            return
 
 
 # ------------------------------------------------------------------------------------------------ colcon
