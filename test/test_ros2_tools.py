@@ -43,9 +43,9 @@ SCRIPTED = {"sampler": "scripted", "segmenter": "scripted", "tracker": "scripted
 NODE_NAME = "reasonvos_perception"
 
 
-def params_file(path: Path, **values) -> Path:
-    """A params file in the '/**' form the README documents, with the scripted backends."""
-    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": {**SCRIPTED, **values}}}))
+def params_file(path: Path, key: str = "/**", **values) -> Path:
+    """A params file in a form the README documents ('/**' or '/**/reasonvos_perception'), scripted backends."""
+    path.write_text(yaml.safe_dump({key: {"ros__parameters": {**SCRIPTED, **values}}}))
     return path
 
 
@@ -346,7 +346,7 @@ def test_cli_instruction_echo_services_and_parameters(launched):
 
 
 def test_launch_autostart_false_is_driven_by_ros2_lifecycle(tmp_path):
-    config = params_file(tmp_path / "p.yaml")
+    config = params_file(tmp_path / "p.yaml", key=f"/**/{NODE_NAME}", max_targets=3)
     proc = launch("namespace:=managed", f"params_file:={config}", "autostart:=false", name="launch_lifecycle")
     node = f"/managed/{NODE_NAME}"
     try:
@@ -357,6 +357,8 @@ def test_launch_autostart_false_is_driven_by_ros2_lifecycle(tmp_path):
             assert result.stdout.strip() == "Transitioning successful", result.stdout + result.stderr
             assert ros2("lifecycle", "get", node).stdout.strip() == state
         proc.wait_for_output("active: subscribed", timeout=10)
+        assert "segmenter=scripted" in proc.output()  # the '/**/reasonvos_perception' file applied
+        assert ros2("param", "get", node, "max_targets").stdout.strip() == "Integer value is: 3"
         result = ros2("lifecycle", "set", node, "deactivate")
         assert result.stdout.strip() == "Transitioning successful"
         assert ros2("lifecycle", "get", node).stdout.strip() == "inactive [2]"
