@@ -216,3 +216,31 @@ def test_core_imports_without_rclpy():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_run_time_changes_get_the_configure_message():
+    import pytest
+
+    from reasonvos_ros.core.errors import ConfigError
+    from reasonvos_ros.ros.parameters import PARAMETERS, NodeSettings, check_changes
+
+    defaults = {param.name: param.default for param in PARAMETERS}
+    assert check_changes(defaults, {"lost_patience": 5, "sampler": "latest"}) is None
+    for change in ({"sampler": "nonsense"}, {"qos_depth": 0}, {"tracker_options": "{oops"}, {"max_targets": "4"}):
+        with pytest.raises(ConfigError) as configure_error:
+            NodeSettings.from_values({**defaults, **change})
+        assert check_changes(defaults, change) == str(configure_error.value)
+    # A configuration that already fails (configure failed, waiting for a fix): each value can be fixed alone.
+    broken = {**defaults, "sampler": "nonsense", "tracker_options": "[1]"}
+    assert check_changes(broken, {"lost_patience": 5}) is None
+    assert check_changes(broken, {"sampler": "latest"}) is None
+    assert check_changes(broken, {"sampler": "still wrong"}).startswith("parameter 'sampler' must be one of")
+
+
+def test_parameter_descriptors_carry_ranges_as_text_not_as_rclpy_ranges():
+    from reasonvos_ros.ros.parameters import PARAMETERS, parameter_descriptor
+
+    by_name = {param.name: parameter_descriptor(param) for param in PARAMETERS}
+    assert by_name["qos_depth"].additional_constraints == "range 1 .. 100"
+    assert list(by_name["qos_depth"].integer_range) == [] and list(by_name["sync_slop_s"].floating_point_range) == []
+    assert by_name["sampler"].additional_constraints.startswith("one of: latest, uniform, detector")
