@@ -34,6 +34,12 @@ EXTRAS_REQUIRE = {
     "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100", "pillow>=10"],
 }
 
+CONSOLE_SCRIPTS = {
+    "reasonvos_perception_node": "reasonvos_ros.ros.perception_node:main",
+    "reasonvos_speech_node": "reasonvos_ros.ros.speech_node:main",
+    "reasonvos": "reasonvos_ros.cli:main",
+}
+
 if len(sys.argv) > 1 and sys.argv[1] == "--print-requirements":
     print("\n".join(INSTALL_REQUIRES + [req for reqs in EXTRAS_REQUIRE.values() for req in reqs]))
     sys.exit(0)
@@ -51,12 +57,8 @@ setup(
         ("share/reasonvos_ros", ["package.xml"]),
         ("share/reasonvos_ros/launch", ["launch/perception.launch.py"]),
         ("share/reasonvos_ros/config", ["config/perception.yaml"]),
+        # `ros2 run` / `ros2 launch` find executables in lib/<package>: shims that run the console scripts below.
+        ("lib/reasonvos_ros", [f"scripts/pip_lib/{name}" for name in CONSOLE_SCRIPTS]),
     ],
-    entry_points={
-        "console_scripts": [
-            "reasonvos_perception_node = reasonvos_ros.ros.perception_node:main",
-            "reasonvos_speech_node = reasonvos_ros.ros.speech_node:main",
-            "reasonvos = reasonvos_ros.cli:main",
-        ]
-    },
+    entry_points={"console_scripts": [f"{name} = {target}" for name, target in CONSOLE_SCRIPTS.items()]},
 )

@@ -1,18 +1,11 @@
-"""Launch the reasonvos_ros perception node (real ROS 2 installs: `ros2 launch reasonvos_ros perception.launch.py`).
+"""Launch the reasonvos_ros perception node: `ros2 launch reasonvos_ros perception.launch.py [name:=value ...]`.
 
-Arguments:
-  params_file  parameters YAML (default: the installed config/perception.yaml)
-  image        colour image topic to remap 'image' to (default: /camera/color/image_raw)
-  depth        aligned depth topic (used when use_depth is true in the params file)
-  camera_info  CameraInfo topic of the colour camera
-  namespace    node namespace (default: empty)
-  autostart    configure + activate the lifecycle node by itself (default: true); set false when a lifecycle
-               manager (e.g. nav2_lifecycle_manager) drives the transitions
-  speech       also start the speech node (audio -> instructions), default false
-  audio        reasonvos_ros/AudioChunk topic of the microphone (with speech:=true)
-  wake_phrase  wake phrase for spoken instructions, e.g. "robot" (empty = none)
+Works on a colcon install and on the pip install of this package (both put the executables in
+lib/reasonvos_ros). `ros2 launch reasonvos_ros perception.launch.py --show-args` lists every argument with its
+description. The params file is applied under any namespace when its top-level key is `/**:` (as in the
+installed config/perception.yaml) or `/**/reasonvos_perception:`.
 
-Pip-only machines have no `launch`; there the equivalent is the console entry point:
+Pip-only machines without `launch` run the equivalent console entry point:
   reasonvos_perception_node --ros-args --params-file config/perception.yaml -r image:=/camera/color/image_raw
 """
 
@@ -30,17 +23,58 @@ from launch_ros.parameter_descriptions import ParameterValue
 def generate_launch_description():
     default_params = os.path.join(get_package_share_directory("reasonvos_ros"), "config", "perception.yaml")
     arguments = [
-        DeclareLaunchArgument("params_file", default_value=default_params, description="parameters YAML"),
-        DeclareLaunchArgument("image", default_value="/camera/color/image_raw", description="colour image topic"),
         DeclareLaunchArgument(
-            "depth", default_value="/camera/aligned_depth_to_color/image_raw", description="aligned depth topic"
+            "params_file",
+            default_value=default_params,
+            description="parameters YAML of the perception node (top-level key '/**:' so that it applies under any "
+            "namespace); default: the installed config/perception.yaml with every parameter",
         ),
-        DeclareLaunchArgument("camera_info", default_value="/camera/color/camera_info", description="CameraInfo topic"),
-        DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
-        DeclareLaunchArgument("autostart", default_value="true", description="self-configure and activate"),
-        DeclareLaunchArgument("speech", default_value="false", description="start the speech node too"),
-        DeclareLaunchArgument("audio", default_value="/audio", description="AudioChunk topic"),
-        DeclareLaunchArgument("wake_phrase", default_value="", description="wake phrase ('' = none)"),
+        DeclareLaunchArgument(
+            "image",
+            default_value="/camera/color/image_raw",
+            description="colour image topic (sensor_msgs/Image) remapped to the node's 'image' input; "
+            "'<image>/compressed' feeds 'image/compressed' when the params file sets image_transport: compressed",
+        ),
+        DeclareLaunchArgument(
+            "depth",
+            default_value="/camera/aligned_depth_to_color/image_raw",
+            description="depth image aligned to the colour image (32FC1 metres or 16UC1 millimetres), used when "
+            "the params file sets use_depth: true",
+        ),
+        DeclareLaunchArgument(
+            "camera_info",
+            default_value="/camera/color/camera_info",
+            description="sensor_msgs/CameraInfo of the colour camera (intrinsics for 3D points, with use_depth)",
+        ),
+        DeclareLaunchArgument(
+            "namespace",
+            default_value="",
+            description="namespace of the nodes, e.g. robot1: topics become /robot1/instruction, "
+            "/robot1/reasonvos_perception/results, ...",
+        ),
+        DeclareLaunchArgument(
+            "autostart",
+            default_value="true",
+            description="true: the node configures and activates itself (and exits with an error when that "
+            "fails); false: it waits unconfigured for a lifecycle manager or 'ros2 lifecycle set'",
+        ),
+        DeclareLaunchArgument(
+            "speech",
+            default_value="false",
+            description="true: also start reasonvos_speech_node (microphone AudioChunk -> spoken instructions)",
+        ),
+        DeclareLaunchArgument(
+            "audio",
+            default_value="/audio",
+            description="reasonvos_ros/AudioChunk topic of the microphone, remapped to the speech node's 'audio' "
+            "(with speech:=true)",
+        ),
+        DeclareLaunchArgument(
+            "wake_phrase",
+            default_value="",
+            description="words a spoken instruction must start with, e.g. 'robot' (empty: every utterance is an "
+            "instruction; with speech:=true)",
+        ),
     ]
     node = LifecycleNode(
         package="reasonvos_ros",

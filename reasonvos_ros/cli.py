@@ -13,6 +13,12 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "golden": ("reasonvos_ros.golden.cli", "reproduce golden reference outputs (any case directory)"),
+    # Client actions against a running perception node (for machines without the `ros2` command).
+    "instruct": ("reasonvos_ros.ros.client.instruct", "send an instruction for a target to the perception node"),
+    "reset": ("reasonvos_ros.ros.client.reset", "forget one target (or all) in the perception node"),
+    "enable": ("reasonvos_ros.ros.client.enable", "resume the perception node's processing"),
+    "disable": ("reasonvos_ros.ros.client.enable", "pause the perception node's processing"),
+    "results": ("reasonvos_ros.ros.client.results", "print the perception node's results as they arrive"),
     "bag-from-video": ("reasonvos_ros.bag.from_video", "write a rosbag2 bag (mcap/sqlite3) from a video file"),
     "bag-play": ("reasonvos_ros.bag.play", "replay a bag into live ROS 2 topics at recorded timing"),
     "bag-record": ("reasonvos_ros.bag.record", "record live ROS 2 topics into a bag"),

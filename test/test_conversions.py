@@ -103,7 +103,8 @@ def test_rosbags_deserialised_message_decodes():
         ("rgba8", lambda a: a[:, :, :3]),
         ("bgra8", lambda a: a[:, :, [2, 1, 0]]),
         ("mono8", lambda a: np.stack([a] * 3, axis=2)),
-        ("mono16", lambda a: np.stack([(a >> 8).astype(np.uint8)] * 3, axis=2)),
+        # cv_bridge scaling: round(v * 255 / 65535), computed here in floating point
+        ("mono16", lambda a: np.stack([np.rint(a / 257.0).astype(np.uint8)] * 3, axis=2)),
     ],
 )
 def test_image_msg_to_rgb(encoding, convert):

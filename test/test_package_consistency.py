@@ -58,10 +58,9 @@ PYTHON_DISTRIBUTIONS = {
 def setup_py_console_scripts() -> dict[str, str]:
     tree = ast.parse((ROOT / "setup.py").read_text())
     for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == "entry_points":
-            scripts = ast.literal_eval(node.value)["console_scripts"]
-            return dict(item.replace(" ", "").split("=") for item in scripts)
-    raise AssertionError("setup.py declares no console_scripts")
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "CONSOLE_SCRIPTS":
+            return ast.literal_eval(node.value)
+    raise AssertionError("setup.py declares no CONSOLE_SCRIPTS")
 
 
 def test_launch_file_executables_are_entry_points_and_installed_scripts():
@@ -79,6 +78,11 @@ def test_launch_file_executables_are_entry_points_and_installed_scripts():
         assert exe in scripts, f"launch names {exe}, not a console script in setup.py"
         assert (ROOT / "scripts" / exe).is_file(), f"scripts/{exe} missing (colcon installs it to lib/reasonvos_ros)"
         assert f"scripts/{exe}" in cmake, f"CMakeLists.txt does not install scripts/{exe}"
+    # Pip installs put a shim for every console script into lib/reasonvos_ros (where `ros2 launch` looks).
+    for name in scripts:
+        shim = ROOT / "scripts" / "pip_lib" / name
+        assert shim.is_file() and shim.stat().st_mode & 0o111, f"scripts/pip_lib/{name} missing or not executable"
+        assert f'/bin/{name}" "$@"' in shim.read_text()
     # Every console script points at an importable module with main().
     for name, target in scripts.items():
         module, func = target.split(":")
@@ -93,13 +97,32 @@ def test_launch_file_executables_are_entry_points_and_installed_scripts():
 def test_launch_file_node_name_matches_params_yaml_and_node():
     launch_text = (ROOT / "launch" / "perception.launch.py").read_text()
     params = yaml.safe_load((ROOT / "config" / "perception.yaml").read_text())
-    (node_name,) = params
-    assert f'name="{node_name}"' in launch_text
+    # '/**' applies the file under any namespace (ros2 launch ... namespace:=robot1).
+    assert list(params) == ["/**"]
     from reasonvos_ros.ros.parameters import PARAMETER_NAMES
+    from reasonvos_ros.ros.perception_node import NODE_NAME
 
-    node_source = (ROOT / "reasonvos_ros" / "ros" / "perception_node.py").read_text()
-    assert f'NODE_NAME = "{node_name}"' in node_source
-    assert set(params[node_name]["ros__parameters"]) == set(PARAMETER_NAMES)
+    assert f'name="{NODE_NAME}"' in launch_text
+    assert set(params["/**"]["ros__parameters"]) == set(PARAMETER_NAMES)
+
+
+def test_every_launch_argument_has_a_description():
+    tree = ast.parse((ROOT / "launch" / "perception.launch.py").read_text())
+    declared = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"
+    ]
+    used = set(re.findall(r'LaunchConfiguration\("(\w+)"\)', (ROOT / "launch" / "perception.launch.py").read_text()))
+    names = set()
+    for call in declared:
+        name = ast.literal_eval(call.args[0])
+        names.add(name)
+        description = {k.arg: k.value for k in call.keywords}.get("description")
+        assert description is not None, f"launch argument {name} has no description"
+        text = ast.literal_eval(description)
+        assert len(text) > 30, f"launch argument {name}: description {text!r} says too little"
+    assert names == used, f"declared {sorted(names)} vs used {sorted(used)}"
 
 
 def test_params_yaml_values_validate_and_every_parameter_is_documented():
@@ -193,3 +216,31 @@ def test_core_imports_without_rclpy():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_run_time_changes_get_the_configure_message():
+    import pytest
+
+    from reasonvos_ros.core.errors import ConfigError
+    from reasonvos_ros.ros.parameters import PARAMETERS, NodeSettings, check_changes
+
+    defaults = {param.name: param.default for param in PARAMETERS}
+    assert check_changes(defaults, {"lost_patience": 5, "sampler": "latest"}) is None
+    for change in ({"sampler": "nonsense"}, {"qos_depth": 0}, {"tracker_options": "{oops"}, {"max_targets": "4"}):
+        with pytest.raises(ConfigError) as configure_error:
+            NodeSettings.from_values({**defaults, **change})
+        assert check_changes(defaults, change) == str(configure_error.value)
+    # A configuration that already fails (configure failed, waiting for a fix): each value can be fixed alone.
+    broken = {**defaults, "sampler": "nonsense", "tracker_options": "[1]"}
+    assert check_changes(broken, {"lost_patience": 5}) is None
+    assert check_changes(broken, {"sampler": "latest"}) is None
+    assert check_changes(broken, {"sampler": "still wrong"}).startswith("parameter 'sampler' must be one of")
+
+
+def test_parameter_descriptors_carry_ranges_as_text_not_as_rclpy_ranges():
+    from reasonvos_ros.ros.parameters import PARAMETERS, parameter_descriptor
+
+    by_name = {param.name: parameter_descriptor(param) for param in PARAMETERS}
+    assert by_name["qos_depth"].additional_constraints == "range 1 .. 100"
+    assert list(by_name["qos_depth"].integer_range) == [] and list(by_name["sync_slop_s"].floating_point_range) == []
+    assert by_name["sampler"].additional_constraints.startswith("one of: latest, uniform, detector")

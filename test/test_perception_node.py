@@ -270,17 +270,25 @@ def test_lifecycle_transitions_and_failed_configure(node_factory):
         time.sleep(0.5)
         assert len(c.results) == count  # inactive: nothing processed
         assert transition(Transition.TRANSITION_CLEANUP) and state() == State.PRIMARY_STATE_UNCONFIGURED
-        # A configuration that cannot load: configure fails clearly, the node stays up and can be fixed.
+        # A bad value is rejected when it is set, with the message configure would give.
         bad = Parameter(
             name="sampler_options", value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="{not json")
         )
-        assert set_params.call(SetParameters.Request(parameters=[bad])).results[0].successful
+        result = set_params.call(SetParameters.Request(parameters=[bad])).results[0]
+        assert not result.successful and result.reason.startswith("parameter 'sampler_options' is not valid JSON")
+        # A configuration that is well-formed but cannot load: configure fails clearly, the node stays up and
+        # can be fixed.
+        unknown_option = Parameter(
+            name="tracker_options",
+            value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value='{"no_such_option": 1}'),
+        )
+        assert set_params.call(SetParameters.Request(parameters=[unknown_option])).results[0].successful
         assert not transition(Transition.TRANSITION_CONFIGURE)
         assert state() == State.PRIMARY_STATE_UNCONFIGURED
         good = Parameter(
-            name="sampler_options", value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="{}")
+            name="tracker_options", value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="{}")
         )
-        set_params.call(SetParameters.Request(parameters=[good]))
+        assert set_params.call(SetParameters.Request(parameters=[good])).results[0].successful
         assert transition(Transition.TRANSITION_CONFIGURE)
         assert transition(Transition.TRANSITION_ACTIVATE) and state() == State.PRIMARY_STATE_ACTIVE
         c.say("red")
@@ -387,3 +395,32 @@ def test_bad_inputs_are_rejected_and_counted_without_crashing(node_factory):
             "no valid pixel",
         ):
             assert text in log, f"{text!r} not logged"
+
+
+@pytest.mark.parametrize(
+    ("bad", "code", "message"),
+    [
+        # a well-typed bad value: configure fails, and without a lifecycle manager the process ends with the error
+        ("sampler: nonsense", 1, "configure failed: parameter 'sampler' must be one of"),
+        ("segmenter_options: '{oops'", 1, "configure failed: parameter 'segmenter_options' is not valid JSON"),
+        # a value of the wrong type for a declared parameter: rclpy refuses it when the node declares it
+        ("window_jpeg_quality: high", 2, "bad parameter: "),
+    ],
+)
+def test_failed_autostart_exits_with_an_error_code_and_the_error(tmp_path, bad, code, message):
+    params = tmp_path / "bad.yaml"
+    # Only this file: rcl drops an override whose type differs from an earlier params file's value.
+    roles = [role for role in ("sampler", "segmenter", "tracker") if not bad.startswith(role + ":")]
+    scripted = "".join(f"    {role}: scripted\n" for role in roles)
+    params.write_text("/**:\n  ros__parameters:\n" + scripted + "    " + bad + "\n")
+    args = ["--ros-args", "--params-file", str(params)]
+    proc = spawn_python(module="reasonvos_ros.ros.perception_node", args=args, name="perception_bad")
+    assert proc.wait(timeout=60) == code, proc.output()[-3000:]
+    assert message in proc.output(), proc.output()[-3000:]
+
+
+def test_unparsable_command_line_exits_with_an_error_code():
+    args = [*node_args(), "-p", "segmenter_options:={oops"]  # not YAML: rcl cannot parse the override
+    proc = spawn_python(module="reasonvos_ros.ros.perception_node", args=args, name="perception_bad_args")
+    assert proc.wait(timeout=60) == 2, proc.output()[-3000:]
+    assert "bad command line: " in proc.output()

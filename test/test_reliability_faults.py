@@ -156,6 +156,7 @@ def test_model_that_fails_to_load_at_configure_is_reported_and_can_be_configured
     corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     proc = start_node(
         ready="configure failed",
+        wait_for_lifecycle_manager=True,  # stay up after the failed autostart configure (default: exit 1)
         tracker="xmem",
         tracker_options={"checkpoint": str(missing)},
     )

@@ -41,15 +41,34 @@ def test_pair_within_slop_is_delivered_once_in_input_order():
     assert sync.delivered == 1
 
 
-def test_slop_boundary_is_inclusive_and_beyond_is_not_matched():
+def test_spread_must_be_strictly_below_slop():
+    """As message_filters: a spread equal to slop is not a set (stamps compared as integer nanoseconds)."""
     sync, rec = make(slop=0.05)
     sync.add(0, 1.0, "a")
-    sync.add(1, 1.05, "b")  # exactly slop apart (float rounding tolerated)
-    assert rec.payloads == [("a", "b")]
-    sync.add(0, 2.0, "c")
-    sync.add(1, 2.0501, "d")
-    assert len(rec.sets) == 1
-    assert sync.queued(0) == [2.0] and sync.queued(1) == [2.0501]
+    sync.add(1, 1.05, "b")  # exactly slop apart
+    assert rec.sets == []
+    sync.add(1, 1.0499, "c")
+    assert rec.payloads == [("a", "c")]
+    assert sync.queued(1) == [1.05]
+
+
+def test_identical_stamps_match_with_zero_slop():
+    sync, rec = make(slop=0.0)
+    sync.add(0, 1.0, "a")
+    sync.add(1, 1.000000001, "b")
+    assert rec.sets == []
+    sync.add(1, 1.0, "c")
+    assert rec.payloads == [("a", "c")]
+
+
+def test_nanosecond_stamps_are_exact_at_unix_time_scale():
+    sync, rec = make(slop=0.05)
+    base = 1_800_000_000 * 10**9
+    sync.add_ns(0, base, "a")
+    sync.add_ns(1, base + 50_000_000, "b")  # exactly slop: no set
+    sync.add_ns(1, base + 49_999_999, "c")
+    assert rec.payloads == [("a", "c")]
+    assert rec.sets[0][0].stamp == base / 1e9
 
 
 def test_closest_queued_message_wins_and_older_ones_are_dropped():
@@ -181,8 +200,10 @@ def test_invalid_add():
 
 
 def _deliverable_set_exists(sync: ApproximateTimeSynchronizer) -> bool:
+    slop_ns = round(sync.slop * 1e9)
     for stamps in itertools.product(*(sync.queued(i) for i in range(sync.num_inputs))):
-        if max(stamps) - min(stamps) <= sync.slop:
+        stamps_ns = [round(s * 1e9) for s in stamps]
+        if max(stamps_ns) - min(stamps_ns) < slop_ns:
             return True
     return False
 
@@ -211,7 +232,7 @@ def test_invariants_on_random_jittered_streams(seed):
     assert len(delivered_payloads) == len(set(delivered_payloads)), "a message was delivered twice"
     for matched in rec.sets:
         stamps = [item.stamp for item in matched]
-        assert max(stamps) - min(stamps) <= slop + 1e-6
+        assert max(stamps) - min(stamps) < slop
         assert [item.payload[0] for item in matched] == list(range(num_inputs))
     for index in range(num_inputs):
         per_input = [matched[index].stamp for matched in rec.sets]

@@ -36,7 +36,9 @@ def write_yaml() -> None:
         "# reasonvos_ros/ros/parameters.py by tools/gen_param_docs.py (edit there, then regenerate).",
         "# Use:  reasonvos_perception_node --ros-args --params-file config/perception.yaml",
         "#  or:  ros2 launch reasonvos_ros perception.launch.py params_file:=<this file>",
-        f"{NODE_NAME}:",
+        "# '/**' applies to a node of any name in any namespace (e.g. namespace:=robot1); to target only this node",
+        f"# write '/**/{NODE_NAME}:' instead.",
+        "/**:",
         "  ros__parameters:",
     ]
     for param in PARAMETERS:

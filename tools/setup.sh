@@ -15,11 +15,27 @@ step() { printf '\n==> %s\n' "$*"; }
 fail() { printf '\nSET-UP FAILED: %s\n' "$1" >&2; shift; for hint in "$@"; do printf '  - %s\n' "$hint" >&2; done; exit 1; }
 filter_pip() { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
+# Upstream ROS 2 tools (ros2 launch, the ros2 CLI, message_filters, cv_bridge, colcon) used by the tests: installed
+# from ../shared/ros2-upstream when it is there (a fresh CI clone gets ../shared copied beside it); under CI=true
+# its absence is an error, elsewhere the tests that need them are skipped.
+UPSTREAM="${REASONVOS_ROS2_UPSTREAM:-$ROOT/../shared/ros2-upstream}"
+if [[ -f "$UPSTREAM/install.sh" ]]; then
+  UPSTREAM="$(cd "$UPSTREAM" && pwd)"
+elif [[ "${CI:-}" == "true" ]]; then
+  fail "CI=true but the upstream ROS 2 tools are missing: $UPSTREAM/install.sh not found" \
+       "CI copies ../shared beside the fresh clone (cp -r ../shared <clone>/../shared)" \
+       "or set REASONVOS_ROS2_UPSTREAM=/path/to/ros2-upstream"
+else
+  UPSTREAM=""
+fi
+
 # ---- 1. system packages -------------------------------------------------------------------------
 # opencv-doc: the real demo videos; darknet: real photos for the lite-backend tests; espeak-ng: speech synthesised in the speech tests; cmake/ninja/g++: the
-# interface build.
+# interface build; boost.python + OpenCV headers: the compiled part of cv_bridge (upstream tools, tests only).
+apt_packages=(opencv-doc darknet espeak-ng cmake ninja-build g++)
+[[ -n "$UPSTREAM" ]] && apt_packages+=(libboost-python-dev libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev)
 apt_needed=()
-for pkg in opencv-doc darknet espeak-ng cmake ninja-build g++; do
+for pkg in "${apt_packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || apt_needed+=("$pkg")
 done
 if ((${#apt_needed[@]})); then
@@ -63,7 +79,7 @@ if [[ "$(cat "$STAMPS/deps" 2>/dev/null)" != "$deps_hash" ]]; then
   "$PY" -c 'import rclpy, torch, cv2, rosbags, transformers' \
     || fail "a core dependency does not import after installation" "see the traceback above"
   # Workaround 3 of shared/notes/ros2-from-pip.md must be redone after (re)installing message wheels.
-  rm -f "$STAMPS/cmake-paths" "$STAMPS/interfaces"
+  rm -f "$STAMPS/cmake-paths" "$STAMPS/interfaces" "$STAMPS/upstream"
   echo "$deps_hash" >"$STAMPS/deps"
 fi
 
@@ -99,7 +115,8 @@ if [[ "$(cat "$STAMPS/interfaces" 2>/dev/null)" != "$iface_hash" ]] || ! AMENT_P
 fi
 
 # ---- 7. this package (not editable: its folder in site-packages also holds the generated messages) ---
-pkg_hash=$(cd "$ROOT" && find reasonvos_ros scripts setup.py setup.cfg -type f \( -name '*.py' -o -name '*.cfg' -o -path 'scripts/*' \) -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16)
+# launch/ and config/ too: pip installs them to share/reasonvos_ros, where `ros2 launch` reads them.
+pkg_hash=$(cd "$ROOT" && find reasonvos_ros scripts launch config setup.py setup.cfg package.xml -type f \( -name '*.py' -o -name '*.cfg' -o -name '*.yaml' -o -name '*.xml' -o -path 'scripts/*' \) -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16)
 if [[ "$(cat "$STAMPS/package" 2>/dev/null)" != "$pkg_hash" ]]; then
   step "installing reasonvos_ros into the venv"
   "${PIP[@]}" install --no-deps --no-build-isolation "$ROOT" 2>&1 | filter_pip || fail "pip install of the package failed" "see the pip error above"
@@ -107,4 +124,21 @@ if [[ "$(cat "$STAMPS/package" 2>/dev/null)" != "$pkg_hash" ]]; then
 fi
 AMENT_PREFIX_PATH="$VENV" "$PY" -c 'import reasonvos_ros.msg, reasonvos_ros.core.types' \
   || fail "the installed package does not import" "rm -rf $STAMPS and re-run tools/setup.sh"
+
+# ---- 8. upstream ROS 2 tools for the tests (ros2 launch / CLI, message_filters, cv_bridge, colcon) ----------
+if [[ -n "$UPSTREAM" ]]; then
+  upstream_hash=$(cat "$UPSTREAM/install.sh" "$UPSTREAM"/*.tar.gz | sha256sum | cut -c1-16)
+  if [[ "$(cat "$STAMPS/upstream" 2>/dev/null)" != "$upstream_hash" ]] \
+    || ! "$PY" -c 'import launch_ros, ros2cli, message_filters, cv_bridge.boost.cv_bridge_boost' >/dev/null 2>&1; then
+    step "installing the upstream ROS 2 tools from $UPSTREAM (ros2 launch, ros2 CLI, message_filters, cv_bridge, colcon; ~1-2 min)"
+    mkdir -p "$ROOT/build"
+    upstream_work="$(mktemp -d -t reasonvos-ros2-upstream.XXXXXX)"
+    bash "$UPSTREAM/install.sh" "$VENV" "$upstream_work" >"$ROOT/build/upstream.log" 2>&1 \
+      || { tail -30 "$ROOT/build/upstream.log" >&2; fail "installing the upstream ROS 2 tools failed (log: build/upstream.log)" \
+           "it needs libboost-python-dev and the OpenCV -dev headers (step 1 installs them)" \
+           "and PyPI for colcon-common-extensions"; }
+    rm -rf "$upstream_work"
+    echo "$upstream_hash" >"$STAMPS/upstream"
+  fi
+fi
 echo "set-up complete: $VENV (activate with: source tools/env.sh)"

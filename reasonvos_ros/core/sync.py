@@ -1,51 +1,67 @@
-"""Approximate time synchronisation of several message streams (message_filters is not installable here).
+"""Approximate time synchronisation of several message streams, aligned with message_filters.
 
-ROS-free: every input delivers ``(stamp_seconds, payload)`` pairs; the node feeds it header stamps of e.g. the
-colour image, the aligned depth image and the CameraInfo, and gets one matched set per camera frame.
+ROS-free: every input delivers ``(stamp, payload)`` pairs; the node feeds it header stamps of e.g. the colour
+image, the aligned depth image and the CameraInfo, and gets one matched set per camera frame. Stamps are
+compared as integer nanoseconds (``add`` takes float seconds, ``add_ns`` integer nanoseconds).
 
-Policy (the same contract as message_filters' ``ApproximateTimeSynchronizer``: bounded queues, slop, no message
-delivered twice; where message_filters leaves details open, this module fixes them as follows):
+The node always uses this class, also where the real ``message_filters`` is importable (every full ROS install):
+the behaviour is then the same on pip and full installs, and this class keeps the two guarantees below that
+message_filters lacks. ``test/test_upstream_oracles.py`` runs both on generated sequences.
 
-1. Each input has a queue ordered by stamp holding at most ``queue_size`` messages; when it overflows, its oldest
-   message is dropped.
-2. A message whose stamp is not newer than the last stamp delivered on its input is dropped on arrival
-   (delivered sets are strictly increasing in time on every input). A message with the same stamp as one already
-   queued on its input replaces it (the queued one is dropped).
-3. When a message arrives, the synchroniser looks for a set made of that message and one queued message of every
-   other input whose stamps all lie within ``slop`` seconds of each other (``max - min <= slop``, with 1 us of tolerance). Among such
-   sets it picks the one with the smallest spread (ties: the oldest newest stamp, then the smallest total
-   distance to the arriving message) and delivers it at once, without waiting for possibly closer messages.
-   Only sets containing the arriving message can be new, so after every call no deliverable set remains queued.
-4. The delivered messages leave their queues, and every queued message older than the delivered one on the same
-   input is dropped (it could only be delivered out of order).
-5. Callbacks run in the thread that called :meth:`add`, one set at a time, in the order the sets were formed,
+Policy. Rules 1-4 are those of message_filters' Python ``ApproximateTimeSynchronizer`` (Jazzy), so that both
+choose the same sets; rules 5-6 are deliberate differences:
+
+1. Each input has a queue holding at most ``queue_size`` messages; when it overflows, its oldest message is
+   dropped. A message with the same stamp as one queued on its input replaces it.
+2. When a message arrives, a set is looked for among those containing it: for every other input, the candidates
+   are its queued messages at most ``slop`` from the arriving stamp, nearest first (equal distances: the one
+   queued first). The combinations of candidates are tried in order (``itertools.product`` over the inputs in
+   input order) and the first whose spread ``max - min`` is strictly below ``slop`` is delivered at once, without
+   waiting for possibly closer messages. Only sets containing the arriving message can be new, so after every
+   call no deliverable set remains queued.
+3. The delivered messages leave their queues.
+4. Callbacks run in the thread that called :meth:`add`, one set at a time, in the order the sets were formed,
    while the synchroniser's (re-entrant) lock is held: keep them short (hand the set to a worker). A callback
    may call :meth:`add` again.
+5. Never out of order, never twice (differs from message_filters, which may deliver an older set after a newer
+   one, and delivers a repeated stamp again): a message whose stamp is not newer than the last stamp delivered on
+   its input is dropped on arrival, and after a delivery every queued message older than the delivered one on
+   the same input is dropped (it could only be delivered out of order). Delivered sets are strictly increasing in
+   time on every input, which the window (a time line) and the 3D points (depth of *that* frame) rely on.
+6. Identical stamps always form a set, also with ``slop`` 0 (message_filters, where nothing is strictly below
+   a slop of 0, never delivers then): slop 0 means exact synchronisation.
 
-With a single input every message is delivered immediately (subject to rule 2).
+With a single input every message is delivered immediately (subject to rule 5).
 """
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 __all__ = ["ApproximateTimeSynchronizer", "Stamped"]
 
-# Stamps are float seconds: 1.05 - 1.0 > 0.05 in binary floating point, and a float64 Unix time resolves only
-# ~0.2 us. One microsecond of tolerance keeps "within slop" meaning what it says.
-_TOLERANCE = 1e-6
-
 
 class Stamped(NamedTuple):
-    """One message of a delivered set."""
+    """One message of a delivered set (``stamp`` in seconds)."""
 
     stamp: float
     payload: Any
+
+
+@dataclass
+class _Queued:
+    stamp_ns: int
+    order: int  # when the stamp was first queued on its input (message_filters' dict order): breaks ties
+    payload: Any
+
+
+def _seconds_to_ns(seconds: float) -> int:
+    return round(float(seconds) * 1e9)
 
 
 class ApproximateTimeSynchronizer:
@@ -71,10 +87,12 @@ class ApproximateTimeSynchronizer:
         self.num_inputs = int(num_inputs)
         self.queue_size = int(queue_size)
         self.slop = float(slop)
+        self._slop_ns = _seconds_to_ns(slop)
         self._callbacks: list[Callable[..., Any]] = [callback] if callback is not None else []
         self._lock = threading.RLock()
-        self._queues: list[list[Stamped]] = [[] for _ in range(self.num_inputs)]
-        self._last_delivered: list[float] = [-math.inf] * self.num_inputs
+        self._queues: list[list[_Queued]] = [[] for _ in range(self.num_inputs)]  # each sorted by stamp
+        self._last_delivered: list[int | None] = [None] * self.num_inputs
+        self._order = itertools.count()
         self.dropped: list[int] = [0] * self.num_inputs  # messages never delivered, per input
         self.delivered = 0  # number of delivered sets
 
@@ -88,26 +106,30 @@ class ApproximateTimeSynchronizer:
         return lambda stamp, payload: self.add(index, stamp, payload)
 
     def queued(self, index: int) -> list[float]:
-        """Stamps currently queued on input ``index`` (oldest first)."""
+        """Stamps (seconds) currently queued on input ``index`` (oldest first)."""
         self._check_index(index)
         with self._lock:
-            return [item.stamp for item in self._queues[index]]
+            return [item.stamp_ns / 1e9 for item in self._queues[index]]
 
     def reset(self) -> None:
         """Forget every queued message and the delivery history (e.g. after a bag loops or time jumps back)."""
         with self._lock:
             for queue in self._queues:
                 queue.clear()
-            self._last_delivered = [-math.inf] * self.num_inputs
+            self._last_delivered = [None] * self.num_inputs
 
     def add(self, index: int, stamp: float, payload: Any) -> tuple[Stamped, ...] | None:
-        """Offer one message; returns the set delivered because of it, if any."""
-        self._check_index(index)
+        """Offer one message stamped ``stamp`` seconds; returns the set delivered because of it, if any."""
         stamp = float(stamp)
         if not math.isfinite(stamp):
             raise ValueError(f"stamp must be a finite number of seconds, got {stamp}")
+        return self.add_ns(index, _seconds_to_ns(stamp), payload)
+
+    def add_ns(self, index: int, stamp_ns: int, payload: Any) -> tuple[Stamped, ...] | None:
+        """Offer one message stamped ``stamp_ns`` integer nanoseconds (exact: a header's sec * 1e9 + nanosec)."""
+        self._check_index(index)
         with self._lock:
-            matched = self._insert_and_match(index, Stamped(stamp, payload))
+            matched = self._insert_and_match(index, int(stamp_ns), payload)
             if matched is not None:
                 self.delivered += 1
                 for callback in list(self._callbacks):
@@ -120,51 +142,53 @@ class ApproximateTimeSynchronizer:
         if not 0 <= index < self.num_inputs:
             raise IndexError(f"input index {index} out of range for {self.num_inputs} inputs")
 
-    def _insert_and_match(self, index: int, item: Stamped) -> tuple[Stamped, ...] | None:
-        if item.stamp <= self._last_delivered[index]:
+    def _insert_and_match(self, index: int, stamp_ns: int, payload: Any) -> tuple[Stamped, ...] | None:
+        last = self._last_delivered[index]
+        if last is not None and stamp_ns <= last:  # rule 5
             self.dropped[index] += 1
             return None
         queue = self._queues[index]
-        stamps = [queued.stamp for queued in queue]
-        position = bisect.bisect_left(stamps, item.stamp)
-        if position < len(queue) and queue[position].stamp == item.stamp:
-            queue[position] = item
+        arriving = next((item for item in queue if item.stamp_ns == stamp_ns), None)
+        if arriving is not None:  # rule 1: same stamp replaces (keeping its place in the tie order)
+            arriving.payload = payload
             self.dropped[index] += 1
         else:
-            queue.insert(position, item)
-        if len(queue) > self.queue_size:
-            oldest = queue.pop(0)
-            self.dropped[index] += 1
-            if oldest is item:
-                return None
+            arriving = _Queued(stamp_ns, next(self._order), payload)
+            queue.append(arriving)
+            queue.sort(key=lambda item: item.stamp_ns)
+            if len(queue) > self.queue_size:
+                oldest = queue.pop(0)
+                self.dropped[index] += 1
+                if oldest is arriving:
+                    return None
 
-        best_key, best_set = None, None
-        candidates = [
-            [item]
-            if other == index
-            else [q for q in self._queues[other] if abs(q.stamp - item.stamp) <= self.slop + _TOLERANCE]
-            for other in range(self.num_inputs)
-        ]
-        for combination in itertools.product(*candidates):
-            times = [member.stamp for member in combination]
-            spread = max(times) - min(times)
-            if spread > self.slop + _TOLERANCE:
+        candidates = []  # rule 2
+        for other in range(self.num_inputs):
+            if other == index:
+                candidates.append([arriving])
                 continue
-            key = (spread, max(times), sum(abs(t - item.stamp) for t in times))
-            if best_key is None or key < best_key:
-                best_key, best_set = key, combination
-        if best_set is None:
+            near = [item for item in self._queues[other] if abs(item.stamp_ns - stamp_ns) <= self._slop_ns]
+            if not near:
+                return None
+            near.sort(key=lambda item: (abs(item.stamp_ns - stamp_ns), item.order))
+            candidates.append(near)
+        for combination in itertools.product(*candidates):
+            stamps = [member.stamp_ns for member in combination]
+            spread = max(stamps) - min(stamps)
+            if spread < self._slop_ns or spread == 0:  # rule 6: identical stamps match with any slop
+                break
+        else:
             return None
 
-        for other, member in enumerate(best_set):
+        for other, member in enumerate(combination):  # rules 3 and 5
             remaining = []
             for queued in self._queues[other]:
                 if queued is member:
                     continue
-                if queued.stamp < member.stamp:
+                if queued.stamp_ns < member.stamp_ns:
                     self.dropped[other] += 1
                     continue
                 remaining.append(queued)
             self._queues[other] = remaining
-            self._last_delivered[other] = member.stamp
-        return tuple(best_set)
+            self._last_delivered[other] = member.stamp_ns
+        return tuple(Stamped(member.stamp_ns / 1e9, member.payload) for member in combination)

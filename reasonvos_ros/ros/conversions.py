@@ -1,5 +1,10 @@
 """sensor_msgs image <-> numpy conversions (this project's replacement for cv_bridge, absent on pip installs).
 
+The node always uses these, also where cv_bridge is importable: results agree with cv_bridge's
+``imgmsg_to_cv2`` / ``cv2_to_imgmsg`` (``test/test_upstream_oracles.py`` checks it) except where cv_bridge is
+wrong: a ``step`` that is not a whole number of pixels (cv_bridge shears the image; here the row padding is
+skipped) and big-endian 16/32-bit data (cv_bridge fails under numpy 2; here it is swapped to host order).
+
 Readers (``image_msg_to_numpy``, ``compressed_msg_to_numpy``, ``image_msg_to_rgb``, ``depth_msg_to_metres``,
 ``image_msg_to_mask``) are duck-typed: they accept rclpy messages (``data`` is an ``array.array``), messages
 deserialised by ``rosbags`` (``data`` is a numpy array) or any object with the same fields. Builders return rclpy
@@ -323,7 +328,8 @@ def _raw_image_of_kind(msg: Any, allowed: tuple[str, ...], kind: str, expected: 
 def image_msg_to_rgb(msg: Any) -> np.ndarray:
     """Any colour camera message (Image or CompressedImage) -> ``HxWx3 uint8`` RGB.
 
-    BGR(A) is reordered, alpha dropped, mono8 replicated to three channels, mono16 scaled to 8 bits (>> 8).
+    BGR(A) is reordered, alpha dropped, mono8 replicated to three channels, mono16 scaled to 8 bits as cv_bridge
+    does (``round(v * 255 / 65535)``).
     Depth encodings (16UC1, 32FC1) are rejected: they are not colour images.
     """
     if _is_compressed(msg):
@@ -343,7 +349,8 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
     if encoding == "mono8":
         return np.repeat(array[:, :, None], 3, axis=2)
     if encoding == "mono16":
-        gray = (array >> 8).astype(np.uint8)
+        # As cv_bridge (OpenCV convertTo with scale 255/65535, rounded): round(v / 257) = (2v + 257) // 514.
+        gray = ((array.astype(np.uint32) * 2 + 257) // 514).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     raise ConversionError(f"image of encoding {encoding!r} is not a colour image (16-bit depth PNG?)")
 

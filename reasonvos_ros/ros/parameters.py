@@ -194,6 +194,12 @@ PARAMETERS: tuple[Param, ...] = (
         "configure and activate the lifecycle node by itself at start-up (pip installs have "
         "no lifecycle manager); set false when a manager drives the transitions",
     ),
+    Param(
+        "wait_for_lifecycle_manager",
+        False,
+        "with autostart: when configure or activate fails, keep the node running in its lifecycle state (fix "
+        "the parameter, then configure again, e.g. with 'ros2 lifecycle set') instead of exiting with an error",
+    ),
 )
 
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
@@ -214,31 +220,11 @@ class NodeSettings:
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> NodeSettings:
         """Validate raw parameter values; raises ConfigError naming the first bad parameter."""
-        checked: dict[str, Any] = {}
-        for param in PARAMETERS:
-            value = values.get(param.name, param.default)
-            expected = type(param.default)
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ConfigError(
-                    f"parameter '{param.name}' must be {expected.__name__}, got {type(value).__name__} {value!r}"
-                )
-            if param.choices and value not in param.choices:
-                raise ConfigError(f"parameter '{param.name}' must be one of {', '.join(param.choices)}, got {value!r}")
-            if param.low is not None and not (param.low <= value <= param.high):
-                raise ConfigError(f"parameter '{param.name}' must be in [{param.low}, {param.high}], got {value}")
-            checked[param.name] = value
-        backends = {}
-        for role in ("sampler", "segmenter", "tracker"):
-            raw = checked[f"{role}_options"]
-            try:
-                options = json.loads(raw) if raw.strip() else {}
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"parameter '{role}_options' is not valid JSON: {exc}") from exc
-            if not isinstance(options, dict):
-                raise ConfigError(f"parameter '{role}_options' must be a JSON object, got {raw!r}")
-            backends[role] = {"name": checked[role], "options": options}
+        checked = {param.name: check_value(param, values.get(param.name, param.default)) for param in PARAMETERS}
+        backends = {
+            role: {"name": checked[role], "options": backend_options(role, checked[f"{role}_options"])}
+            for role in ("sampler", "segmenter", "tracker")
+        }
         pipeline = PipelineConfig(
             **{name: checked[name] for name in PipelineConfig.__dataclass_fields__ if name in checked}
         )
@@ -246,19 +232,85 @@ class NodeSettings:
         return cls(checked, pipeline, backends)
 
 
+def check_value(param: Param, value: Any) -> Any:
+    """One parameter's value checked against its type, choices, range (and JSON for ``*_options``).
+
+    Returns the value (an int given for a float parameter becomes a float); raises ConfigError with the message
+    that both configure and a rejected ``ros2 param set`` report.
+    """
+    expected = type(param.default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"parameter '{param.name}' must be {expected.__name__}, got {type(value).__name__} {value!r}")
+    if param.choices and value not in param.choices:
+        raise ConfigError(f"parameter '{param.name}' must be one of {', '.join(param.choices)}, got {value!r}")
+    if param.low is not None and not (param.low <= value <= param.high):
+        raise ConfigError(f"parameter '{param.name}' must be in [{param.low}, {param.high}], got {value}")
+    if param.name.endswith("_options"):
+        backend_options(param.name[: -len("_options")], value)
+    return value
+
+
+def backend_options(role: str, raw: str) -> dict[str, Any]:
+    """The JSON object of a ``<role>_options`` parameter (an empty string means no options)."""
+    try:
+        options = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"parameter '{role}_options' is not valid JSON: {exc}") from exc
+    if not isinstance(options, dict):
+        raise ConfigError(f"parameter '{role}_options' must be a JSON object, got {raw!r}")
+    return options
+
+
+PARAMETERS_BY_NAME = {param.name: param for param in PARAMETERS}
+
+# When a parameter change takes effect. Every value is checked when it is set (a bad value is rejected with the
+# message configure would give), but the node reads its parameters only at configure: a change made while the
+# node is configured applies after deactivate, cleanup, configure, activate ('enabled' too: at run time the
+# '~/enable' service pauses and resumes). These two are read once, when the process starts.
+APPLIED_AT_START = ("autostart", "wait_for_lifecycle_manager")
+
+
+def check_changes(current: dict[str, Any], changes: dict[str, Any]) -> str | None:
+    """Why a run-time change of parameters is rejected (the configure message), or None when it is accepted.
+
+    Each changed value is checked alone. When the current values form a valid configuration, the result of the
+    change must too (rules that involve several parameters); when they do not (a failed configure waiting for
+    a fix), each bad value can be fixed on its own.
+    """
+    try:
+        for name, value in changes.items():
+            if name in PARAMETERS_BY_NAME:
+                check_value(PARAMETERS_BY_NAME[name], value)
+    except ConfigError as exc:
+        return str(exc)
+    try:
+        NodeSettings.from_values(current)
+    except ConfigError:
+        return None
+    try:
+        NodeSettings.from_values({**current, **changes})
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 def parameter_descriptor(param: Param):
-    """rclpy ParameterDescriptor with description, range and the allowed choices."""
-    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+    """rclpy ParameterDescriptor: description, and the range/choices as text in ``additional_constraints``.
+
+    The range is deliberately not given to rclpy as ``integer_range``/``floating_point_range``: rclpy would
+    then reject out-of-range values itself (with its own message, and at start-up by raising from
+    ``declare_parameter``), while every value should get the single check of :func:`check_value`.
+    """
+    from rcl_interfaces.msg import ParameterDescriptor
 
     description = param.description
+    constraints = ""
     if param.choices:
-        description += f" (one of: {', '.join(param.choices)})"
-    descriptor = ParameterDescriptor(description=description)
-    if param.low is not None:
-        if isinstance(param.default, float):
-            descriptor.floating_point_range = [
-                FloatingPointRange(from_value=float(param.low), to_value=float(param.high))
-            ]
-        else:
-            descriptor.integer_range = [IntegerRange(from_value=int(param.low), to_value=int(param.high), step=1)]
-    return descriptor
+        constraints = f"one of: {', '.join(param.choices)}"
+    elif param.low is not None:
+        constraints = f"range {param.low} .. {param.high}"
+    if constraints:
+        description += f" ({constraints})"
+    return ParameterDescriptor(description=description, additional_constraints=constraints)

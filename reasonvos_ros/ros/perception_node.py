@@ -26,7 +26,9 @@ import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -53,7 +55,7 @@ from .conversions import (
     numpy_to_image_msg,
     stamp_to_seconds,
 )
-from .parameters import PARAMETERS, NodeSettings, parameter_descriptor
+from .parameters import APPLIED_AT_START, PARAMETERS, NodeSettings, check_changes, parameter_descriptor
 
 NODE_NAME = "reasonvos_perception"
 DEPTH_CACHE_FRAMES = 8  # depth is only needed for the newest frames (3D points of live results)
@@ -117,6 +119,10 @@ class PerceptionNode(LifecycleNode):
         super().__init__(NODE_NAME, **kwargs)
         for param in PARAMETERS:
             self.declare_parameter(param.name, param.default, parameter_descriptor(param))
+        # Declared first: the check runs for run-time changes (`ros2 param set`), not for the start-up values,
+        # which configure checks (so a bad value in a params file is reported, not raised from __init__).
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.configure_error: str | None = None  # why the last configure failed (None: it did not)
         self.rejections = RejectionCounter(self.get_logger())
         self.settings: NodeSettings | None = None
         self.engine: LiveEngine | None = None
@@ -142,6 +148,25 @@ class PerceptionNode(LifecycleNode):
         self._inputs_group = MutuallyExclusiveCallbackGroup()
         self._control_group = ReentrantCallbackGroup()
 
+    def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
+        """Reject a bad run-time value with the message configure would give; say when a good one applies."""
+        changes = {param.name: param.value for param in parameters}
+        current = {param.name: self.get_parameter(param.name).value for param in PARAMETERS}
+        reason = check_changes(current, changes)
+        if reason is not None:
+            self.get_logger().warning(f"rejected parameter change: {reason}")
+            return SetParametersResult(successful=False, reason=reason)
+        if self.settings is not None and self.engine is not None:
+            for name in changes:
+                if name in APPLIED_AT_START:
+                    self.get_logger().info(f"parameter '{name}' set; it is read when the process starts")
+                elif name in current:
+                    self.get_logger().info(
+                        f"parameter '{name}' set; it takes effect at the next configure "
+                        "(deactivate, cleanup, configure, activate)"
+                    )
+        return SetParametersResult(successful=True)
+
     # ------------------------------------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
@@ -152,13 +177,16 @@ class PerceptionNode(LifecycleNode):
                 for role, spec in self.settings.backends.items()
             }
         except ReasonVosError as exc:
-            self.get_logger().error(f"configure failed: {exc}")
+            self.configure_error = f"configure failed: {exc}"
+            self.get_logger().error(self.configure_error)
             self.backends = {}
             return TransitionCallbackReturn.FAILURE
         except Exception as exc:  # a backend that fails to load must not take the node down
-            self.get_logger().error(f"configure failed while loading the backends: {type(exc).__name__}: {exc}")
+            self.configure_error = f"configure failed while loading the backends: {type(exc).__name__}: {exc}"
+            self.get_logger().error(self.configure_error)
             self.backends = {}
             return TransitionCallbackReturn.FAILURE
+        self.configure_error = None
         s = self.settings
         self.window = RollingWindow(
             max_duration_s=s.window_duration_s,
@@ -610,20 +638,49 @@ def _translate_args(argv: list[str]) -> list[str]:
     return out
 
 
+def _autostart(node: PerceptionNode) -> str | None:
+    """Configure and activate; None on success, else what failed (the error is already logged)."""
+    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        return node.configure_error or "configure failed"
+    if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+        return "activate failed"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _translate_args(sys.argv if argv is None else argv)
-    rclpy.init(args=args)
-    node = PerceptionNode()
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # rcl's RCLError: e.g. a '-p name:=value' that is not valid YAML
+        print(f"reasonvos_perception: bad command line: {exc}", file=sys.stderr)
+        return 2
+    try:
+        node = PerceptionNode()
+    except ParameterException as exc:  # e.g. a params file value of the wrong type for a declared parameter
+        print(f"reasonvos_perception: bad parameter: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     code = 0
     try:
-        if node.get_parameter("autostart").value:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().error("autostart: configure failed (see above); waiting for a lifecycle manager")
-            elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().error("autostart: activate failed")
-        executor.spin()
+        failure = _autostart(node) if node.get_parameter("autostart").value else None
+        if failure is not None and not node.get_parameter("wait_for_lifecycle_manager").value:
+            # Without a lifecycle manager nothing would ever retry: end with the error, so a shell or the launch
+            # system sees the failure instead of a process that lives on without topics.
+            node.get_logger().fatal(
+                f"autostart: {failure}; exiting (set wait_for_lifecycle_manager:=true to stay unconfigured and "
+                "wait for 'ros2 lifecycle set' instead)"
+            )
+            code = 1
+        else:
+            if failure is not None:
+                node.get_logger().error(
+                    f"autostart: {failure}; waiting for a lifecycle manager: fix the parameter "
+                    f"(ros2 param set {node.get_fully_qualified_name()} NAME VALUE), then configure again "
+                    f"(ros2 lifecycle set {node.get_fully_qualified_name()} configure)"
+                )
+            executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
