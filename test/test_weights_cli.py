@@ -103,7 +103,7 @@ def test_params_file_for_a_set_on_disk_builds_the_backend(tmp_path, capsys, torc
         )
         == 0
     )
-    parameters = yaml.safe_load(out.read_text())["reasonvos_perception"]["ros__parameters"]
+    parameters = yaml.safe_load(out.read_text())["/**"]["ros__parameters"]
     assert parameters["segmenter"] == "vlm_sam"
     segmenter = build_backend("segmenter", parameters["segmenter"], json.loads(parameters["segmenter_options"]))
     assert segmenter.family == "qwen3_vl" and segmenter.sam.model_type == "sam2"
@@ -147,7 +147,7 @@ def test_tracker_sets_come_from_the_tracker_backend_and_their_params_file_builds
     out = tmp_path / "tracker.yaml"
     args = ["weights", "params", model_set.name, "--dir", str(tmp_path), "--params-out", str(out)]
     assert main([*args, "--device", "cpu", "--dtype", "float32"]) == 0
-    parameters = next(iter(yaml.safe_load(out.read_text()).values()))["ros__parameters"]
+    parameters = yaml.safe_load(out.read_text())["/**"]["ros__parameters"]
     assert parameters["tracker"] == "sam2_video"
     tracker = build_backend("tracker", "sam2_video", json.loads(parameters["tracker_options"]))
     assert tracker.family.name == "sam2"

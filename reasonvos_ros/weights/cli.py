@@ -140,8 +140,9 @@ def params_document(model_set: ModelSet, root: Path, device: str, dtype: str) ->
     options = {c.option: str(component_dir(root.resolve(), c)) for c in model_set.components}
     options.update(model_set.options)
     options.update({"device": device, "dtype": dtype})
+    # "/**" (any node name in any namespace), like config/perception.yaml: a namespaced launch still applies it.
     return {
-        "reasonvos_perception": {
+        "/**": {
             "ros__parameters": {
                 model_set.backend_role: model_set.backend,
                 f"{model_set.backend_role}_options": json.dumps(options),
