@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from rosbags.highlevel import AnyReader
 
+from reasonvos_ros.bag.errors import BAG_ERRORS, describe_bag_error
 from reasonvos_ros.bag.types import make_typestore, msg_type_name
 from reasonvos_ros.core.overlay import OverlayTarget, draw_overlay
 from reasonvos_ros.core.types import TargetStatus
@@ -280,8 +281,8 @@ def run(args: argparse.Namespace) -> int:
             sheet_columns=args.sheet_columns,
             thumb_width=args.thumb_width,
         )
-    except (FileNotFoundError, ValueError) as error:
-        print(f"bag-render: error: {error}", file=sys.stderr)
+    except BAG_ERRORS as error:  # damaged, empty or foreign bags, a full disk: one clear line, no traceback
+        print(f"bag-render: error: {describe_bag_error(error, args.bag)}", file=sys.stderr)
         return 2
     outputs = ", ".join(str(path) for path in (summary.video, summary.contact_sheet) if path is not None)
     print(
