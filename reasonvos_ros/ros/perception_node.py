@@ -884,6 +884,9 @@ def run(argv: list[str] | None = None) -> int:
         # A second SIGINT during clean-up must not leave workers or DDS shared memory behind.
         for step in (
             lambda: node.engine is not None and node.engine.stop(timeout=0.5),  # bounded, also during a model call
+            # No publish may be in flight or start while the node is destroyed (a publisher in use keeps the node,
+            # the context and the DDS participant alive): wait for one in progress, then hold the lock for good.
+            lambda: node._publish_lock.acquire(timeout=1.0),
             lambda: executor.shutdown(timeout_sec=1.0),
             node.destroy_node,
             rclpy.try_shutdown,
