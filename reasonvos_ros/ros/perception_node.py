@@ -17,6 +17,7 @@ import functools
 import math
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -180,6 +181,8 @@ class PerceptionNode(LifecycleNode):
         # Held while results are published and while the publishers are destroyed: nothing is published by a
         # deactivated node, nor through a destroyed publisher.
         self._publish_lock = threading.Lock()
+        self._callbacks_in_flight = 0  # guarded callbacks running now (shutdown waits for them, bounded)
+        self._callbacks_done = threading.Condition()
         self.settings: NodeSettings | None = None
         self.engine: LiveEngine | None = None
         self.window: RollingWindow | None = None
@@ -221,6 +224,8 @@ class PerceptionNode(LifecycleNode):
 
         @functools.wraps(callback)
         def guarded(*args):
+            with self._callbacks_done:
+                self._callbacks_in_flight += 1
             try:
                 return callback(*args)
             except Exception as exc:
@@ -233,8 +238,17 @@ class PerceptionNode(LifecycleNode):
                 if hasattr(response, "message"):
                     response.message = f"internal error: {type(exc).__name__}: {exc}"[:MAX_LOGGED_CHARS]
                 return response
+            finally:
+                with self._callbacks_done:
+                    self._callbacks_in_flight -= 1
+                    self._callbacks_done.notify_all()
 
         return guarded
+
+    def wait_for_callbacks(self, timeout: float) -> bool:
+        """Wait until no callback of this node runs (after the executor stopped dispatching); False on timeout."""
+        with self._callbacks_done:
+            return self._callbacks_done.wait_for(lambda: self._callbacks_in_flight == 0, timeout)
 
     def _guard_change_state_service(self) -> None:
         """rclpy's ChangeState service raises RCLError out of the executor for a transition that is invalid in the
@@ -835,7 +849,10 @@ class PerceptionNode(LifecycleNode):
         )
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
-        self._outputs["diagnostics"].publish(array)
+        with self._publish_lock:
+            publisher = self._outputs.get("diagnostics")
+            if publisher is not None:
+                publisher.publish(array)
 
 
 def _translate_args(argv: list[str]) -> list[str]:
@@ -881,13 +898,20 @@ def run(argv: list[str] | None = None) -> int:
             node.get_logger().error(f"executor failed: {type(exc).__name__}: {exc}")
             code = 1
     finally:
-        # A second SIGINT during clean-up must not leave workers or DDS shared memory behind.
+        # From here on, SIGINT/SIGTERM are ignored: the teardown is bounded (a few seconds at most), and a
+        # KeyboardInterrupt raised in the middle of a step (rclpy's handler passes SIGINT on to Python's, so one
+        # can still be pending from the first signal) would leave the node half destroyed and its DDS shared
+        # memory behind.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(KeyboardInterrupt, ValueError):  # ValueError: not the main thread
+                signal.signal(signum, signal.SIG_IGN)
         for step in (
             lambda: node.engine is not None and node.engine.stop(timeout=0.5),  # bounded, also during a model call
             # No publish may be in flight or start while the node is destroyed (a publisher in use keeps the node,
             # the context and the DDS participant alive): wait for one in progress, then hold the lock for good.
+            lambda: executor.shutdown(timeout_sec=1.0),  # no new callback is dispatched
+            lambda: node.wait_for_callbacks(timeout=1.0),  # one running may still publish or hold an entity
             lambda: node._publish_lock.acquire(timeout=1.0),
-            lambda: executor.shutdown(timeout_sec=1.0),
             node.destroy_node,
             rclpy.try_shutdown,
             context.destroy,  # rcl/rmw context fini: the DDS participant and its /dev/shm segments go away
