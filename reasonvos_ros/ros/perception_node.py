@@ -875,6 +875,19 @@ def run(argv: list[str] | None = None) -> int:
     order here (workers stopped, executor shut down, node destroyed, context shut down and destroyed, which
     removes the DDS participant and its shared memory); worker threads may still be inside a model call."""
     args = _translate_args(sys.argv if argv is None else argv)
+    # rclpy's SIGINT handler shuts the context down (which ends the spin, as for SIGTERM) and then passes the
+    # signal on to Python's handler. Python's default one raises KeyboardInterrupt at an arbitrary bytecode of the
+    # main thread, which can leave the executor holding entities (and so the DDS participant and its shm) after
+    # the spin: while spinning, the context shutdown alone ends the node; before that (autostart loading the
+    # models) Ctrl-C interrupts as usual.
+    interruptible = [True]
+
+    def on_sigint(signum, frame) -> None:
+        if interruptible[0]:
+            raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread (embedded use): keep the default
+        signal.signal(signal.SIGINT, on_sigint)
     rclpy.init(args=args)
     context = rclpy.get_default_context()
     node = PerceptionNode()
@@ -887,6 +900,7 @@ def run(argv: list[str] | None = None) -> int:
                 node.get_logger().error("autostart: configure failed (see above); waiting for a lifecycle manager")
             elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().error("autostart: activate failed")
+        interruptible[0] = False
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -905,19 +919,25 @@ def run(argv: list[str] | None = None) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(KeyboardInterrupt, ValueError):  # ValueError: not the main thread
                 signal.signal(signum, signal.SIG_IGN)
-        for step in (
-            lambda: node.engine is not None and node.engine.stop(timeout=0.5),  # bounded, also during a model call
-            # No publish may be in flight or start while the node is destroyed (a publisher in use keeps the node,
-            # the context and the DDS participant alive): wait for one in progress, then hold the lock for good.
-            lambda: executor.shutdown(timeout_sec=1.0),  # no new callback is dispatched
-            lambda: node.wait_for_callbacks(timeout=1.0),  # one running may still publish or hold an entity
-            lambda: node._publish_lock.acquire(timeout=1.0),
-            node.destroy_node,
-            rclpy.try_shutdown,
-            context.destroy,  # rcl/rmw context fini: the DDS participant and its /dev/shm segments go away
-        ):
-            with contextlib.suppress(KeyboardInterrupt, Exception):  # every step must run
-                step()
+        steps = {
+            "stop the engine": lambda: node.engine is None or node.engine.stop(timeout=0.5) or True,  # bounded
+            # No callback may be dispatched or running, and no publish in flight or starting, while the node is
+            # destroyed: an entity in use keeps the node, the context and the DDS participant (its shm) alive.
+            "shut the executor down": lambda: executor.shutdown(timeout_sec=1.0),
+            "wait for running callbacks": lambda: node.wait_for_callbacks(timeout=1.0),
+            "wait for a publish in flight": lambda: node._publish_lock.acquire(timeout=1.0),
+            "destroy the node": lambda: node.destroy_node() or True,
+            "shut the context down": lambda: rclpy.try_shutdown() or True,
+            # rcl/rmw context fini: the DDS participant and its /dev/shm segments go away
+            "destroy the context": lambda: context.destroy() or True,
+        }
+        for name, step in steps.items():
+            try:
+                done = step()
+            except (KeyboardInterrupt, Exception) as exc:  # every step must run
+                done = f"{type(exc).__name__}: {exc}"
+            if done is not True:  # said on stderr: the logger may be gone already
+                print(f"[{NODE_NAME}] shutdown: could not {name} ({done or 'timed out'})", file=sys.stderr)
     return code
 
 
