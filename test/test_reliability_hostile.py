@@ -391,7 +391,7 @@ def test_rejection_log_lines_are_keyed_by_kind_not_by_sender_text(make_node):
 
 
 # ----------------------------------------------------------------------------------------------- the engine
-def test_a_worker_that_cannot_stop_in_time_is_not_duplicated(harness_factory=None):
+def test_a_worker_that_cannot_stop_in_time_is_not_duplicated():
     """stop() gives up on a worker inside a 0.6 s model call; start() must take it back, not add another one.
     Over many cycles the number of worker threads stays at two."""
     h = Harness(segmenter_delay=0.6)

@@ -13,20 +13,18 @@ import sqlite3
 import struct
 from pathlib import Path
 
-import apsw
 import yaml
 from rosbags.highlevel import AnyReaderError
 from rosbags.rosbag2 import ReaderError, WriterError
 from rosbags.serde import SerdeError
 from rosbags.typesys import TypesysError
 
-__all__ = ["BAG_ERRORS", "describe_bag_error"]
+__all__ = ["BAG_ERRORS", "describe_bag_error", "is_bag_error"]
 
 # What reading or writing a damaged / foreign bag raises (besides the tools' own FileNotFoundError/ValueError).
 BAG_ERRORS: tuple[type[BaseException], ...] = (
     ReaderError,
     AnyReaderError,
-    apsw.Error,  # rosbags reads sqlite3 bags through apsw
     WriterError,
     TypesysError,
     SerdeError,
@@ -44,6 +42,16 @@ BAG_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     AssertionError,
 )
+
+
+def _from_sqlite_binding(error: BaseException) -> bool:
+    """rosbags reads sqlite3 bags through apsw (its own dependency, not imported here): its errors."""
+    return any(cls.__module__ == "apsw" for cls in type(error).__mro__)
+
+
+def is_bag_error(error: BaseException) -> bool:
+    """Whether ``error`` is what a damaged, empty or foreign bag (or a full disk) raises: reported, not a bug."""
+    return isinstance(error, BAG_ERRORS) or _from_sqlite_binding(error)
 
 
 def describe_bag_error(error: BaseException, bag: str | Path | None = None) -> str:
@@ -65,9 +73,10 @@ def describe_bag_error(error: BaseException, bag: str | Path | None = None) -> s
         return f"{where}has a message type that is not known here ({type(error).__name__}: {text})"
     if isinstance(error, (ReaderError, AnyReaderError)) and "magic" in text.lower():
         return f"{where}is truncated or not an mcap file ({text}): its end (footer/summary) is missing or damaged"
+    if _from_sqlite_binding(error):
+        return f"{where}is corrupt or truncated (sqlite3: {type(error).__name__}: {text})"
     damaged = (
         sqlite3.Error,
-        apsw.Error,
         struct.error,
         EOFError,
         OverflowError,

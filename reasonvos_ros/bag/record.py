@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from reasonvos_ros.bag.errors import BAG_ERRORS, describe_bag_error
+from reasonvos_ros.bag.errors import describe_bag_error, is_bag_error
 
 __all__ = ["RecordStats", "add_arguments", "record_bag", "run"]
 
@@ -303,7 +303,9 @@ def run(args: argparse.Namespace) -> int:
                 stop=stop,
                 log=lambda text: print(text, flush=True),
             )
-    except BAG_ERRORS as error:  # damaged, empty or foreign bags, a full disk: one clear line, no traceback
+    except Exception as error:  # damaged, empty or foreign bags, a full disk: one clear line, no traceback
+        if not is_bag_error(error):
+            raise
         print(f"bag-record: error: {describe_bag_error(error, args.output)}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{topic}: {count}" for topic, count in stats.received.items()) or "nothing"
