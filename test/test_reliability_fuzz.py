@@ -19,6 +19,7 @@ The long run (10,000 cases) is ``benchmarks/fuzz_long.py``, which reuses this mo
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import re
@@ -42,6 +43,8 @@ DEPTH_BPP = {"32FC1": 4, "16UC1": 2, "mono16": 2}
 KNOWN_BPP = {**COLOUR_BPP, **DEPTH_BPP}
 JPEG_MAX_SIDE = 65500  # the rolling window stores frames as JPEG
 TIME_JUMP_BACK_S = 1.0  # a bigger step back starts a new time line; a smaller one is out of order
+MAX_IMAGE_PIXELS = 16_777_216  # the max_image_pixels default
+FRAME_SIZE_CONFIRM_FRAMES = 3  # README: frames in a row of a new size that start a new timeline
 MAX_INSTRUCTION_CHARS = 2000
 MAX_TARGET_ID_CHARS = 128
 MAX_TARGETS = 4
@@ -521,6 +524,24 @@ class Oracle:
     queued_image: dict[float, tuple[int, int]] = field(default_factory=dict)
     queued_depth: dict[float, ImageSpec] = field(default_factory=dict)
     queued_info: dict[float, InfoSpec] = field(default_factory=dict)
+    # Frame sizes (README: a frame of another size is rejected as a stray; FRAME_SIZE_CONFIRM_FRAMES in a row
+    # of one new size start a new timeline at that size).
+    size: tuple[int, int] | None = None
+    new_size: tuple[int, int] | None = None
+    new_size_run: int = 0
+
+    def frame_size_ok(self, size: tuple[int, int]) -> bool:
+        """Whether a frame of ``size`` reaching the window is kept (else it counts as ``frame_size``)."""
+        if self.size is None or size == self.size:
+            self.size, self.new_size, self.new_size_run = size, None, 0
+            return True
+        self.new_size_run = self.new_size_run + 1 if size == self.new_size else 1
+        self.new_size = size
+        if self.new_size_run == FRAME_SIZE_CONFIRM_FRAMES:
+            self.size, self.new_size, self.new_size_run = size, None, 0
+            return True
+        self.count("frame_size")
+        return False
 
     def count(self, category: str, n: int = 1) -> None:
         self.expected[category] = self.expected.get(category, 0) + n
@@ -644,14 +665,20 @@ class FuzzNode:
                 too_big = False
             before = dict(node.rejections.counts)
             node._on_image(msg)
+            if event.kind == "image" and spec.height * spec.width > MAX_IMAGE_PIXELS:
+                o.count("image_too_large")  # refused on its declared size, before any conversion
+                self.check()
+                return
             if valid is None:
                 # libjpeg may or may not decode a truncated file. A rejection (either way) leaves the stream's
                 # newest stamp unchanged, so the node's own count tells the oracle which case it was.
                 valid = node.rejections.counts.get("image", 0) == before.get("image", 0)
             if not valid:
                 o.count("image")
-            elif o.accept_stamp("image", stamp) and too_big and not self.use_depth:
-                o.count("image")  # decoded, but the window cannot store a side over 65500 px (JPEG)
+            elif o.accept_stamp("image", stamp) and not self.use_depth:
+                size = (spec.height, spec.width) if event.kind == "image" else event.image.size
+                if o.frame_size_ok(size) and too_big:
+                    o.count("image")  # decoded, but the window cannot store a side over 65500 px (JPEG)
         elif event.kind == "frameset":
             self._apply_frameset(event)
         elif event.kind == "depth":
@@ -743,7 +770,9 @@ class FuzzNode:
                 for old in [s for s in queue if s < stamp]:
                     del queue[old]  # the synchroniser drops what is older than a delivered set
             depth_ok = image_is_valid(depth, colour=False) and (depth.height, depth.width) == shape
-            if not depth_ok:
+            if not o.frame_size_ok(shape):
+                pass  # dropped before its depth is looked at
+            elif not depth_ok:
                 o.count("depth")
             else:
                 if not depth_content_has_valid_pixel(depth.fill.split(":", 1)[1], depth.encoding):
@@ -756,7 +785,8 @@ class FuzzNode:
         node, o = self.node, self.oracle
         counts = {k: v for k, v in node.rejections.counts.items() if k != "unsynchronised_image"}
         if self.skip_sync_oracle:
-            for category in ("depth", "camera_info"):
+            # frame_size too: which sets are delivered (and so which frame sizes reach the window) is not modelled
+            for category in ("depth", "camera_info", "frame_size"):
                 assert counts.get(category, 0) >= o.expected.get(category, 0), (category, counts, o.expected)
                 if category in counts:
                     o.expected[category] = counts[category]
@@ -764,7 +794,7 @@ class FuzzNode:
         assert node._time_jumps == o.time_jumps
         assert set(node.engine.targets()) == o.targets
         assert not self.results_errors, self.results_errors
-        assert all(thread.is_alive() for thread in node.engine._threads), "an engine worker thread died"
+        assert len(node.engine.worker_threads()) == 2, "an engine worker thread died"
 
     def check_diagnostics_and_logs(self) -> dict[str, str]:
         node = self.node
@@ -800,6 +830,8 @@ class FuzzNode:
         deadline = time.monotonic() + timeout
         for t in itertools.count():
             self.feed_clean_frame(t, start_s)
+            if not self.skip_sync_oracle:
+                self.oracle.frame_size_ok(CLEAN_RGB.shape[:2])
             for stream in ("image", "depth", "camera_info") if self.use_depth else ("image",):
                 self.oracle.last[stream] = start_s + t * 0.1
                 self.oracle.newest = max(self.oracle.newest, start_s + t * 0.1)
@@ -971,8 +1003,10 @@ def test_digit_first_target_id_gets_a_valid_point_topic(depth_node):
     h.oracle.targets.add("1")
     h.wait_tracking("1")
     wait_until_true(lambda: "1" in h.node._point_outputs, 10)
-    assert h.node._point_outputs["1"].topic_name.endswith("/point/_1")
-    assert all(thread.is_alive() for thread in h.node.engine._threads)
+    assert h.node._point_outputs["1"].topic_name.endswith(
+        "/point/t_1_" + hashlib.blake2b(b"1", digest_size=4).hexdigest()
+    )
+    assert len(h.node.engine.worker_threads()) == 2
     h.check()
 
 

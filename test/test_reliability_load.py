@@ -78,4 +78,4 @@ def test_replacing_a_target_while_another_is_acquired_does_not_deadlock():
     caller.join(timeout=5)
     assert not caller.is_alive(), "set_instruction/reset deadlocked against the acquisition worker"
     engine.stop()
-    assert not any(thread.is_alive() for thread in engine._threads)
+    assert not engine.worker_threads()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from rosbags.rosbag2 import Reader
 
+from reasonvos_ros.bag.errors import describe_bag_error, is_bag_error
+
 __all__ = ["PlayStats", "add_arguments", "play_bag", "run"]
 
 
@@ -204,8 +206,10 @@ def run(args: argparse.Namespace) -> int:
                 min_subscribers=args.min_subscribers,
                 stop=stop,
             )
-    except (FileNotFoundError, ValueError) as error:
-        print(f"bag-play: error: {error}", file=sys.stderr)
+    except Exception as error:  # damaged, empty or foreign bags, a full disk: one clear line, no traceback
+        if not is_bag_error(error):
+            raise
+        print(f"bag-play: error: {describe_bag_error(error, args.bag)}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{topic}: {count}" for topic, count in stats.published.items())
     print(

@@ -7,18 +7,30 @@ publisher is reliable and best effort otherwise (a reliable subscription receive
 drivers); the choice is not revisited when other publishers appear later. Message definitions are
 taken from the typestore (Jazzy's standard types plus this package's messages), so other custom types cannot be
 recorded (they are reported and skipped). Recording stops on SIGINT/SIGTERM or after ``duration`` seconds.
+
+A recorder can be killed (SIGKILL, OOM, power) or starved, and the disk can fill up. rosbag2 storage files only
+become readable when they are closed (mcap: footer and summary; sqlite3: the committed transaction; both: the
+bag's metadata.yaml), so the bag is written in splits of ``split_seconds``: each split is its own storage file,
+closed and listed in ``metadata.yaml`` (rewritten atomically) when the next one starts. Whatever happens, the
+bag is readable up to the last completed split, for mcap and sqlite3 alike; the split in progress is lost (it
+lies in ``OUTPUT/.partial_N/``). A full disk ends the recording with a clear error, completed splits intact.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from rosbags.rosbag2 import StoragePlugin, Writer
+
+from reasonvos_ros.bag.errors import describe_bag_error, is_bag_error
 
 __all__ = ["RecordStats", "add_arguments", "record_bag", "run"]
 
@@ -36,6 +48,100 @@ class RecordStats:
     never_seen: list[str] = field(default_factory=list)  # requested topics no publisher ever offered
     skipped: dict[str, str] = field(default_factory=dict)  # topic -> why it could not be recorded
     wall_seconds: float = 0.0
+    splits: int = 0  # completed storage files listed in metadata.yaml
+
+
+class SplitWriter:
+    """A rosbag2 bag written as a sequence of closed storage files (see the module docstring).
+
+    Each split is written by its own rosbags ``Writer`` into ``OUTPUT/.partial_N/``; when it is closed, its
+    storage file moves to ``OUTPUT/<name>_N.<ext>`` and ``OUTPUT/metadata.yaml`` is rewritten to list every
+    closed file (topics and counts summed), through a temporary file and an atomic rename."""
+
+    def __init__(self, output: Path, storage: str, typestore) -> None:
+        self.output = output
+        self.storage = storage
+        self.typestore = typestore
+        self.topics: dict[str, str] = {}  # topic -> type name, in connection order
+        self.connections: dict[str, object] = {}  # topic -> connection of the current split
+        self.files: list[dict] = []  # metadata of the closed splits
+        self._writer = None
+        self._index = 0
+        self._count = 0
+        self.output.mkdir(parents=True)
+
+    def add_topic(self, topic: str, type_name: str) -> None:
+        self.topics[topic] = type_name
+        if self._writer is not None:
+            self.connections[topic] = self._writer.add_connection(topic, type_name, typestore=self.typestore)
+
+    def write(self, topic: str, timestamp: int, raw: bytes) -> None:
+        if self._writer is None:
+            self._open()
+        self._writer.write(self.connections[topic], timestamp, raw)
+        self._count += 1
+
+    def _open(self) -> None:
+        partial = self.output / f".partial_{self._index}"
+        self._writer = Writer(partial, version=9, storage_plugin=STORAGES[self.storage])
+        self._writer.open()
+        self._count = 0
+        self.connections = {
+            topic: self._writer.add_connection(topic, type_name, typestore=self.typestore)
+            for topic, type_name in self.topics.items()
+        }
+
+    def split(self, keep_empty: bool = False) -> None:
+        """Close the split in progress (if it holds messages) and list it in metadata.yaml."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        writer.close()
+        partial = self.output / f".partial_{self._index}"
+        if self._count == 0 and not keep_empty:
+            shutil.rmtree(partial, ignore_errors=True)
+            return
+        info = yaml.safe_load((partial / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        stored = partial / info["relative_file_paths"][0]
+        name = f"{self.output.name}_{self._index}{stored.suffix}"
+        stored.rename(self.output / name)
+        shutil.rmtree(partial, ignore_errors=True)
+        self._index += 1
+        self.files.append({**info, "file": name})
+        self._write_metadata()
+
+    def close(self) -> None:
+        if not self.files and self._writer is None:
+            self._open()  # nothing recorded: still a valid (empty) bag
+        self.split(keep_empty=not self.files)
+
+    def _write_metadata(self) -> None:
+        first = self.files[0]
+        start = min(f["starting_time"]["nanoseconds_since_epoch"] for f in self.files)
+        end = max(f["starting_time"]["nanoseconds_since_epoch"] + f["duration"]["nanoseconds"] for f in self.files)
+        topics: dict[str, dict] = {}
+        for info in self.files:
+            for entry in info["topics_with_message_count"]:
+                name = entry["topic_metadata"]["name"]
+                if name in topics:
+                    topics[name]["message_count"] += entry["message_count"]
+                else:
+                    topics[name] = {"message_count": entry["message_count"], "topic_metadata": entry["topic_metadata"]}
+        combined = {
+            **{k: v for k, v in first.items() if k != "file"},
+            "duration": {"nanoseconds": end - start},
+            "starting_time": {"nanoseconds_since_epoch": start},
+            "message_count": sum(f["message_count"] for f in self.files),
+            "relative_file_paths": [f["file"] for f in self.files],
+            "files": [{**f["files"][0], "path": f["file"]} for f in self.files],
+            "topics_with_message_count": list(topics.values()),
+        }
+        temporary = self.output / ".metadata.yaml.tmp"
+        with open(temporary, "w") as handle:
+            yaml.safe_dump({"rosbag2_bagfile_information": combined}, handle, sort_keys=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.output / "metadata.yaml")
 
 
 def _auto_reliability(node, topic: str) -> str:
@@ -59,10 +165,12 @@ def record_bag(
     stop: threading.Event | None = None,
     node_name: str = "reasonvos_bag_recorder",
     ready: threading.Event | None = None,
+    split_seconds: float = 5.0,
     log=print,
 ) -> RecordStats:
     """Record until ``stop`` is set or ``duration`` elapses. ``ready`` is set once every requested topic is
-    subscribed (useful to start a publisher only then)."""
+    subscribed (useful to start a publisher only then). A new storage file starts every ``split_seconds``
+    (the bag is readable up to the last completed one if the recorder dies)."""
     from reasonvos_ros.bag.rclpy_tools import message_class, qos_profile, ros_session
     from reasonvos_ros.bag.types import make_typestore
 
@@ -71,6 +179,8 @@ def record_bag(
         raise FileExistsError(f"output bag {output} already exists (rosbag2 writers never overwrite)")
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {tuple(STORAGES)}, got {storage!r}")
+    if not split_seconds > 0:
+        raise ValueError(f"split_seconds must be > 0, got {split_seconds}")
     if reliability not in ("auto", "reliable", "best_effort"):
         raise ValueError(f"reliability must be auto, reliable or best_effort, got {reliability!r}")
     wanted = list(dict.fromkeys(topics or []))
@@ -82,8 +192,7 @@ def record_bag(
     stop = stop or threading.Event()
     typestore = make_typestore()
     stats = RecordStats(output)
-    writer = Writer(output, version=9, storage_plugin=STORAGES[storage])
-    writer.open()
+    writer = SplitWriter(output, storage, typestore)
     started = time.monotonic()
     try:
         with ros_session(node_name) as node:
@@ -114,11 +223,11 @@ def record_bag(
                         log(f"bag-record: skipping {topic}: {stats.skipped[topic]}")
                         continue
                     chosen = _auto_reliability(node, topic) if reliability == "auto" else reliability
-                    connection = writer.add_connection(topic, type_name, typestore=typestore)
+                    writer.add_topic(topic, type_name)
                     stats.types[topic], stats.reliability[topic], stats.received[topic] = type_name, chosen, 0
 
-                    def on_message(raw: bytes, connection=connection, topic=topic) -> None:
-                        writer.write(connection, node.get_clock().now().nanoseconds, raw)
+                    def on_message(raw: bytes, topic=topic) -> None:
+                        writer.write(topic, node.get_clock().now().nanoseconds, raw)
                         stats.received[topic] += 1
 
                     subscriptions[topic] = node.create_subscription(
@@ -127,10 +236,14 @@ def record_bag(
                     log(f"bag-record: recording {topic} ({type_name}, {chosen})")
 
             next_discovery = 0.0
+            next_split = started + split_seconds
             while not stop.is_set():
                 now = time.monotonic()
                 if duration is not None and now - started >= duration:
                     break
+                if now >= next_split:
+                    writer.split()
+                    next_split = now + split_seconds
                 if now >= next_discovery:
                     discover()
                     next_discovery = now + 0.1
@@ -142,7 +255,13 @@ def record_bag(
                 executor.spin_once(timeout_sec=0.0)
             executor.shutdown()
     finally:
-        writer.close()
+        try:
+            writer.close()
+        except OSError as error:  # e.g. the disk is full: the completed splits stay listed and readable
+            log(f"bag-record: could not close the split in progress: {error}")
+            stats.splits = len(writer.files)
+            raise
+    stats.splits = len(writer.files)
     stats.never_seen = [topic for topic in wanted if topic not in stats.types and topic not in stats.skipped]
     stats.wall_seconds = time.monotonic() - started
     return stats
@@ -161,6 +280,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--qos-reliability", choices=("auto", "reliable", "best_effort"), default="auto")
     parser.add_argument("--qos-depth", type=int, default=100)
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument("--split-seconds", type=float, default=5.0,
+                        help="start a new storage file this often; if the recorder dies, the bag is readable up "
+                        "to the last completed one")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,11 +299,14 @@ def run(args: argparse.Namespace) -> int:
                 reliability=args.qos_reliability,
                 depth=args.qos_depth,
                 duration=args.duration,
+                split_seconds=args.split_seconds,
                 stop=stop,
                 log=lambda text: print(text, flush=True),
             )
-    except (FileExistsError, ValueError) as error:
-        print(f"bag-record: error: {error}", file=sys.stderr)
+    except Exception as error:  # damaged, empty or foreign bags, a full disk: one clear line, no traceback
+        if not is_bag_error(error):
+            raise
+        print(f"bag-record: error: {describe_bag_error(error, args.output)}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{topic}: {count}" for topic, count in stats.received.items()) or "nothing"
     print(f"bag-record: wrote {stats.path} in {stats.wall_seconds:.1f} s: {counts}", flush=True)

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from rosbags.highlevel import AnyReader
 
+from reasonvos_ros.bag.errors import describe_bag_error, is_bag_error
 from reasonvos_ros.bag.types import make_typestore, msg_type_name
 from reasonvos_ros.core.overlay import OverlayTarget, draw_overlay
 from reasonvos_ros.core.types import TargetStatus
@@ -280,8 +281,10 @@ def run(args: argparse.Namespace) -> int:
             sheet_columns=args.sheet_columns,
             thumb_width=args.thumb_width,
         )
-    except (FileNotFoundError, ValueError) as error:
-        print(f"bag-render: error: {error}", file=sys.stderr)
+    except Exception as error:  # damaged, empty or foreign bags, a full disk: one clear line, no traceback
+        if not is_bag_error(error):
+            raise
+        print(f"bag-render: error: {describe_bag_error(error, args.bag)}", file=sys.stderr)
         return 2
     outputs = ", ".join(str(path) for path in (summary.video, summary.contact_sheet) if path is not None)
     print(

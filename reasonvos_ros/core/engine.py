@@ -6,6 +6,10 @@ tracked target on the newest frame, skipping frames it had no time for (the newe
 drift detection and emits one result set per processed frame. A new instruction for a target replaces the old
 one: the acquisition in flight is dropped at its next step (a model call already running is not interrupted).
 Backend exceptions set that target to ERROR with the reason; other targets continue; a new instruction retries.
+
+Pausing (``set_enabled(False)``) and stopping are synchronous for consumers: once they return, no result is
+emitted and no target changes state until processing resumes. Workers are never duplicated: a worker still
+inside a model call when ``stop`` gave up waiting is taken back by the next ``start`` instead of a new one.
 """
 
 from __future__ import annotations
@@ -64,10 +68,21 @@ class TargetState:
     last_mask: TrackedMask | None = None
     monitor: DriftMonitor | None = None
     keyframe_stamp: float | None = None
+    keyframe: Frame | None = None  # the key frame itself (its meta carries the exact source stamp)
     understanding: Understanding | None = None  # what the last key-frame segmentation understood
     retry_at: float = 0.0  # monotonic time of the next automatic re-acquisition (LOST / NOT_PRESENT)
     queued: bool = False
     acquisitions: int = 0
+
+
+@dataclass
+class _Worker:
+    """One worker thread and its own stop request (so a late worker of an earlier run can be told apart)."""
+
+    role: str
+    thread: threading.Thread | None = None
+    stop: bool = False
+    exited: bool = False  # set (under the engine lock) when the loop decided to return
 
 
 @dataclass
@@ -78,6 +93,8 @@ class EngineStats:
     acquisitions_cancelled: int = 0
     errors: int = 0
     lost_events: int = 0
+    instructions_repeated: int = 0  # identical instructions for a target already following them (ignored)
+    timelines: int = 0  # new timelines started by a camera that changed resolution
     last_timings: dict[str, float] = field(default_factory=dict)
     last_counts: dict[str, int] = field(default_factory=dict)
     track_step_s: float = 0.0  # mean duration of one target's tracker step, over frames where a tracker ran
@@ -117,33 +134,57 @@ class LiveEngine:
         self._wake_track = threading.Condition(self._lock)
         self._last_processed = -1
         self._tracked_frame_times: deque[float] = deque()  # when a tracker ran on a live frame (monotonic)
-        self._stop = False
-        self._threads: list[threading.Thread] = []
+        self._running = False
+        self._workers: dict[str, _Worker] = {}
         self._generation = 0
+        # Held while results are handed to ``on_results``: pause/stop take it after flipping their flag, so no
+        # result is emitted once they return. Never taken with ``_lock`` held.
+        self._emit_lock = threading.Lock()
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._threads:
-            return
-        self._stop = False
-        for name, target in (("acquire", self._acquire_loop), ("track", self._track_loop)):
-            thread = threading.Thread(target=target, name=f"reasonvos-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        """Start the two workers. A worker of an earlier run that is still inside a model call (``stop`` gave up
+        waiting for it) is taken back instead of starting a second one of its kind."""
+        with self._lock:
+            if self._running:
+                return
+            self._running = True
+            self._last_processed = -1
+            for role, loop in (("acquire", self._acquire_loop), ("track", self._track_loop)):
+                worker = self._workers.get(role)
+                if worker is not None and worker.thread.is_alive() and not worker.exited:
+                    worker.stop = False  # it carries on with this run once its call returns
+                    continue
+                worker = _Worker(role)
+                # Daemon: a worker inside a model call must not block the process exit (the node leaves with
+                # os._exit after an orderly shutdown, so no worker runs while the interpreter finalizes).
+                worker.thread = threading.Thread(target=loop, args=(worker,), name=f"reasonvos-{role}", daemon=True)
+                self._workers[role] = worker
+                worker.thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop the workers, waiting at most ``timeout`` seconds in all: a model call in progress cannot be
-        interrupted, so a worker inside one is left to finish it (daemon thread) and exits right after."""
+        """Stop the workers, waiting at most ``timeout`` seconds in all. A model call in progress cannot be
+        interrupted: a worker inside one finishes it, drops its result and exits (or is taken back by the next
+        ``start``). When this returns, no result is emitted any more and every target is forgotten."""
         with self._lock:
-            self._stop = True
+            self._running = False
             self._generation += 1
+            for worker in self._workers.values():
+                worker.stop = True
             self._wake_acquire.notify_all()
             self._wake_track.notify_all()
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._threads = []
+        for worker in list(self._workers.values()):
+            worker.thread.join(max(0.0, deadline - time.monotonic()))
+        # Wait for a hand-over to on_results in progress (bounded: a consumer stuck in a publish is not waited for).
+        if self._emit_lock.acquire(timeout=max(0.05, deadline - time.monotonic())):
+            self._emit_lock.release()
         self.reset(None)
+
+    def worker_threads(self) -> list[threading.Thread]:
+        """The worker threads still alive (also one left inside a model call by ``stop``)."""
+        with self._lock:
+            return [w.thread for w in self._workers.values() if w.thread.is_alive()]
 
     # ---- inputs -------------------------------------------------------------------------------------
     def notify_frame(self) -> None:
@@ -154,10 +195,22 @@ class LiveEngine:
                 self._wake_acquire.notify_all()
 
     def set_instruction(self, target_id: str, text: str) -> TargetState:
-        """Replace ``target_id``'s instruction; raises ValueError for bad text or when max_targets is reached."""
+        """Replace ``target_id``'s instruction; raises ValueError for bad text or when max_targets is reached.
+
+        The same instruction again for a target already following it (searching, tracking or lost) changes
+        nothing and returns the existing state: a bag replayed in a loop re-sends it and must not cancel the
+        acquisition in progress each time. After an ERROR or NOT_PRESENT it retries at once."""
         text = validate_instruction(text)
         target_id = validate_target_id(target_id)
         with self._lock:
+            current = self._targets.get(target_id)
+            if (
+                current is not None
+                and current.instruction == text
+                and current.status in (TargetStatus.SEARCHING, TargetStatus.TRACKING, TargetStatus.LOST)
+            ):
+                self.stats.instructions_repeated += 1
+                return current
             if target_id not in self._targets and len(self._targets) >= self.max_targets:
                 raise ValueError(
                     f"cannot add target {target_id!r}: max_targets={self.max_targets} reached "
@@ -191,10 +244,33 @@ class LiveEngine:
         return True
 
     def set_enabled(self, enabled: bool) -> None:
+        """Pause (False) or resume processing. Pausing is synchronous: when it returns no result is emitted
+        and no target changes state; an acquisition in flight is dropped at its next step and runs again on
+        resume."""
         with self._lock:
             self.enabled = bool(enabled)
             self._wake_acquire.notify_all()
             self._wake_track.notify_all()
+        if not enabled and self._emit_lock.acquire(timeout=5.0):  # wait for a hand-over in progress
+            self._emit_lock.release()
+
+    def new_timeline(self, reason: str) -> None:
+        """The frames so far belong to another timeline (e.g. the camera changed resolution and the window was
+        cleared): every target starts over with its instruction, re-acquiring on the next frames."""
+        dropped = []
+        with self._lock:
+            self.stats.timelines += 1
+            for state in list(self._targets.values()):
+                dropped.append(self._drop_session(state))
+                self._generation += 1
+                fresh = TargetState(state.target_id, state.instruction, generation=self._generation)
+                fresh.reason = f"{reason}; re-acquiring"
+                if state.target_id in self._queue:
+                    self._queue.remove(state.target_id)
+                self._targets[state.target_id] = fresh
+                self._enqueue(fresh)
+            self._last_processed = -1
+        self._close_sessions(dropped)
 
     def targets(self) -> dict[str, TargetState]:
         with self._lock:
@@ -229,13 +305,32 @@ class LiveEngine:
 
     def _is_current(self, state: TargetState, generation: int) -> bool:
         with self._lock:
-            return not self._stop and self._targets.get(state.target_id) is state and state.generation == generation
+            return self._running and self._targets.get(state.target_id) is state and state.generation == generation
 
-    def _acquire_loop(self) -> None:
+    def _may_change(self, state: TargetState, generation: int) -> bool:
+        """Current and not paused: a result may be emitted / the state may change. Call with ``_lock`` held."""
+        return self.enabled and self._is_current(state, generation)
+
+    def _emit(self, frame: Frame, results: list[FrameResult], live: bool, check: Callable[[], bool]) -> bool:
+        """Hand results to ``on_results`` unless ``check()`` (evaluated under the locks) says they are stale."""
+        with self._emit_lock:
+            with self._lock:
+                if not check():
+                    return False
+            self.on_results(frame, results, live)
+            return True
+
+    def _requeue_if_paused(self, state: TargetState, generation: int) -> None:
+        """An acquisition dropped because of a pause runs again on resume (its target keeps its status)."""
+        with self._lock:
+            if self._is_current(state, generation) and not self.enabled:
+                self._enqueue(state)
+
+    def _acquire_loop(self, worker: _Worker) -> None:
         while True:
             with self._lock:
                 state = None
-                while not self._stop:
+                while not worker.stop:
                     now = time.monotonic()
                     for candidate in self._targets.values():
                         if self._retry_due(candidate, now):
@@ -247,7 +342,8 @@ class LiveEngine:
                             break
                         continue
                     self._wake_acquire.wait(timeout=0.2)
-                if self._stop:
+                if worker.stop:
+                    worker.exited = True
                     return
                 generation = state.generation
                 instruction = state.instruction
@@ -256,10 +352,10 @@ class LiveEngine:
 
     def _run_acquisition(self, state: TargetState, generation: int, instruction: str, frames: list[Frame]) -> None:
         past_results: list[tuple[Frame, FrameResult]] = []
-        key: dict[str, object] = {"stamp": None, "understanding": None}
+        key: dict[str, object] = {"stamp": None, "understanding": None, "frame": None}
 
         def on_key(key_frame: Frame, seg: Segmentation) -> None:
-            key["stamp"], key["understanding"] = key_frame.stamp, seg.understanding
+            key["stamp"], key["understanding"], key["frame"] = key_frame.stamp, seg.understanding, key_frame
 
         def emit(frame: Frame, tracked: TrackedMask | None, pass_name: str) -> None:
             mask = tracked.mask if tracked is not None and tracked.area > 0 else None
@@ -275,8 +371,9 @@ class LiveEngine:
                 mask,
                 key["stamp"],
                 key["understanding"],
+                key["frame"],
             )
-            self.on_results(frame, [result], False)
+            self._emit(frame, [result], False, lambda: self._may_change(state, generation))
             past_results.append((frame, result))
 
         try:
@@ -285,28 +382,32 @@ class LiveEngine:
                 instruction,
                 frames,
                 emit=emit,
-                is_cancelled=lambda: not self._is_current(state, generation),
+                is_cancelled=lambda: not self._may_change(state, generation),
                 tracker_lock=self._tracker_lock,
                 on_key=on_key,
             )
         except Cancelled:
             with self._lock:
                 self.stats.acquisitions_cancelled += 1
+            self._requeue_if_paused(state, generation)
             return
         except Exception as exc:  # any backend failure becomes this target's ERROR
             self._fail(state, generation, exc)
             return
         with self._lock:
-            if not self._is_current(state, generation):
+            if not self._may_change(state, generation):
                 if acquisition.session is not None:
                     acquisition.session.close()
                 self.stats.acquisitions_cancelled += 1
+                if self._is_current(state, generation):  # paused: run it again on resume
+                    self._enqueue(state)
                 return
             self.stats.acquisitions += 1
             state.acquisitions += 1
             self.stats.last_timings = dict(acquisition.timings)
             self.stats.last_counts = dict(acquisition.counts)
             state.keyframe_stamp = acquisition.key_frame.stamp
+            state.keyframe = acquisition.key_frame
             state.understanding = acquisition.segmentation.understanding
             if acquisition.session is None:
                 state.status = TargetStatus.NOT_PRESENT
@@ -330,7 +431,7 @@ class LiveEngine:
         self.on_event("error", f"target {state.target_id!r}: {reason}")
         with self._lock:
             self.stats.errors += 1
-            if self._is_current(state, generation):
+            if self._may_change(state, generation):
                 if state.session is not None:
                     session, state.session = state.session, None
                     session.close()
@@ -338,15 +439,16 @@ class LiveEngine:
                 state.reason = reason
                 state.last_mask = None
 
-    def _track_loop(self) -> None:
+    def _track_loop(self, worker: _Worker) -> None:
         while True:
             with self._lock:
-                while not self._stop:
+                while not worker.stop:
                     newest = self.window.newest()
                     if self.enabled and self._targets and newest is not None and newest.index > self._last_processed:
                         break
                     self._wake_track.wait(timeout=0.2)
-                if self._stop:
+                if worker.stop:
+                    worker.exited = True
                     return
                 if self._last_processed >= 0 and newest.index > self._last_processed + 1:
                     self.stats.frames_skipped += newest.index - self._last_processed - 1
@@ -391,6 +493,7 @@ class LiveEngine:
                         mask,
                         state.keyframe_stamp,
                         state.understanding,
+                        state.keyframe,
                     )
                 )
         with self._lock:
@@ -407,7 +510,7 @@ class LiveEngine:
             self.stats.track_rate_hz = (len(times) - 1) / (now - times[0]) if len(times) > 1 else 0.0
         if results:
             try:
-                self.on_results(frame, results, True)
+                self._emit(frame, results, True, lambda: self._running and self.enabled)
             except Exception as exc:  # a failing consumer must not stop tracking for every target
                 self.on_event(
                     "error", f"publishing the results of frame {frame.index} failed: {_describe_failure(exc)}"
@@ -415,7 +518,7 @@ class LiveEngine:
 
     def _after_step(self, state: TargetState, generation: int, frame: Frame, tracked: TrackedMask | None) -> None:
         with self._lock:
-            if not self._is_current(state, generation):
+            if not self._may_change(state, generation):
                 return
             state.last_index = frame.index
             reason = state.monitor.update(tracked) if state.monitor else None

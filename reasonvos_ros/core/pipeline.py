@@ -86,6 +86,7 @@ class FrameResult:
     mask: np.ndarray | None = None  # bool HxW when status is TRACKING
     keyframe_stamp: float | None = None
     understanding: Understanding | None = None  # what the segmenter understood (None before the first key frame)
+    keyframe: Frame | None = None  # the key frame (its ``meta`` carries the exact source stamp)
 
     # Cached: the node reads them for the message, the 3D point and the debug overlay.
     @functools.cached_property

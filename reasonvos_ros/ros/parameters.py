@@ -51,6 +51,14 @@ PARAMETERS: tuple[Param, ...] = (
         "subscribe aligned 'depth' (32FC1 m or 16UC1 mm) and 'camera_info', synchronise them "
         "with the colour image and publish 3D points",
     ),
+    Param(
+        "max_image_pixels",
+        16_777_216,
+        "largest colour/depth image accepted, in pixels (width x height; 16777216 = 4096x4096); larger ones are "
+        "refused and counted before decoding (compressed: the size the PNG/JPEG header declares)",
+        1,
+        1_073_741_824,
+    ),
     Param("sync_queue_size", 10, "per-input queue of the approximate time synchroniser", 1, 100),
     Param(
         "sync_slop_s", 0.05, "maximum stamp difference (s) between colour, depth and camera_info of one set", 0.0, 1.0

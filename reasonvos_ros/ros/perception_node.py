@@ -12,11 +12,16 @@ deactivate stops them and frees accelerator memory; cleanup unloads the backends
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import os
 import re
+import signal
 import sys
 import threading
 import time
+import traceback
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +33,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -38,7 +44,9 @@ from std_srvs.srv import SetBool
 
 from ..core.engine import LiveEngine
 from ..core.errors import ReasonVosError
+from ..core.frame_size import FrameSizeGate, SizeDecision
 from ..core.geometry import Intrinsics, deproject, robust_depth
+from ..core.image_header import ImageHeaderError, declared_size
 from ..core.overlay import OverlayTarget, draw_overlay
 from ..core.pipeline import FrameResult
 from ..core.registry import build_backend
@@ -56,6 +64,7 @@ from .conversions import (
     stamp_to_seconds,
 )
 from .parameters import APPLIED_AT_START, PARAMETERS, NodeSettings, check_changes, parameter_descriptor
+from .topic_names import target_topic_token
 
 NODE_NAME = "reasonvos_perception"
 DEPTH_CACHE_FRAMES = 8  # depth is only needed for the newest frames (3D points of live results)
@@ -63,6 +72,10 @@ DEPTH_CACHE_FRAMES = 8  # depth is only needed for the newest frames (3D points 
 # the rolling window uses the same threshold to clear itself. Smaller steps back are out-of-order messages.
 TIME_JUMP_BACK_S = 1.0
 MAX_LOGGED_CHARS = 300  # rejected inputs can be megabytes (a 1 MB instruction): log lines show the start only
+# Instructions arrive in bursts (10,000 distinct ids from a script): the subscription queue holds a burst, so each
+# instruction is accepted or rejected with a count; what DDS still reports lost is counted as well.
+INSTRUCTION_QUEUE_DEPTH = 1000
+FRAME_SIZE_CONFIRM_FRAMES = 3  # consecutive frames of a new size that mean the camera changed resolution
 
 
 @dataclass
@@ -72,25 +85,45 @@ class FrameMeta:
     intrinsics: Intrinsics | None = None
 
 
-class RejectionCounter:
-    """Counts rejected inputs per category (reported in diagnostics) and rate-limits their log lines."""
+# Sender-controlled parts of rejection messages: quoted text (repr of names, ids) and numbers.
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
-    def __init__(self, logger, period_s: float = 5.0) -> None:
+
+class RejectionCounter:
+    """Counts rejected inputs per category (reported in diagnostics) and rate-limits their log lines.
+
+    Log lines are rate-limited per kind of problem: the message with what the sender controls masked (quoted
+    text such as encoding names and target ids, numbers), so varying that text cannot flood the log; and at most
+    ``kinds_per_period`` kinds per category are logged per period. The counts always cover every rejection."""
+
+    def __init__(self, logger, period_s: float = 5.0, kinds_per_period: int = 4) -> None:
         self.logger = logger
         self.period_s = period_s
+        self.kinds_per_period = kinds_per_period
         self.counts: dict[str, int] = {}
         self._last_log: dict[str, float] = {}
         self._lock = threading.Lock()
 
+    @staticmethod
+    def kind_of(category: str, message: str) -> str:
+        masked = _QUOTED.sub("'…'", message)
+        return category + ":" + _NUMBER.sub("#", masked)[:80]
+
     def reject(self, category: str, message: str) -> None:
         now = time.monotonic()
-        # Rate-limit per kind of problem (numbers masked), so one flood cannot hide a different problem.
-        key = category + ":" + re.sub(r"\d+(\.\d+)?", "#", message)[:80]
+        key = self.kind_of(category, message)
         with self._lock:
             self.counts[category] = self.counts.get(category, 0) + 1
             if now - self._last_log.get(key, -1e9) < self.period_s:
                 return
+            prefix = category + ":"
+            recent = sum(1 for k, t in self._last_log.items() if k.startswith(prefix) and now - t < self.period_s)
+            if recent >= self.kinds_per_period:
+                return
             self._last_log[key] = now
+            if len(self._last_log) > 1000:  # forget old kinds (the keys are bounded per period, not in total)
+                self._last_log = {k: t for k, t in self._last_log.items() if now - t < self.period_s}
             count = self.counts[category]
         if len(message) > MAX_LOGGED_CHARS:
             message = message[:MAX_LOGGED_CHARS] + f"... ({len(message)} characters)"
@@ -108,10 +141,30 @@ def _time_msg(seconds: float | None) -> TimeMsg:
     return TimeMsg(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
 
 
-def _topic_safe(target_id: str) -> str:
-    """A valid ROS name token for a target id (tokens must not start with a digit, e.g. target "1")."""
-    token = re.sub(r"[^A-Za-z0-9_]", "_", target_id) or "_"
-    return "_" + token if token[0].isdigit() else token
+class CallbackFailures:
+    """Exceptions that escaped a callback: counted per kind (callback + exception type), logged once per kind
+    with the traceback, and contained (an exception reaching the executor would end the node)."""
+
+    def __init__(self, logger) -> None:
+        self.logger = logger
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def record(self, callback: str, exc: BaseException) -> None:
+        kind = f"{callback}:{type(exc).__name__}"
+        with self._lock:
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            first = self.counts[kind] == 1
+        if first:
+            text = "".join(traceback.format_exception(exc))[-4000:]
+            self.logger.error(
+                f"unexpected {type(exc).__name__} in the {callback} callback (contained; counted as "
+                f"callback_errors[{kind}] in diagnostics, logged once): {exc}\n{text}"
+            )
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.counts.values())
 
 
 class PerceptionNode(LifecycleNode):
@@ -124,6 +177,18 @@ class PerceptionNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.configure_error: str | None = None  # why the last configure failed (None: it did not)
         self.rejections = RejectionCounter(self.get_logger())
+        self.callback_failures = CallbackFailures(self.get_logger())
+        self._frame_sizes = FrameSizeGate(FRAME_SIZE_CONFIRM_FRAMES)
+        self._instructions_lost = 0
+        self._instructions_repeated = 0
+        # Held by the input callbacks and by deactivate/cleanup while they take the inputs apart, so a callback
+        # never sees half-destroyed state (a lifecycle transition runs in another executor thread).
+        self._io_lock = threading.RLock()
+        # Held while results are published and while the publishers are destroyed: nothing is published by a
+        # deactivated node, nor through a destroyed publisher.
+        self._publish_lock = threading.Lock()
+        self._callbacks_in_flight = 0  # guarded callbacks running now (shutdown waits for them, bounded)
+        self._callbacks_done = threading.Condition()
         self.settings: NodeSettings | None = None
         self.engine: LiveEngine | None = None
         self.window: RollingWindow | None = None
@@ -147,6 +212,72 @@ class PerceptionNode(LifecycleNode):
         self._lock = threading.Lock()
         self._inputs_group = MutuallyExclusiveCallbackGroup()
         self._control_group = ReentrantCallbackGroup()
+        self._guard_change_state_service()
+
+    def destroy_node(self) -> None:
+        super().destroy_node()
+        # rclpy's LifecycleNode does not destroy its state machine, which holds the node handle: the node, and so
+        # the context and its DDS participant (with its /dev/shm segments), would stay alive until the Python
+        # object is collected, which never happens when the process leaves with os._exit (see main).
+        machine = getattr(self, "_state_machine", None)
+        if machine is not None:
+            machine.destroy_when_not_in_use()
+
+    # ------------------------------------------------------------------------------------------------ containment
+    def _guarded(self, name: str, callback, *, service: bool = False):
+        """``callback`` with every exception contained: counted and logged once per kind (see CallbackFailures).
+        A service callback answers ``success = False`` with the reason instead."""
+
+        @functools.wraps(callback)
+        def guarded(*args):
+            with self._callbacks_done:
+                self._callbacks_in_flight += 1
+            try:
+                return callback(*args)
+            except Exception as exc:
+                if self.context.ok():  # else: shutting down, the context went away under the callback
+                    self.callback_failures.record(name, exc)
+                if not service:
+                    return None
+                response = args[1]
+                response.success = False
+                if hasattr(response, "message"):
+                    response.message = f"internal error: {type(exc).__name__}: {exc}"[:MAX_LOGGED_CHARS]
+                return response
+            finally:
+                with self._callbacks_done:
+                    self._callbacks_in_flight -= 1
+                    self._callbacks_done.notify_all()
+
+        return guarded
+
+    def wait_for_callbacks(self, timeout: float) -> bool:
+        """Wait until no callback of this node runs (after the executor stopped dispatching); False on timeout."""
+        with self._callbacks_done:
+            return self._callbacks_done.wait_for(lambda: self._callbacks_in_flight == 0, timeout)
+
+    def _guard_change_state_service(self) -> None:
+        """rclpy's ChangeState service raises RCLError out of the executor for a transition that is invalid in the
+        current state (configure while active: any lifecycle client other than ``ros2 lifecycle set`` can send
+        it), which ends the node. Answer ``success = False`` instead, as rclcpp does."""
+        service = getattr(self, "_service_change_state", None)
+        if service is None:
+            return
+        original = service.callback
+
+        def change_state(request, response):
+            try:
+                return original(request, response)
+            except Exception as exc:
+                self.rejections.reject(
+                    "lifecycle_transition",
+                    f"transition {request.transition.id} {request.transition.label!r} refused in state "
+                    f"{self._state_machine.current_state[1]!r}: {type(exc).__name__}: {exc}",
+                )
+                response.success = False
+                return response
+
+        service.callback = change_state
 
     def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
         """Reject a bad run-time value with the message configure would give; say when a good one applies."""
@@ -200,8 +331,18 @@ class PerceptionNode(LifecycleNode):
         self.engine = LiveEngine(pipeline, self.window, self._on_results, s.max_targets, self._on_engine_event)
         self.engine.set_enabled(s.enabled)
         self._node_services = [
-            self.create_service(ResetTargets, "~/reset", self._on_reset, callback_group=self._control_group),
-            self.create_service(SetBool, "~/enable", self._on_enable, callback_group=self._control_group),
+            self.create_service(
+                ResetTargets,
+                "~/reset",
+                self._guarded("reset", self._on_reset, service=True),
+                callback_group=self._control_group,
+            ),
+            self.create_service(
+                SetBool,
+                "~/enable",
+                self._guarded("enable", self._on_enable, service=True),
+                callback_group=self._control_group,
+            ),
         ]
         backends = ", ".join(f"{role}={spec['name']}" for role, spec in s.backends.items())
         self.get_logger().info(f"configured: {backends}; window {s.window_duration_s} s / {s.window_max_mb} MB")
@@ -220,21 +361,50 @@ class PerceptionNode(LifecycleNode):
             (Image, "image") if s.image_transport == "raw" else (CompressedImage, "image/compressed")
         )
         group = self._inputs_group
-        subs = [self.create_subscription(image_type, image_topic, self._on_image, camera_qos, callback_group=group)]
+        guard = self._guarded
+        subs = [
+            self.create_subscription(
+                image_type, image_topic, guard("image", self._on_image), camera_qos, callback_group=group
+            )
+        ]
         if s.use_depth:
             self._sync = ApproximateTimeSynchronizer(3, s.sync_queue_size, s.sync_slop_s, self._on_synced)
-            subs.append(self.create_subscription(Image, "depth", self._on_depth, camera_qos, callback_group=group))
             subs.append(
                 self.create_subscription(
-                    CameraInfo, "camera_info", self._on_camera_info, camera_qos, callback_group=group
+                    Image, "depth", guard("depth", self._on_depth), camera_qos, callback_group=group
+                )
+            )
+            subs.append(
+                self.create_subscription(
+                    CameraInfo,
+                    "camera_info",
+                    guard("camera_info", self._on_camera_info),
+                    camera_qos,
+                    callback_group=group,
                 )
             )
         control = self._control_group
+        instruction_qos = QoSProfile(depth=INSTRUCTION_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
+        lost = SubscriptionEventCallbacks(message_lost=self._on_instructions_lost)
         subs.append(
-            self.create_subscription(Instruction, "instruction", self._on_instruction, 10, callback_group=control)
+            self.create_subscription(
+                Instruction,
+                "instruction",
+                guard("instruction", self._on_instruction),
+                instruction_qos,
+                callback_group=control,
+                event_callbacks=lost,
+            )
         )
         subs.append(
-            self.create_subscription(String, "instruction_text", self._on_instruction_text, 10, callback_group=control)
+            self.create_subscription(
+                String,
+                "instruction_text",
+                guard("instruction_text", self._on_instruction_text),
+                instruction_qos,
+                callback_group=control,
+                event_callbacks=lost,
+            )
         )
         self._input_subs = subs
         self._outputs = {
@@ -245,7 +415,9 @@ class PerceptionNode(LifecycleNode):
             "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
         }
         self._node_timers = [
-            self.create_timer(s.diagnostics_period_s, self._publish_diagnostics, callback_group=control)
+            self.create_timer(
+                s.diagnostics_period_s, guard("diagnostics", self._publish_diagnostics), callback_group=control
+            )
         ]
         self.engine.start()
         self.get_logger().info(
@@ -274,50 +446,82 @@ class PerceptionNode(LifecycleNode):
 
     def _stop_processing(self) -> None:
         if self.engine is not None:
-            self.engine.stop()
-        for sub in self._input_subs:
-            self.destroy_subscription(sub)
-        for timer in self._node_timers:
-            self.destroy_timer(timer)
-        for pub in [*self._outputs.values(), *self._point_outputs.values()]:
-            self.destroy_publisher(pub)
-        self._input_subs, self._node_timers, self._outputs, self._point_outputs = [], [], {}, {}
-        self._sync = None
-        if self.window is not None:
-            self.window.clear()
-        self._depth_cache.clear()
-        self._last_stamps.clear()
-        self._newest_stamp = -math.inf
+            self.engine.stop()  # synchronous for results: none is emitted once it returns
+        with self._publish_lock:
+            outputs = [*self._outputs.values(), *self._point_outputs.values()]
+            self._outputs, self._point_outputs = {}, {}
+        with self._io_lock:
+            for sub in self._input_subs:
+                self.destroy_subscription(sub)
+            for timer in self._node_timers:
+                self.destroy_timer(timer)
+            for pub in outputs:
+                self.destroy_publisher(pub)
+            self._input_subs, self._node_timers = [], []
+            self._sync = None
+            if self.window is not None:
+                self.window.clear()
+            self._depth_cache.clear()
+            self._last_stamps.clear()
+            self._newest_stamp = -math.inf
+            self._frame_sizes.reset()
 
     def _unload(self) -> None:
-        for service in self._node_services:
-            self.destroy_service(service)
-        self._node_services = []
-        for backend in self.backends.values():
-            backend.release()
-        self.backends = {}
-        self.engine = None
-        self.window = None
+        with self._io_lock:
+            for service in self._node_services:
+                self.destroy_service(service)
+            self._node_services = []
+            for backend in self.backends.values():
+                backend.release()
+            self.backends = {}
+            self.engine = None
+            self.window = None
 
     # ------------------------------------------------------------------------------------------------ inputs
     def _on_image(self, msg: Any) -> None:
         start = time.perf_counter()
         self._frames_received += 1
         self._input_times.append(time.monotonic())
-        try:
-            rgb = image_msg_to_rgb(msg)
-        except ConversionError as exc:
-            self.rejections.reject("image", str(exc))
-            return
-        stamp = stamp_to_seconds(msg.header.stamp)
-        if not self._accept_stamp("image", stamp):
-            return
-        if self._sync is not None:
-            self._sync.add(0, stamp, (msg.header, rgb))
-            self._warn_if_unsynchronised()
-        else:
-            self._ingest(msg.header, rgb, None, None)
+        with self._io_lock:
+            if self.window is None or not self._input_subs:  # a transition took the inputs apart meanwhile
+                return
+            if self._oversized(msg, "image"):
+                return
+            try:
+                rgb = image_msg_to_rgb(msg)
+            except ConversionError as exc:
+                self.rejections.reject("image", str(exc))
+                return
+            stamp = stamp_to_seconds(msg.header.stamp)
+            if not self._accept_stamp("image", stamp):
+                return
+            if self._sync is not None:
+                self._sync.add(0, stamp, (msg.header, rgb))
+                self._warn_if_unsynchronised()
+            else:
+                self._ingest(msg.header, rgb, None, None)
         self._ingest_cost.append(time.perf_counter() - start)
+
+    def _oversized(self, msg: Any, stream: str) -> bool:
+        """True (rejected and counted) for an image over ``max_image_pixels``, judged before any decoding: for
+        compressed data by the size its PNG/JPEG header declares (a 62-byte PNG can declare 60000x60000)."""
+        limit = self.settings.max_image_pixels
+        if hasattr(msg, "format") and not hasattr(msg, "encoding"):  # CompressedImage
+            try:
+                size = declared_size(msg.data)
+            except ImageHeaderError as exc:
+                self.rejections.reject(stream, f"compressed data (format {str(msg.format)[:40]!r}) refused: {exc}")
+                return True
+            width, height = size.width, size.height
+        else:
+            width, height = int(msg.width), int(msg.height)
+        if width * height > limit:
+            self.rejections.reject(
+                f"{stream}_too_large",
+                f"{width}x{height} = {width * height} pixels is over max_image_pixels = {limit}; dropped undecoded",
+            )
+            return True
+        return False
 
     def _warn_if_unsynchronised(self) -> None:
         """With use_depth, frames without a matching depth + camera_info never reach the window: say so when a run
@@ -339,14 +543,20 @@ class PerceptionNode(LifecycleNode):
             self._received_at_last_sync = self._frames_received  # report again only after another full run
 
     def _on_depth(self, msg: Image) -> None:
-        stamp = stamp_to_seconds(msg.header.stamp)
-        if self._accept_stamp("depth", stamp):
-            self._sync.add(1, stamp, msg)
+        with self._io_lock:
+            if self._sync is None or self._oversized(msg, "depth"):
+                return
+            stamp = stamp_to_seconds(msg.header.stamp)
+            if self._accept_stamp("depth", stamp):
+                self._sync.add(1, stamp, msg)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        stamp = stamp_to_seconds(msg.header.stamp)
-        if self._accept_stamp("camera_info", stamp):
-            self._sync.add(2, stamp, msg)
+        with self._io_lock:
+            if self._sync is None:
+                return
+            stamp = stamp_to_seconds(msg.header.stamp)
+            if self._accept_stamp("camera_info", stamp):
+                self._sync.add(2, stamp, msg)
 
     def _accept_stamp(self, stream: str, stamp: float) -> bool:
         """False (rejected and counted) for a stamp not newer than the stream's previous one. A jump back by more
@@ -383,6 +593,19 @@ class PerceptionNode(LifecycleNode):
         self._ingest(header, rgb, depth.payload, info.payload)
 
     def _ingest(self, header: Any, rgb: np.ndarray, depth_msg: Image | None, info_msg: CameraInfo | None) -> None:
+        decision = self._frame_sizes.check(rgb.shape[:2])
+        if decision is SizeDecision.REJECT:
+            current = self._frame_sizes.size
+            self.rejections.reject(
+                "frame_size",
+                f"frame is {rgb.shape[1]}x{rgb.shape[0]}, the stream is {current[1]}x{current[0]}; dropped (after "
+                f"{FRAME_SIZE_CONFIRM_FRAMES} frames in a row of a new size the node starts a new timeline)",
+            )
+            return
+        if decision is SizeDecision.NEW_TIMELINE:
+            self.window.clear()
+            with self._lock:
+                self._depth_cache.clear()
         meta = FrameMeta(header)
         if depth_msg is not None:
             meta.depth_m, meta.intrinsics = self._depth_and_intrinsics(depth_msg, info_msg, rgb.shape[:2])
@@ -392,6 +615,16 @@ class PerceptionNode(LifecycleNode):
             frame = self.window.add(rgb, stamp_to_seconds(header.stamp), FrameMeta(header))
         except ValueError as exc:
             self.rejections.reject("image", str(exc))
+            frame = None
+        if decision is SizeDecision.NEW_TIMELINE:
+            # The camera changed resolution (a driver reconfigure): tracker sessions hold the old size, so every
+            # target starts over with its instruction on the frames of the new size.
+            self.engine.new_timeline(f"camera resolution changed to {rgb.shape[1]}x{rgb.shape[0]}")
+            self.get_logger().warning(
+                f"camera resolution changed to {rgb.shape[1]}x{rgb.shape[0]}: new timeline, window cleared, "
+                "targets re-acquiring"
+            )
+        if frame is None:
             return
         if meta.depth_m is not None:
             with self._lock:
@@ -426,6 +659,12 @@ class PerceptionNode(LifecycleNode):
             return depth, None
         return depth, intrinsics
 
+    def _on_instructions_lost(self, info) -> None:
+        """DDS reports instructions lost before they reached the callback: counted (diagnostics)."""
+        with self._lock:
+            self._instructions_lost += int(getattr(info, "total_count_change", 1) or 1)
+        self.rejections.reject("instruction_lost", f"{info.total_count} instruction message(s) lost in transport")
+
     def _on_instruction(self, msg: Instruction) -> None:
         self._set_instruction(msg.target_id, msg.text, "speech" if msg.source == Instruction.SOURCE_SPEECH else "text")
 
@@ -433,12 +672,18 @@ class PerceptionNode(LifecycleNode):
         self._set_instruction("default", msg.data, "text")
 
     def _set_instruction(self, target_id: str, text: str, source: str) -> None:
-        if self.engine is None:
+        engine = self.engine
+        if engine is None or not self._input_subs:
+            self.rejections.reject("instruction", f"target {target_id[:64]!r}: the node is not active")
             return
+        previous = engine.targets().get(target_id.strip() or "default")
         try:
-            state = self.engine.set_instruction(target_id, text)
+            state = engine.set_instruction(target_id, text)
         except ValueError as exc:
             self.rejections.reject("instruction", f"target {target_id!r}: {exc}")
+            return
+        if state is previous:  # the same instruction again: the target keeps following it (not restarted)
+            self._instructions_repeated += 1
             return
         self.get_logger().info(f"instruction for {state.target_id!r} ({source}): {state.instruction!r}")
         if len(self.window) == 0:
@@ -454,8 +699,10 @@ class PerceptionNode(LifecycleNode):
         elif self.engine.reset(target_id or None):
             response.success = True
             response.message = f"reset {target_id!r}" if target_id else "reset all targets"
-            if target_id in self._point_outputs:
-                self.destroy_publisher(self._point_outputs.pop(target_id))
+            with self._publish_lock:
+                publisher = self._point_outputs.pop(target_id, None)
+            if publisher is not None:
+                self.destroy_publisher(publisher)
         else:
             response.success = False
             known = ", ".join(sorted(self.engine.targets())) or "none"
@@ -480,6 +727,14 @@ class PerceptionNode(LifecycleNode):
         (self.get_logger().error if level == "error" else self.get_logger().warning)(text)
 
     def _on_results(self, frame: Frame, results: list[FrameResult], live: bool) -> None:
+        try:
+            with self._publish_lock:
+                self._publish_results(frame, results, live)
+        except Exception as exc:  # a failing publish must not turn into a backend error of the target
+            if self.context.ok():  # else: SIGINT/SIGTERM shut the context down under a worker's publish
+                self.callback_failures.record("publish", exc)
+
+    def _publish_results(self, frame: Frame, results: list[FrameResult], live: bool) -> None:
         start = time.perf_counter()
         publishers = self._outputs
         if not publishers or (not live and not self.settings.publish_history):
@@ -524,7 +779,11 @@ class PerceptionNode(LifecycleNode):
         msg.status = int(result.status)
         msg.reason = result.reason
         msg.score = float(result.score)
-        msg.keyframe_stamp = _time_msg(result.keyframe_stamp)
+        key_meta = result.keyframe.meta if result.keyframe is not None else None
+        if isinstance(key_meta, FrameMeta):  # the key frame's own header stamp, integers untouched
+            msg.keyframe_stamp = TimeMsg(sec=key_meta.header.stamp.sec, nanosec=key_meta.header.stamp.nanosec)
+        else:
+            msg.keyframe_stamp = _time_msg(result.keyframe_stamp)
         if result.understanding is not None:
             msg.target_phrase = result.understanding.target_phrase
             msg.explanation = result.understanding.explanation
@@ -548,7 +807,7 @@ class PerceptionNode(LifecycleNode):
     def _point_publisher(self, target_id: str):
         pub = self._point_outputs.get(target_id)
         if pub is None:
-            pub = self.create_publisher(PointStamped, f"~/point/{_topic_safe(target_id)}", 10)
+            pub = self.create_publisher(PointStamped, f"~/point/{target_topic_token(target_id)}", 10)
             self._point_outputs[target_id] = pub
         return pub
 
@@ -587,6 +846,11 @@ class PerceptionNode(LifecycleNode):
             "acquisitions_cancelled": str(stats.acquisitions_cancelled),
             "lost_events": str(stats.lost_events),
             "backend_errors": str(stats.errors),
+            "instructions_repeated": str(self._instructions_repeated),
+            "instructions_lost": str(self._instructions_lost),
+            "timelines_by_resolution": str(stats.timelines),
+            "callback_errors": str(self.callback_failures.total()),
+            "engine_threads": str(len(self.engine.worker_threads())),
         }
         for name, seconds in stats.last_timings.items():
             values[f"latency_{name[:-2]}_ms" if name.endswith("_s") else name] = (
@@ -596,6 +860,8 @@ class PerceptionNode(LifecycleNode):
             values[f"last_{name}"] = str(count)
         for category, count in sorted(self.rejections.counts.items()):
             values[f"rejected_{category}"] = str(count)
+        for kind, count in sorted(self.callback_failures.counts.items()):
+            values[f"callback_errors[{kind}]"] = str(count)
         if self._ingest_cost:
             values["ingest_ms_median"] = f"{np.median(self._ingest_cost) * 1e3:.2f}"
         if self._publish_latency:
@@ -620,7 +886,10 @@ class PerceptionNode(LifecycleNode):
         )
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
-        self._outputs["diagnostics"].publish(array)
+        with self._publish_lock:
+            publisher = self._outputs.get("diagnostics")
+            if publisher is not None:
+                publisher.publish(array)
 
 
 def _translate_args(argv: list[str]) -> list[str]:
@@ -647,13 +916,30 @@ def _autostart(node: PerceptionNode) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
+    """Spin the node until SIGINT/SIGTERM (or a shutdown); returns the exit code. The ROS side is torn down in
+    order here (workers stopped, executor shut down, node destroyed, context shut down and destroyed, which
+    removes the DDS participant and its shared memory); worker threads may still be inside a model call."""
     args = _translate_args(sys.argv if argv is None else argv)
+    # rclpy's SIGINT handler shuts the context down (which ends the spin, as for SIGTERM) and then passes the
+    # signal on to Python's handler. Python's default one raises KeyboardInterrupt at an arbitrary bytecode of the
+    # main thread, which can leave the executor holding entities (and so the DDS participant and its shm) after
+    # the spin: while spinning, the context shutdown alone ends the node; before that (autostart loading the
+    # models) Ctrl-C interrupts as usual.
+    interruptible = [True]
+
+    def on_sigint(signum, frame) -> None:
+        if interruptible[0]:
+            raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread (embedded use): keep the default
+        signal.signal(signal.SIGINT, on_sigint)
     try:
         rclpy.init(args=args)
     except Exception as exc:  # rcl's RCLError: e.g. a '-p name:=value' that is not valid YAML
         print(f"reasonvos_perception: bad command line: {exc}", file=sys.stderr)
         return 2
+    context = rclpy.get_default_context()
     try:
         node = PerceptionNode()
     except ParameterException as exc:  # e.g. a params file value of the wrong type for a declared parameter
@@ -680,21 +966,69 @@ def main(argv: list[str] | None = None) -> int:
                     f"(ros2 param set {node.get_fully_qualified_name()} NAME VALUE), then configure again "
                     f"(ros2 lifecycle set {node.get_fully_qualified_name()} configure)"
                 )
+            interruptible[0] = False
             executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception as exc:
+        # SIGTERM/SIGINT shut the context down from the signal handler; the executor can then fail to build its
+        # wait set ("the given context is not valid") instead of raising ExternalShutdownException: that is the
+        # requested shutdown, not an error. Anything else while the context is fine is one.
+        if context.ok():
+            node.get_logger().error(f"executor failed: {type(exc).__name__}: {exc}")
+            code = 1
     finally:
-        # A second SIGINT during clean-up must not leave workers or DDS shared memory behind.
-        try:
-            if node.engine is not None:
-                node.engine.stop(timeout=0.5)  # exit within 2 s of SIGINT/SIGTERM, also during a model call
-            executor.shutdown(timeout_sec=1.0)
-            node.destroy_node()
-        except KeyboardInterrupt:
-            pass
-        rclpy.try_shutdown()
+        # From here on, SIGINT/SIGTERM are ignored: the teardown is bounded (a few seconds at most), and a
+        # KeyboardInterrupt raised in the middle of a step (rclpy's handler passes SIGINT on to Python's, so one
+        # can still be pending from the first signal) would leave the node half destroyed and its DDS shared
+        # memory behind.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(KeyboardInterrupt, ValueError):  # ValueError: not the main thread
+                signal.signal(signum, signal.SIG_IGN)
+        steps = {
+            "stop the engine": lambda: node.engine is None or node.engine.stop(timeout=0.5) or True,  # bounded
+            # No callback may be dispatched or running, and no publish in flight or starting, while the node is
+            # destroyed: an entity in use keeps the node, the context and the DDS participant (its shm) alive.
+            "shut the executor down": lambda: executor.shutdown(timeout_sec=1.0),
+            "wait for running callbacks": lambda: node.wait_for_callbacks(timeout=1.0),
+            "wait for a publish in flight": lambda: node._publish_lock.acquire(timeout=1.0),
+            "destroy the node": lambda: node.destroy_node() or True,
+            "shut the context down": lambda: rclpy.try_shutdown() or True,
+            # rcl/rmw context fini: the DDS participant and its /dev/shm segments go away
+            "destroy the context": lambda: context.destroy() or True,
+        }
+        for name, step in steps.items():
+            try:
+                done = step()
+            except (KeyboardInterrupt, Exception) as exc:  # every step must run
+                done = f"{type(exc).__name__}: {exc}"
+            if done is not True:  # said on stderr: the logger may be gone already
+                print(f"[{NODE_NAME}] shutdown: could not {name} ({done or 'timed out'})", file=sys.stderr)
     return code
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the node, then leave the process without interpreter finalization.
+
+    A worker thread can still be inside a native call (OpenCV, torch) when the node has shut down: if the
+    interpreter finalized now, that thread would be forced to exit while taking the GIL, the forced unwind would
+    cross C++ frames and std::terminate would abort the process ("terminate called without an active exception",
+    exit -6). Everything that must happen on exit has happened in ``run`` (ROS context destroyed, DDS shared
+    memory removed); the output streams are flushed, then the process ends with ``os._exit``, every time."""
+    code = 1
+    try:
+        code = run(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a closed stream: nothing to flush
+                stream.flush()
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
