@@ -18,7 +18,7 @@ from reasonvos_ros.bag.from_video import InstructionEvent, make_bag_from_video
 from reasonvos_ros.bag.render import render_bag
 from reasonvos_ros.bag.types import make_typestore
 from reasonvos_ros.cli import main as cli_main
-from reasonvos_ros.core.overlay import PALETTE, OverlayTarget, assign_colours, draw_overlay
+from reasonvos_ros.core.overlay import PALETTE, OverlayTarget, assign_colours, draw_overlay, panel_lines
 from reasonvos_ros.ros.conversions import image_msg_to_rgb, stamp_to_nanoseconds
 
 VTEST_CANDIDATES = [
@@ -289,6 +289,24 @@ def test_overlay_draws_each_target_in_its_colour():
         np.testing.assert_allclose(out[row, col], expected, atol=1)
     assert (out[5:40] != 100).any()  # the text panel
     assert (out[62:110, 70:90] == 100).all()  # between the targets nothing is drawn
+
+
+def test_overlay_panel_says_what_was_understood():
+    targets = [
+        OverlayTarget("a", instruction="the thing I'd use to open this bottle", status="NOT_PRESENT",
+                      target_phrase="bottle opener", understanding_confidence=0.9),
+        OverlayTarget("b", instruction="the mug", status="SEARCHING"),
+    ]  # fmt: skip
+    lines = [text for text, _ in panel_lines(targets, "frame 1")]
+    assert lines == [
+        "frame 1",
+        "a [NOT_PRESENT]: the thing I'd use to open this bottle -> bottle opener (0.90)",
+        "b [SEARCHING]: the mug",
+    ]
+    image = np.zeros((120, 400, 3), np.uint8)
+    with_phrase = draw_overlay(image, targets[:1])
+    without = draw_overlay(image, [OverlayTarget("a", instruction=targets[0].instruction, status="NOT_PRESENT")])
+    assert (with_phrase != without).any()  # the phrase is drawn
 
 
 def test_overlay_colours_distinct_and_stable():

@@ -142,12 +142,16 @@ def test_not_present_cases(clip):
     absent = segmenter.segment(frames, 0, [], "the giraffe")
     assert not absent.present and not absent.mask.any() and "giraffe" in absent.reason
     not_coco = segmenter.segment(frames, 0, [], "the sky")
-    assert not not_coco.present and "not a COCO category" in not_coco.reason
+    assert not not_coco.present and "not something the lite detector can find" in not_coco.reason
+    assert not_coco.understanding.target_phrase == "sky" and not_coco.understanding.confidence > 0.5
+    opener = segmenter.segment(frames, 0, [], "the thing I'd use to open this bottle")
+    assert not opener.present and "bottle opener" in opener.reason
+    assert absent.understanding.target_phrase == "giraffe"
     gone = make_composite_clip(n_frames=4, path=((1.6, 0.5), (1.7, 0.5)), occluder_x=None)  # dog out of view
     assert not any(m.any() for m in gone.masks)
     assert not segmenter.segment(gone.as_frames(), 3, [], "the dog").present
     choice = DetectorFrameSampler().sample(gone.as_frames(), "the dog")
-    assert choice.key == 3 and choice.confidence == 0.0 and "no 'dog' detected" in choice.details["reason"]
+    assert choice.key == 3 and choice.confidence == 0.0 and "no dog detected" in choice.details["reason"]
 
 
 def test_grabcut_from_box_without_context_returns_empty():

@@ -471,6 +471,8 @@ class PerceptionNode(LifecycleNode):
                     result.status.name,
                     result.score,
                     result.instruction,
+                    msg.target_phrase,
+                    msg.understanding_confidence if msg.target_phrase else None,
                 )
             )
         if live:
@@ -568,6 +570,11 @@ class PerceptionNode(LifecycleNode):
             values[f"target[{target_id}]"] = (
                 f"{state.status.name}: {state.reason}" if state.reason else state.status.name
             )
+            if state.understanding is not None:
+                understood = state.understanding
+                values[f"understood[{target_id}]"] = (
+                    f"{understood.target_phrase} ({understood.confidence:.2f}): {understood.explanation}"
+                )
         level = DiagnosticStatus.OK
         message = f"{len(targets)} target(s)"
         if any(state.status.name == "ERROR" for state in targets.values()):

@@ -1,8 +1,9 @@
 """The "lite" key-frame segmenter: SSD box of the instructed COCO category, refined into a mask by GrabCut.
 
-Steps: instruction -> COCO category (``text_to_category``; none -> not present); detections on the key frame
-(from the shared detector's cache when the "detector" sampler already ran on it); the most confident box of the
-category (none above ``min_score`` -> not present); GrabCut initialised with that box on a crop around it
+Steps: instruction -> COCO categories (``text_to_category``: what the instruction's target is, as opposed to
+the context it mentions; a target the detector cannot know -> not present, with what was understood); detections
+on the key frame (from the shared detector's cache when the "detector" sampler already ran on it); the most
+confident box of those categories (none above ``min_score`` -> not present); GrabCut initialised with that box on a crop around it
 (the crop's margin gives GrabCut its background colours), downscaled to at most ``grabcut_max_side`` pixels for
 speed; the largest connected part of the result, inside the box. ``score`` is the detector's score.
 
@@ -10,6 +11,8 @@ What it cannot do: pick one of several instances by a relation or attribute ("th
 -- it always takes the most confident detection; reference frames are not used. GrabCut separates by colour,
 so an object coloured like its surroundings gets a ragged mask; when GrabCut keeps less than
 ``min_fill`` of the box the box itself is returned as the mask (``details["method"] == "box"``).
+
+Every segmentation carries ``understanding`` (target phrase, explanation, confidence of the reading).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from reasonvos_ros.core.interfaces import KeyframeSegmenter
 from reasonvos_ros.core.types import Frame, Segmentation
 
 from .detector import shared_detector
-from .text_to_category import DEFAULT_THRESHOLD, TextToCategory
+from .text_to_category import DEFAULT_MIN_CONFIDENCE, DEFAULT_THRESHOLD, TextToCategory
 
 REFINEMENTS = ("grabcut", "box")
 
@@ -89,8 +92,9 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
     ``min_score`` (weakest detection accepted; default 0.3), ``refine`` ("grabcut", or "box" for the filled
     box), ``grabcut_iterations`` (default 3), ``context_margin`` (crop margin around the box as a fraction of
     its size; default 0.3), ``grabcut_max_side`` (default 192 px), ``min_fill`` (a GrabCut mask covering less of
-    the box falls back to the box; default 0.15), ``text_threshold``, ``detector`` (options of
-    ``SSDMobileNetDetector``; equal options share the sampler's detector and cache).
+    the box falls back to the box; default 0.15), ``text_threshold`` and ``min_understanding_confidence``
+    (instruction reading, see ``TextToCategory``), ``detector`` (options of ``SSDMobileNetDetector``; equal
+    options share the sampler's detector and cache).
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
         grabcut_max_side: int = 192,
         min_fill: float = 0.15,
         text_threshold: float = DEFAULT_THRESHOLD,
+        min_understanding_confidence: float = DEFAULT_MIN_CONFIDENCE,
         detector: Mapping[str, Any] | None = None,
     ) -> None:
         if refine not in REFINEMENTS:
@@ -117,7 +122,7 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
         self.grabcut_max_side = int(grabcut_max_side)
         self.min_fill = float(min_fill)
         self.detector = shared_detector(**dict(detector or {}))
-        self.text = TextToCategory(threshold=text_threshold)
+        self.text = TextToCategory(threshold=text_threshold, min_confidence=min_understanding_confidence)
 
     def segment(self, frames: Sequence[Frame], key: int, references: Sequence[int], instruction: str) -> Segmentation:
         if not 0 <= key < len(frames):
@@ -126,14 +131,25 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
         image = frame.image
         empty = np.zeros(image.shape[:2], bool)
         match = self.text.match(instruction)
-        details: dict[str, Any] = {"category": match.category, "category_score": match.score}
+        understood = match.understanding()
+        details: dict[str, Any] = {
+            "category": match.category,
+            "categories": list(match.categories),
+            "category_score": match.score,
+            "understanding_method": match.method,
+        }
         if match.category is None:
-            return Segmentation(empty, 0.0, False, f"not a COCO category: {match.reason}", details)
-        best = self.detector.detect_frame(frame).best(match.category)
+            reason = f"not something the lite detector can find: {match.explanation}"
+            return Segmentation(empty, 0.0, False, reason, details, understood)
+        best = self.detector.detect_frame(frame).best(match.categories)
         if best is None or best[1] < self.min_score:
             found = "nothing" if best is None else f"only score {best[1]:.2f}"
-            reason = f"no {match.category!r} detected on the key frame ({found}; need >= {self.min_score})"
-            return Segmentation(empty, 0.0, False, reason, details)
+            wanted = " or ".join(match.categories)
+            reason = (
+                f"understood '{understood.target_phrase}', but no {wanted} detected on the key frame ({found}; need "
+                f">= {self.min_score})"
+            )
+            return Segmentation(empty, 0.0, False, reason, details, understood)
         box, score = best
         details["box"] = [float(v) for v in box]
         x0, y0, x1, y1 = (round(float(v)) for v in box)
@@ -148,7 +164,7 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             if cut.sum() >= self.min_fill * max(1, box_mask.sum()):
                 mask, method = cut, "grabcut"
         details["method"] = method
-        return Segmentation(mask, float(score), True, "", details)
+        return Segmentation(mask, float(score), True, "", details, understood)
 
     def release(self) -> None:
         """Drop the cached detections (the network itself is small and stays loaded)."""
