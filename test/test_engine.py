@@ -23,6 +23,7 @@ class Harness:
         self.window = RollingWindow(max_duration_s=5.0, storage="png")
         self.live: list = []
         self.past: list = []
+        self.order: list = []  # (live, reason) of every result in the order it was reported
         self.events: list = []
         self.cond = threading.Condition()
         self.engine = LiveEngine(self.pipeline, self.window, self.on_results, max_targets, self.on_event)
@@ -32,6 +33,7 @@ class Harness:
     def on_results(self, frame, results, live):
         with self.cond:
             (self.live if live else self.past).append((frame.index, {r.target_id: r for r in results}))
+            self.order.extend((live, r.status) for r in results)
             self.cond.notify_all()
 
     def on_event(self, level, text):
@@ -109,6 +111,29 @@ def test_tracks_and_publishes_masks_for_newest_frames(harness_factory):
     assert np.array_equal(results["cup"].mask, masks["red"][idx])
     assert results["cup"].keyframe_stamp is not None
     assert h.past, "backward/catch-up results are reported as past results"
+
+
+def test_first_live_mask_comes_before_the_history(harness_factory):
+    h = harness_factory(tracker_delay=0.02, backward_budget_s=0)  # visit every past frame: 30 x 20 ms
+    images, _ = square_scene(60)
+    h.feed(images[:30], period=0.0)
+    h.engine.set_instruction("cup", "the red one")
+    h.feed(images[30:], period=0.03)
+    h.wait_for(lambda: len(h.past) >= 30)
+    first_live = h.order.index((True, TargetStatus.TRACKING))
+    history = [position for position, (live, _) in enumerate(h.order) if not live]
+    assert len(history) >= 30
+    assert first_live < history[-1], "live tracking had to wait for the backward pass"
+
+
+def test_backward_pass_off_means_no_history(harness_factory):
+    h = harness_factory(backward_pass=False)
+    images, _ = square_scene(40)
+    h.feed(images[:20], period=0.0)
+    h.engine.set_instruction("cup", "the red one")
+    h.feed(images[20:])
+    h.wait_status("cup", TargetStatus.TRACKING, min_frame=39)
+    assert len(h.tracker.sessions) == 1  # only the forward session
 
 
 def test_new_instruction_replaces_and_cancels_in_flight(harness_factory):

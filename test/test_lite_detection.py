@@ -126,6 +126,24 @@ def test_sampler_picks_a_visible_frame_and_segmenter_reuses_detections(clip):
     assert seg.score == pytest.approx(scores[choice.key])
 
 
+def test_sampler_scans_newest_first_and_stops_when_recent_frames_suffice(clip):
+    frames = clip.as_frames()
+    assert clip.visible_fraction[-1] == 1.0
+    recent = DetectorFrameSampler(max_frames=12).sample(frames, "the dog")
+    assert recent.key == len(frames) - 1 and recent.details["scanned"] == [len(frames) - 1]
+    assert recent.confidence >= 0.5
+    whole = DetectorFrameSampler(max_frames=12, scan="window").sample(frames, "the dog")
+    assert len(whole.details["scanned"]) == 12
+    # The dog has left the view at the end of this clip: the scan goes back until it finds it.
+    leaving = make_composite_clip(n_frames=16, path=((0.4, 0.6), (1.9, 0.6)), occluder_x=None)
+    gone_from = min(i for i, m in enumerate(leaving.masks) if not m.any())
+    choice = DetectorFrameSampler(max_frames=16).sample(leaving.as_frames(), "the dog")
+    assert choice.confidence >= 0.3 and choice.key < gone_from
+    assert len(choice.details["scanned"]) > len(leaving.masks) - gone_from
+    with pytest.raises(ValueError, match="scan"):
+        DetectorFrameSampler(scan="everything")
+
+
 @pytest.mark.parametrize("position", [0, 3, 21])
 def test_segmenter_iou_on_unoccluded_frames(clip, position):
     assert not clip.occluded[position]

@@ -286,6 +286,7 @@ class LiveEngine:
                 is_cancelled=lambda: not self._is_current(state, generation),
                 tracker_lock=self._tracker_lock,
                 on_key=on_key,
+                defer_history=True,
             )
         except Cancelled:
             with self._lock:
@@ -322,6 +323,24 @@ class LiveEngine:
             last = acquisition.last_mask
             state.last_mask = last if last is not None and last.area > 0 else None
             self._wake_track.notify_all()
+        self._run_history(state, generation, acquisition)
+
+    def _run_history(self, state: TargetState, generation: int, acquisition) -> None:
+        """The deferred backward pass, after live tracking has the target: its results go to the history
+        output; a failure there is logged and does not touch the live target."""
+        if acquisition.history is None:
+            return
+        try:
+            acquisition.history()
+        except Cancelled:
+            return
+        except Exception as exc:
+            self.on_event("warn", f"target {state.target_id!r}: backward pass failed: {_describe_failure(exc)}")
+            return
+        with self._lock:
+            if self._is_current(state, generation):
+                self.stats.last_timings = dict(acquisition.timings)
+                self.stats.last_counts = dict(acquisition.counts)
 
     def _fail(self, state: TargetState, generation: int, exc: BaseException) -> None:
         reason = _describe_failure(exc)

@@ -1,9 +1,11 @@
 """Sampler -> segmenter -> tracker orchestration for one target over a window of frames (ROS-free).
 
 ``acquire`` resolves an instruction on a window: the sampler picks the key frame, the segmenter masks the object
-on it (with reference frames chosen by the configured strategy), a tracker session propagates the mask backward
-over the stored past, and another session propagates it forward from the key frame to the newest frame
-("catch-up"). The forward session is returned so online tracking can continue from it. ``DriftMonitor`` decides
+on it (with reference frames chosen by the configured strategy), a tracker session propagates the mask forward
+from the key frame to the newest frame ("catch-up"), and another session propagates it backward over the stored
+past. The forward session is returned so online tracking can continue from it. The live engine asks for the
+backward pass to be deferred (``defer_history``): it hands the forward session to live tracking first and runs
+the returned ``Acquisition.history`` afterwards, so the first live mask does not wait for the past. ``DriftMonitor`` decides
 when a track has become unreliable and the key-frame segmentation must be re-run.
 """
 
@@ -39,6 +41,8 @@ class PipelineConfig:
     # at the measured tracker speed (0 = no budget: visit every frame, as offline evaluation does).
     backward_budget_s: float = 2.0
     catchup_budget_s: float = 1.0
+    # False: no backward pass at all (no results on past frames; the first live mask comes sooner).
+    backward_pass: bool = True
     # Lost/drift detection (see DriftMonitor).
     lost_min_confidence: float = 0.35
     lost_min_area_ratio: float = 0.15
@@ -109,6 +113,9 @@ class Acquisition:
     last_mask: TrackedMask | None = None  # the forward session's mask on ``last_frame``
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    # The deferred backward pass (``acquire(defer_history=True)``): call it once live tracking has the forward
+    # session; it emits "backward" results and raises ``Cancelled`` when superseded. None when there is none.
+    history: Callable[[], None] | None = None
 
 
 class StepTimer:
@@ -223,6 +230,7 @@ class Pipeline:
         is_cancelled: Callable[[], bool] = lambda: False,
         tracker_lock: AbstractContextManager | None = None,
         on_key: Callable[[Frame, Segmentation], None] | None = None,
+        defer_history: bool = False,
     ) -> Acquisition:
         """Resolve ``instruction`` on ``frames`` (oldest first).
 
@@ -232,6 +240,9 @@ class Pipeline:
         while tracker sessions are stepped (not during the sampler and segmenter, which may take seconds).
         ``on_key(key_frame, segmentation)`` is called once the key frame is segmented (present or not), before any
         mask is emitted, so that the caller can label every result with the key frame and what was understood.
+        With ``defer_history`` the forward catch-up runs first and the backward pass is returned, not run, as
+        ``Acquisition.history`` (its tracker steps take ``tracker_lock`` one at a time, so live tracking of other
+        targets interleaves with it). ``config.backward_pass`` False skips the backward pass altogether.
         """
         guard = tracker_lock if tracker_lock is not None else nullcontext()
         if not frames:
@@ -278,36 +289,42 @@ class Pipeline:
             emit(key_frame, TrackedMask(seg.mask, float(seg.score)), "key")
 
         # Backward over the stored past (newest to oldest), in its own session, within its time budget.
-        past = list(frames[: choice.key])[::-1]
-        start = time.perf_counter()
-        if past:
-            with guard:
-                self._backward_pass(target_id, key_frame, seg, past, emit, checkpoint, counts)
-        timings["backward_s"] = time.perf_counter() - start
+        past = list(frames[: choice.key])[::-1] if cfg.backward_pass else []
+
+        def run_history() -> None:
+            start = time.perf_counter()
+            self._backward_pass(target_id, key_frame, seg, past, emit, checkpoint, counts, guard)
+            timings["backward_s"] = time.perf_counter() - start
+
+        if past and not defer_history:
+            run_history()
 
         # Forward from the key frame to the newest frame of the window; the session continues online.
         start = time.perf_counter()
-        with guard:
-            session, last, last_mask = self._forward_pass(
-                target_id, key_frame, seg, list(frames[choice.key + 1 :]), emit, checkpoint, counts
-            )
+        session, last, last_mask = self._forward_pass(
+            target_id, key_frame, seg, list(frames[choice.key + 1 :]), emit, checkpoint, counts, guard
+        )
         elapsed = time.perf_counter() - start
         timings["catchup_s"] = elapsed
         # Frames of camera time covered per second of tracking: the figure that must reach live rate.
         if elapsed > 0 and counts.get("catchup_covered"):
             timings["catchup_covered_fps"] = counts["catchup_covered"] / elapsed
-        return Acquisition(key_frame, seg, session, last, seed_area, last_mask, timings, counts)
+        history = run_history if past and defer_history else None
+        return Acquisition(key_frame, seg, session, last, seed_area, last_mask, timings, counts, history)
 
-    def _backward_pass(self, target_id, key_frame, seg, past, emit, checkpoint, counts) -> None:
-        """Backward over the stored past (``past`` is newest to oldest) in its own session, within budget."""
+    def _backward_pass(self, target_id, key_frame, seg, past, emit, checkpoint, counts, guard) -> None:
+        """Backward over the stored past (``past`` is newest to oldest) in its own session, within budget; the
+        tracker lock ``guard`` is held per step."""
         backward = self.tracker.new_session()
         try:
-            self.step_session(backward, key_frame, target_id, seg.mask)
+            with guard:
+                self.step_session(backward, key_frame, target_id, seg.mask)
             # The pass ends on its last frame, here the oldest stored one.
             visited = 0
             for frame in budgeted(past, self.config.backward_budget_s, self.step_timer):
                 checkpoint()
-                tracked = self.step_session(backward, frame, target_id)
+                with guard:
+                    tracked = self.step_session(backward, frame, target_id)
                 visited += 1
                 if emit:
                     emit(frame, tracked, "backward")
@@ -316,16 +333,18 @@ class Pipeline:
         finally:
             backward.close()
 
-    def _forward_pass(self, target_id, key_frame, seg, future, emit, checkpoint, counts):
+    def _forward_pass(self, target_id, key_frame, seg, future, emit, checkpoint, counts, guard):
         """Forward from the key frame to the newest frame; returns the open session, last frame and its mask."""
         session = self.tracker.new_session()
         try:
-            self.step_session(session, key_frame, target_id, seg.mask)
+            with guard:
+                self.step_session(session, key_frame, target_id, seg.mask)
             last, last_mask = key_frame, TrackedMask(seg.mask, float(seg.score))
             visited = 0
             for frame in budgeted(future, self.config.catchup_budget_s, self.step_timer):
                 checkpoint()
-                tracked = self.step_session(session, frame, target_id)
+                with guard:
+                    tracked = self.step_session(session, frame, target_id)
                 last, last_mask = frame, tracked
                 visited += 1
                 if emit:

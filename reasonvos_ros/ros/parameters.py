@@ -103,9 +103,16 @@ PARAMETERS: tuple[Param, ...] = (
     ),
     Param("num_references", _PIPELINE.num_references, "number of reference frames (VISA release: 11)", 0, 64),
     Param(
+        "backward_pass",
+        _PIPELINE.backward_pass,
+        "propagate a new key-frame mask backward over the stored past (results on '~/results_history'); it runs "
+        "after live tracking has resumed; false turns it off",
+    ),
+    Param(
         "backward_budget_s",
         _PIPELINE.backward_budget_s,
-        "time budget of the backward pass over the stored past; frames are skipped to fit (0 = visit all)",
+        "time budget of the backward pass over the stored past; frames are skipped to fit (0 = visit all; "
+        "'backward_pass: false' turns the pass off)",
         0.0,
         600.0,
     ),
