@@ -10,7 +10,7 @@ from scenes import square_scene
 from reasonvos_ros.backends.scripted import ScriptedSampler, ScriptedSegmenter, ScriptedTracker
 from reasonvos_ros.core.engine import LiveEngine, validate_instruction
 from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig
-from reasonvos_ros.core.types import TargetStatus
+from reasonvos_ros.core.types import Evidence, TargetStatus
 from reasonvos_ros.core.window import RollingWindow
 
 
@@ -134,6 +134,36 @@ def test_backward_pass_off_means_no_history(harness_factory):
     h.feed(images[20:])
     h.wait_status("cup", TargetStatus.TRACKING, min_frame=39)
     assert len(h.tracker.sessions) == 1  # only the forward session
+
+
+class _ContradictingSegmenter(ScriptedSegmenter):
+    """Its independent check contradicts every tracked mask (e.g. the detector no longer sees the object)."""
+
+    def __init__(self):
+        super().__init__()
+        self.checked = []
+
+    def verify(self, frame, mask, segmentation, predicted_box=None):
+        self.checked.append(frame.index)
+        return Evidence(0.0, "no red thing detected at the mask")
+
+
+def test_contradicted_track_is_lost_not_tracking(harness_factory):
+    h = harness_factory(redetect_interval_s=0.2)
+    h.pipeline.segmenter = segmenter = _ContradictingSegmenter()
+    images, _ = square_scene(40)
+    h.feed(images[:5])
+    h.engine.set_instruction("cup", "the red one")
+    h.feed(images[5:])
+    h.wait_for(
+        lambda: segmenter.checked and any(r.get("cup") and r["cup"].status == TargetStatus.LOST for _, r in h.live)
+    )
+    lost = next(r["cup"] for _, r in h.live if r.get("cup") and r["cup"].status == TargetStatus.LOST)
+    assert "no red thing detected" in lost.reason and lost.mask is None
+    # No live result of a checked frame was TRACKING: the contradicted mask was never published as tracked.
+    for index, results in h.live:
+        if index in segmenter.checked and "cup" in results:
+            assert results["cup"].status != TargetStatus.TRACKING
 
 
 def test_new_instruction_replaces_and_cancels_in_flight(harness_factory):

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from .errors import BackendFailure, ConfigError
 from .interfaces import TrackerSession
-from .pipeline import Cancelled, DriftMonitor, FrameResult, Pipeline
-from .types import Frame, Segmentation, TargetStatus, TrackedMask, Understanding
+from .pipeline import Cancelled, FrameResult, Pipeline, TrackGuard, redetect_due
+from .types import Evidence, Frame, Segmentation, TargetStatus, TrackedMask, Understanding
 from .window import RollingWindow
 
 MAX_INSTRUCTION_CHARS = 2000
@@ -62,7 +62,7 @@ class TargetState:
     session: TrackerSession | None = None
     last_index: int = -1  # sequence number of the last frame the forward session stepped
     last_mask: TrackedMask | None = None
-    monitor: DriftMonitor | None = None
+    monitor: TrackGuard | None = None  # drift + independent evidence: may the track be reported as TRACKING
     keyframe_stamp: float | None = None
     understanding: Understanding | None = None  # what the last key-frame segmentation understood
     retry_at: float = 0.0  # monotonic time of the next automatic re-acquisition (LOST / NOT_PRESENT)
@@ -78,6 +78,8 @@ class EngineStats:
     acquisitions_cancelled: int = 0
     errors: int = 0
     lost_events: int = 0
+    redetections: int = 0  # frames on which live tracks were checked against independent evidence
+    track_corrections: int = 0  # tracks re-seeded by that evidence
     last_timings: dict[str, float] = field(default_factory=dict)
     last_counts: dict[str, int] = field(default_factory=dict)
     track_step_s: float = 0.0
@@ -115,6 +117,7 @@ class LiveEngine:
         self._wake_acquire = threading.Condition(self._lock)
         self._wake_track = threading.Condition(self._lock)
         self._last_processed = -1
+        self._last_redetect: float | None = None  # camera stamp of the last independent check of the tracks
         self._stop = False
         self._threads: list[threading.Thread] = []
         self._generation = 0
@@ -319,7 +322,9 @@ class LiveEngine:
             state.status = TargetStatus.TRACKING
             state.reason = ""
             state.score = float(acquisition.segmentation.score)
-            state.monitor = DriftMonitor(self.pipeline.config, acquisition.seed_area)
+            state.monitor = TrackGuard(
+                self.pipeline.config, acquisition.seed_area, acquisition.segmentation, acquisition.key_frame.stamp
+            )
             last = acquisition.last_mask
             state.last_mask = last if last is not None and last.area > 0 else None
             self._wake_track.notify_all()
@@ -374,19 +379,33 @@ class LiveEngine:
     def _track_frame(self, frame: Frame, states: list[TargetState]) -> None:
         start = time.perf_counter()
         results = []
+        # Every target is checked on the same frames, so the detector's per-frame cache serves them all.
+        redetect = redetect_due(self.pipeline.config, frame.stamp, self._last_redetect)
+        checked = False
         for state in sorted(states, key=lambda s: s.target_id):
             with self._lock:
                 generation = state.generation
                 session = state.session if state.status == TargetStatus.TRACKING else None
                 needs_step = session is not None and frame.index > state.last_index
+                guard = state.monitor
             if needs_step:
                 try:
                     with self._tracker_lock:
                         tracked = self.pipeline.step_session(session, frame, state.target_id)
+                    evidence, reseeded = None, None
+                    if redetect and guard is not None and tracked is not None and tracked.area > 0:
+                        checked = True
+                        evidence = self.pipeline.verify(
+                            frame, tracked.mask, guard.segmentation, guard.predicted_box(frame.stamp)
+                        )
+                        if evidence is not None and evidence.correction is not None:
+                            with self._tracker_lock:
+                                reseeded = self.pipeline.reseed(state.target_id, frame, evidence.correction)
+                            tracked = TrackedMask(evidence.correction, tracked.confidence)
                 except Exception as exc:  # a tracker failure only affects this target
                     self._fail(state, generation, exc)
                 else:
-                    self._after_step(state, generation, frame, tracked)
+                    self._after_step(state, generation, frame, tracked, evidence, reseeded)
             with self._lock:
                 if not self._is_current(state, generation):
                     continue
@@ -407,6 +426,10 @@ class LiveEngine:
                         state.understanding,
                     )
                 )
+        if checked:
+            with self._lock:
+                self._last_redetect = frame.stamp
+                self.stats.redetections += 1
         elapsed = time.perf_counter() - start
         with self._lock:
             self.stats.frames_processed += 1
@@ -420,27 +443,44 @@ class LiveEngine:
                     "error", f"publishing the results of frame {frame.index} failed: {_describe_failure(exc)}"
                 )
 
-    def _after_step(self, state: TargetState, generation: int, frame: Frame, tracked: TrackedMask | None) -> None:
+    def _after_step(
+        self,
+        state: TargetState,
+        generation: int,
+        frame: Frame,
+        tracked: TrackedMask | None,
+        evidence: Evidence | None = None,
+        reseeded: TrackerSession | None = None,
+    ) -> None:
+        stale: list[TrackerSession | None] = []
         with self._lock:
             if not self._is_current(state, generation):
-                return
-            state.last_index = frame.index
-            reason = state.monitor.update(tracked) if state.monitor else None
-            if reason is None:
-                state.last_mask = tracked if tracked is not None and tracked.area > 0 else None
-                if tracked is not None:
-                    state.score = tracked.confidence
-                return
-            self.stats.lost_events += 1
-            self.on_event("warn", f"target {state.target_id!r} lost: {reason}; re-running key-frame segmentation")
-            session, state.session = state.session, None
-            state.status = TargetStatus.LOST
-            state.reason = reason
-            state.last_mask = None
-            state.retry_at = time.monotonic() + self.pipeline.config.reacquire_interval_s
-        if session is not None:
-            with self._tracker_lock:
-                session.close()
+                stale.append(reseeded)
+            else:
+                state.last_index = frame.index
+                if reseeded is not None:
+                    stale.append(state.session)
+                    state.session = reseeded
+                    self.stats.track_corrections += 1
+                reason, score = (
+                    state.monitor.update(tracked, evidence, frame.stamp) if state.monitor else (None, state.score)
+                )
+                if reason is None:
+                    state.last_mask = tracked if tracked is not None and tracked.area > 0 else None
+                    if tracked is not None:
+                        state.score = score
+                else:
+                    self.stats.lost_events += 1
+                    self.on_event(
+                        "warn", f"target {state.target_id!r} lost: {reason}; re-running key-frame segmentation"
+                    )
+                    stale.append(state.session)
+                    state.session = None
+                    state.status = TargetStatus.LOST
+                    state.reason = reason
+                    state.last_mask = None
+                    state.retry_at = time.monotonic() + self.pipeline.config.reacquire_interval_s
+        self._close_sessions(stale)
 
 
 def _describe_failure(exc: BaseException) -> str:

@@ -24,7 +24,7 @@ from .errors import BackendFailure, ConfigError
 from .geometry import interior_point, mask_bbox
 from .interfaces import FrameSampler, KeyframeSegmenter, Tracker, TrackerSession
 from .references import STRATEGIES, select_references
-from .types import Frame, Segmentation, TargetStatus, TrackedMask, Understanding
+from .types import Evidence, Frame, Segmentation, TargetStatus, TrackedMask, Understanding
 
 
 class Cancelled(Exception):
@@ -50,6 +50,9 @@ class PipelineConfig:
     lost_border_area_ratio: float = 0.35
     lost_patience: int = 3
     min_mask_area_px: int = 16
+    # Independent evidence during live tracking (KeyframeSegmenter.verify, e.g. the detector re-run): every this
+    # many seconds of camera time, on the same frame for every target (0 = never).
+    redetect_interval_s: float = 0.4
     # Re-acquisition pacing.
     reacquire_interval_s: float = 1.0
     not_present_retry_s: float = 3.0
@@ -69,6 +72,7 @@ class PipelineConfig:
             "lost_border_area_ratio": (self.lost_border_area_ratio, 0.0, 1.0),
             "lost_patience": (self.lost_patience, 1, 1000),
             "min_mask_area_px": (self.min_mask_area_px, 0, 10**7),
+            "redetect_interval_s": (self.redetect_interval_s, 0.0, 60.0),
             "reacquire_interval_s": (self.reacquire_interval_s, 0.0, 3600.0),
             "not_present_retry_s": (self.not_present_retry_s, 0.0, 3600.0),
         }
@@ -220,6 +224,31 @@ class Pipeline:
             self.step_timer.add(time.perf_counter() - start)
         tracked = out.get(obj_id)
         return None if tracked is None else check_tracked(obj_id, tracked, frame)
+
+    def reseed(self, obj_id: str, frame: Frame, mask: np.ndarray) -> TrackerSession:
+        """A new forward session with ``obj_id`` seeded with ``mask`` on ``frame`` (a corrected track)."""
+        session = self.tracker.new_session()
+        try:
+            self.step_session(session, frame, obj_id, mask)
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    def verify(self, frame: Frame, mask: np.ndarray, segmentation: Segmentation, predicted_box=None) -> Evidence | None:
+        """The segmenter's independent check of a tracked mask (None when it has none); see ``TrackGuard``."""
+        evidence = self.segmenter.verify(frame, mask, segmentation, predicted_box)
+        if evidence is None:
+            return None
+        if not isinstance(evidence, Evidence) or not np.isfinite(evidence.support):
+            raise BackendFailure(f"segmenter verify returned {evidence!r}, not an Evidence with a finite support")
+        if evidence.correction is not None:
+            correction = np.asarray(evidence.correction)
+            if correction.shape != frame.image.shape[:2]:
+                raise BackendFailure(f"verify correction shape {correction.shape} != frame {frame.image.shape[:2]}")
+            evidence.correction = correction.astype(bool, copy=False)
+        evidence.support = float(min(max(evidence.support, 0.0), 1.0))
+        return evidence
 
     def acquire(
         self,
@@ -398,3 +427,81 @@ class DriftMonitor:
             return None
         self.strikes += 1
         return reason if self.strikes >= cfg.lost_patience else None
+
+
+def redetect_due(config: PipelineConfig, stamp: float, last_stamp: float | None) -> bool:
+    """Whether live tracking should gather independent evidence on the frame at ``stamp`` (every target on the
+    same frame, so one detector pass serves them all); a stamp before the last one (new timeline) is due."""
+    if config.redetect_interval_s <= 0:
+        return False
+    return last_stamp is None or stamp < last_stamp or stamp - last_stamp >= config.redetect_interval_s
+
+
+class TrackGuard:
+    """Whether a live track may be reported as TRACKING, and with which score (one per target).
+
+    Two kinds of evidence: the tracker's own (``DriftMonitor``: empty mask, area collapse or explosion, leaving
+    the view, low confidence for ``lost_patience`` frames) and, every ``redetect_interval_s``, an independent
+    check (``Pipeline.verify``, e.g. the detector re-run and associated with the mask by box overlap and
+    appearance). An independent check that contradicts the mask (support 0) makes the target LOST at once: a mask
+    nothing supports is never reported as TRACKING. A check that returns a correction re-seeds the track.
+
+    ``score`` is evidence-based: the geometric mean of the tracker's confidence and the support of the latest
+    independent check (the key frame's detection score until the first check). Its calibration against the true
+    IoU is measured by ``benchmarks/tracking_lite.py``.
+    """
+
+    def __init__(
+        self, config: PipelineConfig, seed_area: int, segmentation: Segmentation, key_stamp: float | None = None
+    ) -> None:
+        self.monitor = DriftMonitor(config, seed_area)
+        self.segmentation = segmentation
+        self.support = float(min(max(segmentation.score, 0.0), 1.0))
+        self.checks = 0
+        self.corrections = 0
+        # Constant-velocity motion model of the target's box from the checks that located it unambiguously.
+        box = mask_bbox(segmentation.mask) if segmentation.mask.any() else None
+        self._box = None if box is None else np.array([box[0], box[1], box[0] + box[2], box[1] + box[3]], float)
+        self._stamp = key_stamp
+        self._velocity = np.zeros(4)
+
+    def predicted_box(self, stamp: float) -> tuple[float, float, float, float] | None:
+        """Where the target's box should be at ``stamp`` (None before the motion is known)."""
+        if self._box is None or self._stamp is None:
+            return None
+        dt = stamp - self._stamp
+        if dt < 0 or dt > 3.0:  # a new timeline, or too long ago to extrapolate
+            return None
+        return tuple(float(v) for v in self._box + self._velocity * dt)
+
+    def _locate(self, box, stamp: float) -> None:
+        box = np.asarray(box, float)
+        if self._box is not None and self._stamp is not None and stamp > self._stamp:
+            measured = (box - self._box) / (stamp - self._stamp)
+            self._velocity = measured if not self.checks else 0.5 * self._velocity + 0.5 * measured
+        self._box, self._stamp = box, stamp
+
+    def update(
+        self, tracked: TrackedMask | None, evidence: Evidence | None = None, stamp: float | None = None
+    ) -> tuple[str | None, float]:
+        """Feed one tracked frame (and the independent evidence gathered on it, with the frame's ``stamp``);
+        returns (the reason when the target is lost else None, the score of the frame)."""
+        if evidence is not None and evidence.box is not None and stamp is not None:
+            self._locate(evidence.box, stamp)
+        if evidence is not None and evidence.correction is not None:
+            self.checks += 1
+            self.corrections += 1
+            self.support = evidence.support
+            self.monitor.strikes = 0
+            confidence = tracked.confidence if tracked is not None else 0.0
+            return None, float(np.sqrt(max(confidence, evidence.support) * self.support))
+        reason = self.monitor.update(tracked)
+        if reason is not None:
+            return reason, 0.0
+        if evidence is not None:
+            self.checks += 1
+            self.support = evidence.support
+            if evidence.support <= 0.0:
+                return f"the evidence does not support the mask: {evidence.reason}", 0.0
+        confidence = tracked.confidence if tracked is not None else 0.0
+        return None, float(np.sqrt(confidence * self.support))

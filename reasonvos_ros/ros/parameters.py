@@ -154,6 +154,15 @@ PARAMETERS: tuple[Param, ...] = (
         1.0,
     ),
     Param(
+        "redetect_interval_s",
+        _PIPELINE.redetect_interval_s,
+        "seconds of camera time between independent checks of live tracks (lite: the detector re-run and "
+        "associated with each mask by box overlap and colour; a contradicted mask is LOST, a drifted one "
+        "re-seeded); 0 = never",
+        0.0,
+        60.0,
+    ),
+    Param(
         "lost_patience", _PIPELINE.lost_patience, "consecutive suspicious frames that declare a target lost", 1, 1000
     ),
     Param(

@@ -551,6 +551,8 @@ class PerceptionNode(LifecycleNode):
             "acquisitions": str(stats.acquisitions),
             "acquisitions_cancelled": str(stats.acquisitions_cancelled),
             "lost_events": str(stats.lost_events),
+            "redetections": str(stats.redetections),
+            "track_corrections": str(stats.track_corrections),
             "backend_errors": str(stats.errors),
         }
         for name, seconds in stats.last_timings.items():
