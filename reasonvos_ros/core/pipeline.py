@@ -459,27 +459,36 @@ class TrackGuard:
         self.support = float(min(max(segmentation.score, 0.0), 1.0))
         self.checks = 0
         self.corrections = 0
-        # Constant-velocity motion model of the target's box from the checks that located it unambiguously.
+        # Constant-velocity motion model of the target's box centre (its size is the last located one), from the
+        # checks that located the target unambiguously.
         box = mask_bbox(segmentation.mask) if segmentation.mask.any() else None
         self._box = None if box is None else np.array([box[0], box[1], box[0] + box[2], box[1] + box[3]], float)
         self._stamp = key_stamp
-        self._velocity = np.zeros(4)
+        self._velocity = np.zeros(2)
+        self._located = 0
 
     def predicted_box(self, stamp: float) -> tuple[float, float, float, float] | None:
-        """Where the target's box should be at ``stamp`` (None before the motion is known)."""
-        if self._box is None or self._stamp is None:
+        """Where the target's box should be at ``stamp`` (None until two checks have located the target, so the
+        velocity is measured)."""
+        if self._box is None or self._stamp is None or self._located < 2:
             return None
         dt = stamp - self._stamp
         if dt < 0 or dt > 3.0:  # a new timeline, or too long ago to extrapolate
             return None
-        return tuple(float(v) for v in self._box + self._velocity * dt)
+        shift = np.tile(self._velocity * dt, 2)
+        return tuple(float(v) for v in self._box + shift)
 
     def _locate(self, box, stamp: float) -> None:
         box = np.asarray(box, float)
         if self._box is not None and self._stamp is not None and stamp > self._stamp:
-            measured = (box - self._box) / (stamp - self._stamp)
-            self._velocity = measured if not self.checks else 0.5 * self._velocity + 0.5 * measured
+            centre = (box[:2] + box[2:]) / 2
+            previous = (self._box[:2] + self._box[2:]) / 2
+            measured = (centre - previous) / (stamp - self._stamp)
+            # The first measurement spans the key frame's GrabCut box to a detector box: trust it half.
+            weight = 0.5 if self._located else 0.3
+            self._velocity = (1 - weight) * self._velocity + weight * measured
         self._box, self._stamp = box, stamp
+        self._located += 1
 
     def update(
         self, tracked: TrackedMask | None, evidence: Evidence | None = None, stamp: float | None = None

@@ -247,12 +247,12 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             return Evidence(0.0, f"the detector sees no {wanted} on this frame")
         overlaps = box_iou(box, boxes)
         on_path = box_iou(predicted_box, boxes) if predicted_box is not None else None
-        # Located unambiguously: one detection where the motion model expects the target.
-        located = None
-        if on_path is not None and int(np.count_nonzero(on_path >= 0.1)) == 1 and on_path.max() >= 0.3:
-            located = tuple(float(v) for v in boxes[int(np.argmax(on_path))])
         best = int(np.argmax(overlaps))
         consistent = on_path is None or on_path[best] >= 0.2
+        # Located unambiguously: the one detection at the mask (and on the predicted path, when there is one).
+        located = None
+        if int(np.count_nonzero(overlaps >= 0.1)) == 1 and consistent:
+            located = tuple(float(v) for v in boxes[best])
         if overlaps[best] >= self.verify_support_iou and consistent:
             support = float(overlaps[best])
             return Evidence(support, f"a {wanted} detection overlaps the mask (box IoU {support:.2f})", None, located)
@@ -277,7 +277,11 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             similarity = appearance_similarity(
                 reference, appearance_histogram(image, _inner_box_mask(image.shape[:2], candidate))
             )
-            if similarity >= self.verify_min_appearance:
+            # Colours like the target's, or a large part of the mask (a mask grown over a neighbour, or lagging);
+            # squarely on the predicted path, colours need only be roughly alike.
+            on_course = on_path is not None and on_path[index] >= 0.3
+            needed = 0.6 * self.verify_min_appearance if on_course else self.verify_min_appearance
+            if similarity >= needed or overlaps[index] >= (0.2 if on_course else 0.3):
                 candidates.append((similarity + closeness, index, similarity))
         if not candidates:
             if overlaps[best] >= self.verify_support_iou:
@@ -308,7 +312,7 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             f"the track drifted: re-seeded on a {wanted} detection (box IoU with the mask {overlaps[index]:.2f}, "
             f"colour similarity {similarity:.2f})",
             corrected,
-            located,
+            tuple(float(v) for v in boxes[index]) if len(candidates) == 1 else None,
         )
 
     def release(self) -> None:
