@@ -60,10 +60,15 @@ def test_guard_motion_model_predicts_from_located_boxes():
     mask = np.zeros((100, 100), bool)
     mask[40:60, 10:30] = True
     guard = TrackGuard(PipelineConfig(), int(mask.sum()), _seg(mask), key_stamp=0.0)
-    assert guard.predicted_box(0.5) == pytest.approx((10, 40, 30, 60))
-    guard.update(TrackedMask(mask, 1.0), Evidence(0.9, "", None, (20.0, 40.0, 40.0, 60.0)), stamp=1.0)
-    assert guard.predicted_box(2.0) == pytest.approx((30, 40, 50, 60))  # 10 px/s to the right
-    assert guard.predicted_box(0.5) is None and guard.predicted_box(9.0) is None
+    assert guard.predicted_box(0.5) is None  # no velocity measured yet
+    tracked = TrackedMask(mask, 1.0)
+    guard.update(tracked, Evidence(0.9, "", None, (20.0, 40.0, 40.0, 60.0)), stamp=1.0)
+    assert guard.predicted_box(2.0) is None  # one measurement (key frame -> first check) is not enough
+    guard.update(tracked, Evidence(0.9, "", None, (30.0, 40.0, 50.0, 62.0)), stamp=2.0)
+    # Centre velocity: x 0.3 * 10 = 3 px/s, then 0.5 * 3 + 0.5 * 10 = 6.5 px/s; y 0, then 0.5 * 1 = 0.5 px/s.
+    # The size is the last box's.
+    assert guard.predicted_box(3.0) == pytest.approx((36.5, 40.5, 56.5, 62.5))
+    assert guard.predicted_box(1.5) is None and guard.predicted_box(9.0) is None  # past, or too far ahead
 
 
 @pytest.fixture(scope="module")
