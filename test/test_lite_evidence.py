@@ -43,17 +43,24 @@ def test_redetect_schedule():
     assert not redetect_due(PipelineConfig(redetect_interval_s=0.0), 9.0, None)
 
 
-def test_guard_contradicted_mask_is_lost_at_once_and_score_follows_evidence():
+def test_guard_unsupported_mask_is_never_tracking_and_score_follows_evidence():
     mask = np.zeros((40, 40), bool)
     mask[10:20, 10:20] = True
     guard = TrackGuard(PipelineConfig(), int(mask.sum()), _seg(mask, 0.81))
     tracked = TrackedMask(mask, 1.0)
-    reason, score = guard.update(tracked)
-    assert reason is None and score == pytest.approx(0.9)  # sqrt(tracker 1.0 x key-frame detection 0.81)
-    reason, score = guard.update(tracked, Evidence(0.25, "weak"))
-    assert reason is None and score == pytest.approx(0.5)
-    reason, score = guard.update(tracked, Evidence(0.0, "the detector sees no dog on this frame"))
-    assert reason is not None and "no dog" in reason and score == 0.0
+    verdict = guard.update(tracked)
+    assert verdict.reason is None and verdict.score == pytest.approx(0.9)  # sqrt(tracker 1.0 x detection 0.81)
+    verdict = guard.update(tracked, Evidence(0.25, "weak"))
+    assert verdict.reason is None and verdict.score == pytest.approx(0.5)
+    # A check that finds nothing: not TRACKING from now on, the track is held until the next check ...
+    verdict = guard.update(tracked, Evidence(0.0, "the detector sees no dog on this frame"))
+    assert verdict.reason is not None and "no dog" in verdict.reason and verdict.hold and verdict.score == 0.0
+    assert guard.update(tracked).hold  # frames between checks stay unconfirmed
+    # ... which confirms it again, or loses it.
+    assert guard.update(tracked, Evidence(0.7, "found")).reason is None
+    guard.update(tracked, Evidence(0.0, "nothing"))
+    verdict = guard.update(tracked, Evidence(0.0, "still nothing"))
+    assert verdict.reason is not None and not verdict.hold and "still nothing" in verdict.reason
 
 
 def test_guard_motion_model_predicts_from_located_boxes():
@@ -62,7 +69,7 @@ def test_guard_motion_model_predicts_from_located_boxes():
     guard = TrackGuard(PipelineConfig(), int(mask.sum()), _seg(mask), key_stamp=0.0)
     assert guard.predicted_box(0.5) is None  # no velocity measured yet
     tracked = TrackedMask(mask, 1.0)
-    guard.update(tracked, Evidence(0.9, "", None, (20.0, 40.0, 40.0, 60.0)), stamp=1.0)
+    assert guard.update(tracked, Evidence(0.9, "", None, (20.0, 40.0, 40.0, 60.0)), stamp=1.0).reason is None
     assert guard.predicted_box(2.0) is None  # one measurement (key frame -> first check) is not enough
     guard.update(tracked, Evidence(0.9, "", None, (30.0, 40.0, 50.0, 62.0)), stamp=2.0)
     # Centre velocity: x 0.3 * 10 = 3 px/s, then 0.5 * 3 + 0.5 * 10 = 6.5 px/s; y 0, then 0.5 * 1 = 0.5 px/s.
@@ -150,5 +157,8 @@ def test_replay_reports_lost_when_evidence_contradicts():
     statuses = [r.status for r in results]
     assert statuses[0] == TargetStatus.TRACKING
     lost_at = statuses.index(TargetStatus.LOST)
-    assert segmenter.checks == 3 and "scripted doubt" in results[lost_at].reason
-    assert all(r.mask is None for r in results[lost_at:])
+    # The third check finds nothing: unconfirmed (not TRACKING, track held); the fourth too: lost, no more checks.
+    assert segmenter.checks == 4
+    assert "unconfirmed" in results[lost_at].reason and "scripted doubt" in results[lost_at].reason
+    assert all(r.status == TargetStatus.LOST and r.mask is None for r in results[lost_at:])
+    assert "unconfirmed" not in results[-1].reason

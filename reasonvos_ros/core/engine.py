@@ -63,6 +63,7 @@ class TargetState:
     last_index: int = -1  # sequence number of the last frame the forward session stepped
     last_mask: TrackedMask | None = None
     monitor: TrackGuard | None = None  # drift + independent evidence: may the track be reported as TRACKING
+    holding: bool = False  # LOST but the session is kept and stepped: the last check did not confirm the mask
     keyframe_stamp: float | None = None
     understanding: Understanding | None = None  # what the last key-frame segmentation understood
     retry_at: float = 0.0  # monotonic time of the next automatic re-acquisition (LOST / NOT_PRESENT)
@@ -225,7 +226,10 @@ class LiveEngine:
     @staticmethod
     def _retry_due(state: TargetState, now: float) -> bool:
         return (
-            state.status in (TargetStatus.LOST, TargetStatus.NOT_PRESENT) and not state.queued and now >= state.retry_at
+            state.status in (TargetStatus.LOST, TargetStatus.NOT_PRESENT)
+            and not state.holding
+            and not state.queued
+            and now >= state.retry_at
         )
 
     def _is_current(self, state: TargetState, generation: int) -> bool:
@@ -385,7 +389,7 @@ class LiveEngine:
         for state in sorted(states, key=lambda s: s.target_id):
             with self._lock:
                 generation = state.generation
-                session = state.session if state.status == TargetStatus.TRACKING else None
+                session = state.session if state.status == TargetStatus.TRACKING or state.holding else None
                 needs_step = session is not None and frame.index > state.last_index
                 guard = state.monitor
             if needs_step:
@@ -462,13 +466,16 @@ class LiveEngine:
                     stale.append(state.session)
                     state.session = reseeded
                     self.stats.track_corrections += 1
-                reason, score = (
-                    state.monitor.update(tracked, evidence, frame.stamp) if state.monitor else (None, state.score)
-                )
+                verdict = state.monitor.update(tracked, evidence, frame.stamp) if state.monitor else None
+                reason = verdict.reason if verdict is not None else None
+                state.holding = verdict is not None and verdict.hold
                 if reason is None:
+                    state.status, state.reason = TargetStatus.TRACKING, ""
                     state.last_mask = tracked if tracked is not None and tracked.area > 0 else None
-                    if tracked is not None:
-                        state.score = score
+                    if tracked is not None and verdict is not None:
+                        state.score = verdict.score
+                elif state.holding:  # unconfirmed: reported LOST without a mask, the track is kept
+                    state.status, state.reason, state.last_mask, state.score = TargetStatus.LOST, reason, None, 0.0
                 else:
                     self.stats.lost_events += 1
                     self.on_event(
@@ -476,6 +483,7 @@ class LiveEngine:
                     )
                     stale.append(state.session)
                     state.session = None
+                    state.holding = False
                     state.status = TargetStatus.LOST
                     state.reason = reason
                     state.last_mask = None

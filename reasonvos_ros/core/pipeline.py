@@ -443,8 +443,9 @@ class TrackGuard:
     Two kinds of evidence: the tracker's own (``DriftMonitor``: empty mask, area collapse or explosion, leaving
     the view, low confidence for ``lost_patience`` frames) and, every ``redetect_interval_s``, an independent
     check (``Pipeline.verify``, e.g. the detector re-run and associated with the mask by box overlap and
-    appearance). An independent check that contradicts the mask (support 0) makes the target LOST at once: a mask
-    nothing supports is never reported as TRACKING. A check that returns a correction re-seeds the track.
+    appearance). A mask that a check does not support (support 0) is never reported as TRACKING: the frame is
+    reported LOST ("unconfirmed") while the track is kept until the next check, and a second check in a row
+    without support loses it (re-acquisition). A check that returns a correction re-seeds the track.
 
     ``score`` is evidence-based: the geometric mean of the tracker's confidence and the support of the latest
     independent check (the key frame's detection score until the first check). Its calibration against the true
@@ -459,6 +460,7 @@ class TrackGuard:
         self.support = float(min(max(segmentation.score, 0.0), 1.0))
         self.checks = 0
         self.corrections = 0
+        self.unconfirmed = ""  # why the last check did not support the mask ("" when it did)
         # Constant-velocity motion model of the target's box centre (its size is the last located one), from the
         # checks that located the target unambiguously.
         box = mask_bbox(segmentation.mask) if segmentation.mask.any() else None
@@ -492,25 +494,43 @@ class TrackGuard:
 
     def update(
         self, tracked: TrackedMask | None, evidence: Evidence | None = None, stamp: float | None = None
-    ) -> tuple[str | None, float]:
-        """Feed one tracked frame (and the independent evidence gathered on it, with the frame's ``stamp``);
-        returns (the reason when the target is lost else None, the score of the frame)."""
+    ) -> Verdict:
+        """Feed one tracked frame (and the independent evidence gathered on it, with the frame's ``stamp``)."""
         if evidence is not None and evidence.box is not None and stamp is not None:
             self._locate(evidence.box, stamp)
+        confidence = tracked.confidence if tracked is not None else 0.0
         if evidence is not None and evidence.correction is not None:
             self.checks += 1
             self.corrections += 1
             self.support = evidence.support
             self.monitor.strikes = 0
-            confidence = tracked.confidence if tracked is not None else 0.0
-            return None, float(np.sqrt(max(confidence, evidence.support) * self.support))
+            self.unconfirmed = ""
+            return Verdict(None, float(np.sqrt(max(confidence, evidence.support) * self.support)))
         reason = self.monitor.update(tracked)
         if reason is not None:
-            return reason, 0.0
+            return Verdict(reason, 0.0)
         if evidence is not None:
             self.checks += 1
             self.support = evidence.support
             if evidence.support <= 0.0:
-                return f"the evidence does not support the mask: {evidence.reason}", 0.0
-        confidence = tracked.confidence if tracked is not None else 0.0
-        return None, float(np.sqrt(confidence * self.support))
+                if self.unconfirmed:  # the second check in a row that finds nothing: lost
+                    return Verdict(f"the evidence does not support the mask: {evidence.reason}", 0.0)
+                self.unconfirmed = evidence.reason
+            else:
+                self.unconfirmed = ""
+        if self.unconfirmed:
+            # Not reported as tracked (nothing supports the mask), but the track is kept until the next check:
+            # a detector miss (occlusion, motion blur) must not cost a whole re-acquisition.
+            return Verdict(f"unconfirmed: {self.unconfirmed}; re-checking", 0.0, hold=True)
+        return Verdict(None, float(np.sqrt(confidence * self.support)))
+
+
+@dataclass
+class Verdict:
+    """``TrackGuard.update``'s decision for one frame: ``reason`` None means TRACKING with ``score``; otherwise the
+    frame is not reported as tracked, and ``hold`` says whether the track is kept (unconfirmed, re-checked at the
+    next check) or lost (re-acquire)."""
+
+    reason: str | None
+    score: float
+    hold: bool = False

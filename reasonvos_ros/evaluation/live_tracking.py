@@ -87,14 +87,15 @@ def replay_live(
                     session = pipeline.reseed(target_id, frame, evidence.correction)
                     tracked = TrackedMask(evidence.correction, tracked.confidence)
             confidence = tracked.confidence if tracked is not None else 0.0
-            lost, score = guard.update(tracked, evidence, frame.stamp)
-            if lost is not None:
-                session.close()
-                session, status, reason, wait = None, TargetStatus.LOST, lost, reacquire_frames
-                out.append(LiveFrame(status, None, 0.0, confidence, reason))
+            verdict = guard.update(tracked, evidence, frame.stamp)
+            if verdict.reason is not None:
+                if not verdict.hold:
+                    session.close()
+                    session, status, reason, wait = None, TargetStatus.LOST, verdict.reason, reacquire_frames
+                out.append(LiveFrame(TargetStatus.LOST, None, 0.0, confidence, verdict.reason))
                 continue
             shown = tracked.mask if tracked is not None and tracked.area > 0 else None
-            out.append(LiveFrame(TargetStatus.TRACKING, shown, score, confidence))
+            out.append(LiveFrame(TargetStatus.TRACKING, shown, verdict.score, confidence))
     finally:
         if session is not None:
             session.close()
