@@ -162,3 +162,19 @@ def test_replay_reports_lost_when_evidence_contradicts():
     assert "unconfirmed" in results[lost_at].reason and "scripted doubt" in results[lost_at].reason
     assert all(r.status == TargetStatus.LOST and r.mask is None for r in results[lost_at:])
     assert "unconfirmed" not in results[-1].reason
+
+
+def test_acquisition_on_a_past_key_frame_is_checked_on_the_newest_frame():
+    from scenes import square_scene
+
+    images, _ = square_scene(12)
+    frames = [Frame(i, i / 10.0, image=image) for i, image in enumerate(images)]
+    segmenter = _DoubtingSegmenter(doubt_from=0)  # the object is not confirmed on the newest frame
+    pipeline = Pipeline(ScriptedSampler(0.0), segmenter, ScriptedTracker(), PipelineConfig())
+    acquisition = pipeline.acquire("t", "the red one", frames, defer_history=True)
+    assert acquisition.session is None and not acquisition.segmentation.present
+    assert "not on the newest" in acquisition.segmentation.reason
+    assert acquisition.segmentation.understanding is not None
+    # Key frame = newest frame: nothing to check.
+    pipeline = Pipeline(ScriptedSampler("latest"), _DoubtingSegmenter(0), ScriptedTracker(), PipelineConfig())
+    assert pipeline.acquire("t", "the red one", frames).session is not None

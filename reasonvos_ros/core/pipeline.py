@@ -338,6 +338,27 @@ class Pipeline:
         # Frames of camera time covered per second of tracking: the figure that must reach live rate.
         if elapsed > 0 and counts.get("catchup_covered"):
             timings["catchup_covered_fps"] = counts["catchup_covered"] / elapsed
+        if last is not key_frame and cfg.redetect_interval_s > 0:
+            # The key frame is in the past: check the caught-up mask on the newest frame before it goes live (the
+            # object may have left since; a catch-up through its absence ends on background).
+            shown = last_mask.mask if last_mask is not None and last_mask.area > 0 else np.zeros_like(seg.mask)
+            evidence = self.verify(last, shown, seg) if shown.any() else Evidence(0.0, "the caught-up mask is empty")
+            if evidence is not None and evidence.correction is not None:
+                session.close()
+                with guard:
+                    session = self.reseed(target_id, last, evidence.correction)
+                last_mask = TrackedMask(evidence.correction, float(evidence.support))
+            elif evidence is not None and evidence.support <= 0.0:
+                session.close()
+                gone = Segmentation(
+                    np.zeros_like(seg.mask),
+                    seg.score,
+                    False,
+                    f"found on an earlier frame of the window, but not on the newest ({evidence.reason})",
+                    seg.details,
+                    seg.understanding,
+                )
+                return Acquisition(key_frame, gone, None, last, 0, None, timings, counts)
         history = run_history if past and defer_history else None
         return Acquisition(key_frame, seg, session, last, seed_area, last_mask, timings, counts, history)
 
