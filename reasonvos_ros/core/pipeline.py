@@ -543,7 +543,11 @@ class TrackGuard:
             # Not reported as tracked (nothing supports the mask), but the track is kept until the next check:
             # a detector miss (occlusion, motion blur) must not cost a whole re-acquisition.
             return Verdict(f"unconfirmed: {self.unconfirmed}; re-checking", 0.0, hold=True)
-        return Verdict(None, float(np.sqrt(confidence * self.support)))
+        score = float(np.sqrt(confidence * self.support))
+        if score < 0.5 * self.monitor.config.lost_min_confidence:
+            # Too weak to publish as tracked; the drift monitor's patience decides whether the track is lost.
+            return Verdict(f"score {score:.2f} on this frame is too low to report the mask; still tracking", 0.0, True)
+        return Verdict(None, score)
 
 
 @dataclass
