@@ -183,7 +183,8 @@ def write_results_bag(path: Path, image_stamps: list[int]) -> dict[int, int]:
         )
         result = types["reasonvos_ros/msg/TargetResult"](
             header=header(ns), target_id="walker", instruction="the person in the white coat", status=1,
-            reason="", score=0.75, bbox_x=40, bbox_y=62, bbox_width=60, bbox_height=50, point_x=70.0,
+            reason="", target_phrase="person", explanation="target 'person' names the COCO category 'person'",
+            understanding_confidence=0.95, score=0.75, bbox_x=40, bbox_y=62, bbox_width=60, bbox_height=50, point_x=70.0,
             point_y=87.0, point_3d_valid=False, point_3d=types["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
             mask=mask_msg, keyframe_stamp=time_cls(sec=0, nanosec=0),
         )  # fmt: skip
@@ -442,7 +443,10 @@ def test_results_to_overlay_targets_scales_to_the_image():
     mask[10:30, 20:40] = 255
     mask_msg = SimpleNamespace(height=60, width=80, encoding="mono8", is_bigendian=0, step=80, data=mask.tobytes())
     common = dict(target_id="t", instruction="the cup", reason="", score=0.5, point_x=29.5, point_y=19.5)
-    tracking = SimpleNamespace(status=1, bbox_x=20, bbox_y=10, bbox_width=20, bbox_height=20, mask=mask_msg, **common)
+    tracking = SimpleNamespace(
+        status=1, bbox_x=20, bbox_y=10, bbox_width=20, bbox_height=20, mask=mask_msg, target_phrase="cup",
+        understanding_confidence=0.95, **common
+    )  # fmt: skip
     empty_mask = SimpleNamespace(height=0, width=0, encoding="", is_bigendian=0, step=0, data=b"")
     searching = SimpleNamespace(status=0, bbox_x=0, bbox_y=0, bbox_width=0, bbox_height=0, mask=empty_mask, **common)
     first, second = results_to_overlay_targets(SimpleNamespace(results=[tracking, searching]), (120, 160))
@@ -450,3 +454,5 @@ def test_results_to_overlay_targets_scales_to_the_image():
     assert first.bbox == (40, 20, 40, 40) and first.point == (59.0, 39.0)
     assert (first.status, first.score, first.instruction) == ("TRACKING", 0.5, "the cup")
     assert second.mask is None and second.bbox is None and second.point is None and second.status == "SEARCHING"
+    assert (first.target_phrase, first.understanding_confidence) == ("cup", pytest.approx(0.95))
+    assert second.target_phrase == ""  # a message without the fields (an older bag) still renders
