@@ -105,6 +105,12 @@ def test_lite_verify_supports_contradicts_and_corrects(dog_clip):
     assert corrected.correction is not None
     overlap = (corrected.correction & truth).sum() / (corrected.correction | truth).sum()
     assert overlap > 0.6
+    # Several targets checked on one frame share one detector pass (the per-frame cache).
+    fresh = Frame(last.index + 1000, last.stamp + 100.0, image=last.image.copy())
+    before = segmenter.detector.forward_count
+    for mask in (truth, elsewhere, shifted):
+        segmenter.verify(fresh, mask, key)
+    assert segmenter.detector.forward_count == before + 1
     # Not one of this segmenter's segmentations: no opinion.
     assert segmenter.verify(last, truth, Segmentation(truth, 1.0, True)) is None
 

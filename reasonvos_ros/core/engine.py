@@ -324,6 +324,7 @@ class LiveEngine:
             state.session = acquisition.session
             state.last_index = acquisition.last_frame.index
             state.status = TargetStatus.TRACKING
+            state.holding = False
             state.reason = ""
             state.score = float(acquisition.segmentation.score)
             state.monitor = TrackGuard(
