@@ -137,7 +137,7 @@ def test_sampler_scans_newest_first_and_stops_when_recent_frames_suffice(clip):
     # The dog has left the view at the end of this clip: the scan goes back until it finds it.
     leaving = make_composite_clip(n_frames=16, path=((0.4, 0.6), (1.9, 0.6)), occluder_x=None)
     gone_from = min(i for i, m in enumerate(leaving.masks) if not m.any())
-    choice = DetectorFrameSampler(max_frames=16).sample(leaving.as_frames(), "the dog")
+    choice = DetectorFrameSampler(max_frames=16, max_scan_s=0).sample(leaving.as_frames(), "the dog")
     assert choice.confidence >= 0.3 and choice.key < gone_from
     assert len(choice.details["scanned"]) > len(leaving.masks) - gone_from
     with pytest.raises(ValueError, match="scan"):

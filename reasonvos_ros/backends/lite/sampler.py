@@ -3,7 +3,7 @@
 A stand-in for VISA's text-guided frame sampler that needs no video LLM: the instruction is mapped to COCO
 categories (``text_to_category``), and the SSD detector looks for them over the window, **newest frame first**
 (every ``stride``-th frame counting back from the newest, at most ``max_frames`` spread over the window). The scan
-stops at the first frame with a detection of at least ``good_score``: a robot needs the object's mask now, and
+stops at the first frame with a detection of at least ``good_score`` clear of the image border: a robot needs the object's mask now, and
 a recent key frame makes the forward catch-up short, so when the object is clearly visible on the newest frame
 one detector run is all the sampler costs. Otherwise (the object is weakly detected or was only visible earlier)
 the scan goes on, within ``max_scan_s``, and the best-scoring frame wins; scores within ``tie_tolerance`` of the
@@ -44,6 +44,12 @@ def positions_to_scan(num_frames: int, stride: int, max_frames: int) -> list[int
         )
         positions = [positions[i] for i in sorted(picks | {len(positions) - 1})][-max_frames:]
     return positions
+
+
+def _at_border(box, shape, margin: float = 2.0) -> bool:
+    """Whether the box ``(x0, y0, x1, y1)`` touches the border of an image of ``shape``."""
+    height, width = shape[:2]
+    return bool(box[0] <= margin or box[1] <= margin or box[2] >= width - margin or box[3] >= height - margin)
 
 
 class DetectorFrameSampler(FrameSampler):
@@ -117,7 +123,8 @@ class DetectorFrameSampler(FrameSampler):
             best = self.detector.detect_frame(frames[position]).best(match.categories)
             scores[position] = best[1] if best is not None and best[1] >= self.min_score else 0.0
             if self.scan == "recent_first":
-                if scores[position] >= self.good_score:
+                # A box cut by the image border may be an object half out of view: a poor key frame, look on.
+                if scores[position] >= self.good_score and not _at_border(best[0], frames[position].image.shape):
                     break
                 if self.max_scan_s > 0 and time.perf_counter() - start > self.max_scan_s:
                     break
