@@ -408,7 +408,11 @@ class LiveEngine:
                                 reseeded = self.pipeline.reseed(state.target_id, frame, evidence.correction)
                             tracked = TrackedMask(evidence.correction, tracked.confidence)
                 except Exception as exc:  # a tracker failure only affects this target
-                    self._fail(state, generation, exc)
+                    with self._lock:
+                        # A new instruction or a reset may have closed this session under us: not a failure.
+                        superseded = not self._is_current(state, generation) or state.session is not session
+                    if not superseded:
+                        self._fail(state, generation, exc)
                 else:
                     self._after_step(state, generation, frame, tracked, evidence, reseeded)
             with self._lock:
