@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 NODE = "/reasonvos_perception"
 RESULT_TOPICS = [f"{NODE}/results", f"{NODE}/results_history", "/diagnostics"]
 
@@ -53,15 +55,20 @@ def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
     return proc.returncode
 
 
-def summarise(results_bag: Path, input_frames: int, wall_s: float) -> dict:
-    """Read the recorded outputs back: counts, statuses, key frame, latencies."""
+def summarise(results_bag: Path, input_frames: int, wall_s: float, input_bag: Path | None = None) -> dict:
+    """Read the recorded outputs back: counts, statuses, key frame, latencies, what was understood and, with the
+    input bag, whether the detector agrees with the published masks (``check_success``)."""
     from rosbags.highlevel import AnyReader
 
     from reasonvos_ros.bag.types import make_typestore
+    from reasonvos_ros.ros.conversions import image_msg_to_mask, stamp_to_nanoseconds
 
     typestore = make_typestore()
     live, history, statuses, keyframes, diag = 0, 0, {}, set(), {}
     first_live = None
+    sequence: list[int] = []  # status of the default target on every live result, in order
+    tracked_masks: dict[int, np.ndarray] = {}  # header stamp (ns) -> mask, TRACKING results
+    understood: dict[str, object] = {}
     with AnyReader([results_bag], default_typestore=typestore) as reader:
         for conn, stamp, raw in reader.messages():
             msg = reader.deserialize(raw, conn.msgtype)
@@ -69,19 +76,32 @@ def summarise(results_bag: Path, input_frames: int, wall_s: float) -> dict:
                 live += 1
                 first_live = first_live or stamp
                 for result in msg.results:
-                    statuses[int(result.status)] = statuses.get(int(result.status), 0) + 1
+                    status = int(result.status)
+                    statuses[status] = statuses.get(status, 0) + 1
+                    sequence.append(status)
                     if result.keyframe_stamp.sec:
                         keyframes.add(result.keyframe_stamp.sec + result.keyframe_stamp.nanosec * 1e-9)
+                    if getattr(result, "target_phrase", ""):
+                        understood = {
+                            "target_phrase": result.target_phrase,
+                            "explanation": result.explanation,
+                            "confidence": round(float(result.understanding_confidence), 2),
+                        }
+                    if status == 1 and result.mask.height:
+                        tracked_masks[stamp_to_nanoseconds(msg.header.stamp)] = image_msg_to_mask(result.mask)
             elif conn.topic == f"{NODE}/results_history":
                 history += 1
             elif conn.topic == "/diagnostics" and msg.status:
                 diag = {kv.key: kv.value for kv in msg.status[0].values}
     names = {0: "searching", 1: "tracking", 2: "lost", 3: "not_present", 4: "error"}
-    return {
+    acquired = sequence[sequence.index(1) :] if 1 in sequence else []
+    summary = {
         "frames_in": input_frames,
         "result_frames_out": live,
         "history_results_out": history,
         "statuses": {names.get(k, str(k)): v for k, v in sorted(statuses.items())},
+        "understood": understood,
+        "tracking_after_acquisition": round(acquired.count(1) / len(acquired), 3) if acquired else 0.0,
         "keyframe_stamps": sorted(keyframes),
         "key_position_in_window": diag.get("last_key_position"),
         "latency_ms": {
@@ -91,9 +111,71 @@ def summarise(results_bag: Path, input_frames: int, wall_s: float) -> dict:
         "tracker_rate_hz": diag.get("tracker_rate_hz"),
         "input_rate_hz": diag.get("input_rate_hz"),
         "frames_skipped_by_tracker": diag.get("frames_skipped_by_tracker"),
+        "track_corrections": diag.get("track_corrections"),
         "ingest_ms_median": diag.get("ingest_ms_median"),
         "output_fps": round(live / wall_s, 2) if wall_s else None,
     }
+    if input_bag is not None:
+        summary["detector_agrees"] = detector_agreement(input_bag, tracked_masks)
+    return summary
+
+
+def detector_agreement(input_bag: Path, tracked_masks: dict, category: str = "person", samples: int = 30) -> float:
+    """Fraction of (up to ``samples``, evenly spread) TRACKING masks whose box overlaps (IoU >= 0.3) a detection
+    of ``category`` by the SSD detector on the same input frame: an independent check that the published mask
+    is on a person, not on pavement."""
+    from rosbags.highlevel import AnyReader
+
+    from reasonvos_ros.backends.lite.detector import shared_detector
+    from reasonvos_ros.backends.lite.segmenter import box_iou
+    from reasonvos_ros.bag.types import make_typestore
+    from reasonvos_ros.ros.conversions import image_msg_to_rgb, stamp_to_nanoseconds
+
+    if not tracked_masks:
+        return 0.0
+    stamps = sorted(tracked_masks)
+    chosen = {stamps[round(i * (len(stamps) - 1) / max(1, samples - 1))] for i in range(min(samples, len(stamps)))}
+    detector = shared_detector()
+    agree = checked = 0
+    with AnyReader([input_bag], default_typestore=make_typestore()) as reader:
+        for conn, _, raw in reader.messages():
+            if conn.msgtype != "sensor_msgs/msg/Image":
+                continue
+            msg = reader.deserialize(raw, conn.msgtype)
+            stamp = stamp_to_nanoseconds(msg.header.stamp)
+            if stamp not in chosen:
+                continue
+            image = image_msg_to_rgb(msg)
+            mask = tracked_masks[stamp]
+            if mask.shape != image.shape[:2]:
+                continue
+            rows, cols = np.nonzero(mask)
+            box = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+            found = detector.detect(image).of_categories([category])
+            keep = found.scores >= 0.3
+            checked += 1
+            agree += bool(keep.any() and box_iou(box, found.boxes[keep]).max() >= 0.3)
+    return round(agree / checked, 3) if checked else 0.0
+
+
+def check_success(result: dict, min_tracking: float = 0.5, min_agreement: float = 0.8) -> tuple[bool, str]:
+    """The demo succeeded when the target is TRACKING on most live results after its first acquisition and the
+    detector agrees the published masks are on a person; returns (ok, the reason)."""
+    tracking = result.get("tracking_after_acquisition", 0.0)
+    agreement = result.get("detector_agrees", 0.0)
+    if not result.get("result_frames_out"):
+        return False, "the node published no result"
+    if tracking < min_tracking:
+        return False, f"TRACKING on only {tracking:.0%} of the live results after acquisition (need {min_tracking:.0%})"
+    if agreement < min_agreement:
+        return (
+            False,
+            f"the detector sees a person at only {agreement:.0%} of the checked masks (need {min_agreement:.0%})",
+        )
+    return (
+        True,
+        f"TRACKING on {tracking:.0%} of the live results after acquisition; the detector sees a person at {agreement:.0%} of the checked masks",
+    )
 
 
 def run_demo(
@@ -186,7 +268,7 @@ def run_demo(
         contact_sheet=out / "contact_sheet.png",
         result_topic=f"{NODE}/results",
     )
-    result = summarise(results_bag, summary.frames, wall)
+    result = summarise(results_bag, summary.frames, wall, input_bag)
     result.update(
         {
             "overlay_video": str(render.video),
@@ -216,8 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     print("\n==== demo summary ====")
     for key, value in result.items():
         print(f"{key:>30}: {value}")
-    ok = result["result_frames_out"] > 0 and result["statuses"].get("tracking", 0) > 0
-    print("\nDEMO OK" if ok else "\nDEMO FAILED: the node published no tracking result (see node.log)")
+    understood = result.get("understood") or {}
+    if understood:
+        print(
+            f"\nunderstood '{args.instruction}' as: {understood['target_phrase']} (confidence "
+            f"{understood['confidence']:.2f}); {understood['explanation']}"
+        )
+    ok, why = check_success(result)
+    print(f"\nDEMO OK: {why}" if ok else f"\nDEMO FAILED: {why} (see {args.out / 'node.log'})")
     return 0 if ok else 1
 
 

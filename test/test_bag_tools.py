@@ -18,7 +18,7 @@ from reasonvos_ros.bag.from_video import InstructionEvent, make_bag_from_video
 from reasonvos_ros.bag.render import render_bag
 from reasonvos_ros.bag.types import make_typestore
 from reasonvos_ros.cli import main as cli_main
-from reasonvos_ros.core.overlay import PALETTE, OverlayTarget, assign_colours, draw_overlay
+from reasonvos_ros.core.overlay import PALETTE, OverlayTarget, assign_colours, draw_overlay, panel_lines
 from reasonvos_ros.ros.conversions import image_msg_to_rgb, stamp_to_nanoseconds
 
 VTEST_CANDIDATES = [
@@ -183,10 +183,10 @@ def write_results_bag(path: Path, image_stamps: list[int]) -> dict[int, int]:
         )
         result = types["reasonvos_ros/msg/TargetResult"](
             header=header(ns), target_id="walker", instruction="the person in the white coat", status=1,
-            reason="", score=0.75, bbox_x=40, bbox_y=62, bbox_width=60, bbox_height=50, point_x=70.0,
+            reason="", target_phrase="person", explanation="target 'person' names the COCO category 'person'",
+            understanding_confidence=0.95, score=0.75, bbox_x=40, bbox_y=62, bbox_width=60, bbox_height=50, point_x=70.0,
             point_y=87.0, point_3d_valid=False, point_3d=types["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
-            mask=mask_msg, keyframe_stamp=time_cls(sec=0, nanosec=0), target_phrase="person",
-            explanation="'person' names a detector category", understanding_confidence=0.9,
+            mask=mask_msg, keyframe_stamp=time_cls(sec=0, nanosec=0),
         )  # fmt: skip
         return types["reasonvos_ros/msg/TargetResultArray"](header=header(ns), results=[result])
 
@@ -290,6 +290,24 @@ def test_overlay_draws_each_target_in_its_colour():
         np.testing.assert_allclose(out[row, col], expected, atol=1)
     assert (out[5:40] != 100).any()  # the text panel
     assert (out[62:110, 70:90] == 100).all()  # between the targets nothing is drawn
+
+
+def test_overlay_panel_says_what_was_understood():
+    targets = [
+        OverlayTarget("a", instruction="the thing I'd use to open this bottle", status="NOT_PRESENT",
+                      target_phrase="bottle opener", understanding_confidence=0.9),
+        OverlayTarget("b", instruction="the mug", status="SEARCHING"),
+    ]  # fmt: skip
+    lines = [text for text, _ in panel_lines(targets, "frame 1")]
+    assert lines == [
+        "frame 1",
+        "a [NOT_PRESENT]: the thing I'd use to open this bottle -> bottle opener (0.90)",
+        "b [SEARCHING]: the mug",
+    ]
+    image = np.zeros((120, 400, 3), np.uint8)
+    with_phrase = draw_overlay(image, targets[:1])
+    without = draw_overlay(image, [OverlayTarget("a", instruction=targets[0].instruction, status="NOT_PRESENT")])
+    assert (with_phrase != without).any()  # the phrase is drawn
 
 
 def test_overlay_colours_distinct_and_stable():
@@ -425,7 +443,10 @@ def test_results_to_overlay_targets_scales_to_the_image():
     mask[10:30, 20:40] = 255
     mask_msg = SimpleNamespace(height=60, width=80, encoding="mono8", is_bigendian=0, step=80, data=mask.tobytes())
     common = dict(target_id="t", instruction="the cup", reason="", score=0.5, point_x=29.5, point_y=19.5)
-    tracking = SimpleNamespace(status=1, bbox_x=20, bbox_y=10, bbox_width=20, bbox_height=20, mask=mask_msg, **common)
+    tracking = SimpleNamespace(
+        status=1, bbox_x=20, bbox_y=10, bbox_width=20, bbox_height=20, mask=mask_msg, target_phrase="cup",
+        understanding_confidence=0.95, **common
+    )  # fmt: skip
     empty_mask = SimpleNamespace(height=0, width=0, encoding="", is_bigendian=0, step=0, data=b"")
     searching = SimpleNamespace(status=0, bbox_x=0, bbox_y=0, bbox_width=0, bbox_height=0, mask=empty_mask, **common)
     first, second = results_to_overlay_targets(SimpleNamespace(results=[tracking, searching]), (120, 160))
@@ -433,3 +454,5 @@ def test_results_to_overlay_targets_scales_to_the_image():
     assert first.bbox == (40, 20, 40, 40) and first.point == (59.0, 39.0)
     assert (first.status, first.score, first.instruction) == ("TRACKING", 0.5, "the cup")
     assert second.mask is None and second.bbox is None and second.point is None and second.status == "SEARCHING"
+    assert (first.target_phrase, first.understanding_confidence) == ("cup", pytest.approx(0.95))
+    assert second.target_phrase == ""  # a message without the fields (an older bag) still renders

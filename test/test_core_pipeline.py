@@ -157,6 +157,29 @@ def test_acquire_orders_key_then_backward_then_forward():
     assert len(refs) == 11 and 10 not in refs
 
 
+def test_deferred_history_runs_forward_first_and_backward_on_request():
+    images, _ = square_scene(20)
+    pipeline, _, _, tracker = scripted_pipeline(0.5, backward_budget_s=0, catchup_budget_s=0)
+    emitted = []
+    acq = pipeline.acquire("t", "red", make_frames(images), emit=lambda f, m, p: emitted.append(p), defer_history=True)
+    assert emitted == ["key"] + ["catchup"] * 9  # the live session is ready before any past frame is visited
+    assert acq.history is not None and len(tracker.sessions) == 1
+    acq.history()
+    assert emitted[10:] == ["backward"] * 10 and "backward_s" in acq.timings
+    assert tracker.sessions[1].closed and not tracker.sessions[0].closed
+
+
+def test_backward_pass_can_be_turned_off():
+    images, _ = square_scene(20)
+    for defer in (False, True):
+        pipeline, _, _, tracker = scripted_pipeline(0.5, backward_pass=False, catchup_budget_s=0)
+        emitted: list[str] = []
+        acq = pipeline.acquire(
+            "t", "red", make_frames(images), emit=lambda f, m, p, out=emitted: out.append(p), defer_history=defer
+        )
+        assert "backward" not in emitted and acq.history is None and len(tracker.sessions) == 1
+
+
 def test_catchup_skips_frames_to_fit_budget_and_ends_on_newest():
     assert stride_for_budget(100, 0.05, 1.0) == 5
     assert stride_for_budget(100, 0.05, 0.0) == 1

@@ -10,7 +10,7 @@ from scenes import square_scene
 from reasonvos_ros.backends.scripted import ScriptedSampler, ScriptedSegmenter, ScriptedTracker
 from reasonvos_ros.core.engine import LiveEngine, validate_instruction
 from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig
-from reasonvos_ros.core.types import TargetStatus
+from reasonvos_ros.core.types import Evidence, TargetStatus
 from reasonvos_ros.core.window import RollingWindow
 
 
@@ -23,6 +23,7 @@ class Harness:
         self.window = RollingWindow(max_duration_s=5.0, storage="png")
         self.live: list = []
         self.past: list = []
+        self.order: list = []  # (live, reason) of every result in the order it was reported
         self.events: list = []
         self.cond = threading.Condition()
         self.engine = LiveEngine(self.pipeline, self.window, self.on_results, max_targets, self.on_event)
@@ -32,6 +33,7 @@ class Harness:
     def on_results(self, frame, results, live):
         with self.cond:
             (self.live if live else self.past).append((frame.index, {r.target_id: r for r in results}))
+            self.order.extend((live, r.status) for r in results)
             self.cond.notify_all()
 
     def on_event(self, level, text):
@@ -109,6 +111,59 @@ def test_tracks_and_publishes_masks_for_newest_frames(harness_factory):
     assert np.array_equal(results["cup"].mask, masks["red"][idx])
     assert results["cup"].keyframe_stamp is not None
     assert h.past, "backward/catch-up results are reported as past results"
+
+
+def test_first_live_mask_comes_before_the_history(harness_factory):
+    h = harness_factory(tracker_delay=0.02, backward_budget_s=0)  # visit every past frame: 30 x 20 ms
+    images, _ = square_scene(60)
+    h.feed(images[:30], period=0.0)
+    h.engine.set_instruction("cup", "the red one")
+    h.feed(images[30:], period=0.03)
+    h.wait_for(lambda: len(h.past) >= 30)
+    first_live = h.order.index((True, TargetStatus.TRACKING))
+    history = [position for position, (live, _) in enumerate(h.order) if not live]
+    assert len(history) >= 30
+    assert first_live < history[-1], "live tracking had to wait for the backward pass"
+
+
+def test_backward_pass_off_means_no_history(harness_factory):
+    h = harness_factory(backward_pass=False)
+    images, _ = square_scene(40)
+    h.feed(images[:20], period=0.0)
+    h.engine.set_instruction("cup", "the red one")
+    h.feed(images[20:])
+    h.wait_status("cup", TargetStatus.TRACKING, min_frame=39)
+    assert len(h.tracker.sessions) == 1  # only the forward session
+
+
+class _ContradictingSegmenter(ScriptedSegmenter):
+    """Its independent check contradicts every tracked mask (e.g. the detector no longer sees the object)."""
+
+    def __init__(self):
+        super().__init__()
+        self.checked = []
+
+    def verify(self, frame, mask, segmentation, predicted_box=None):
+        self.checked.append(frame.index)
+        return Evidence(0.0, "no red thing detected at the mask")
+
+
+def test_contradicted_track_is_lost_not_tracking(harness_factory):
+    h = harness_factory(redetect_interval_s=0.2)
+    h.pipeline.segmenter = segmenter = _ContradictingSegmenter()
+    images, _ = square_scene(40)
+    h.feed(images[:5])
+    h.engine.set_instruction("cup", "the red one")
+    h.feed(images[5:])
+    h.wait_for(
+        lambda: segmenter.checked and any(r.get("cup") and r["cup"].status == TargetStatus.LOST for _, r in h.live)
+    )
+    lost = next(r["cup"] for _, r in h.live if r.get("cup") and r["cup"].status == TargetStatus.LOST)
+    assert "no red thing detected" in lost.reason and lost.mask is None
+    # No live result of a checked frame was TRACKING: the contradicted mask was never published as tracked.
+    for index, results in h.live:
+        if index in segmenter.checked and "cup" in results:
+            assert results["cup"].status != TargetStatus.TRACKING
 
 
 def test_new_instruction_replaces_and_cancels_in_flight(harness_factory):

@@ -126,6 +126,24 @@ def test_sampler_picks_a_visible_frame_and_segmenter_reuses_detections(clip):
     assert seg.score == pytest.approx(scores[choice.key])
 
 
+def test_sampler_scans_newest_first_and_stops_when_recent_frames_suffice(clip):
+    frames = clip.as_frames()
+    assert clip.visible_fraction[-1] == 1.0
+    recent = DetectorFrameSampler(max_frames=12).sample(frames, "the dog")
+    assert recent.key == len(frames) - 1 and recent.details["scanned"] == [len(frames) - 1]
+    assert recent.confidence >= 0.5
+    whole = DetectorFrameSampler(max_frames=12, scan="window").sample(frames, "the dog")
+    assert len(whole.details["scanned"]) == 12
+    # The dog has left the view at the end of this clip: the scan goes back until it finds it.
+    leaving = make_composite_clip(n_frames=16, path=((0.4, 0.6), (1.9, 0.6)), occluder_x=None)
+    gone_from = min(i for i, m in enumerate(leaving.masks) if not m.any())
+    choice = DetectorFrameSampler(max_frames=16, max_scan_s=0).sample(leaving.as_frames(), "the dog")
+    assert choice.confidence >= 0.3 and choice.key < gone_from
+    assert len(choice.details["scanned"]) > len(leaving.masks) - gone_from
+    with pytest.raises(ValueError, match="scan"):
+        DetectorFrameSampler(scan="everything")
+
+
 @pytest.mark.parametrize("position", [0, 3, 21])
 def test_segmenter_iou_on_unoccluded_frames(clip, position):
     assert not clip.occluded[position]
@@ -142,12 +160,16 @@ def test_not_present_cases(clip):
     absent = segmenter.segment(frames, 0, [], "the giraffe")
     assert not absent.present and not absent.mask.any() and "giraffe" in absent.reason
     not_coco = segmenter.segment(frames, 0, [], "the sky")
-    assert not not_coco.present and "not a COCO category" in not_coco.reason
+    assert not not_coco.present and "not something the lite detector can find" in not_coco.reason
+    assert not_coco.understanding.target_phrase == "sky" and not_coco.understanding.confidence > 0.5
+    opener = segmenter.segment(frames, 0, [], "the thing I'd use to open this bottle")
+    assert not opener.present and "bottle opener" in opener.reason
+    assert absent.understanding.target_phrase == "giraffe"
     gone = make_composite_clip(n_frames=4, path=((1.6, 0.5), (1.7, 0.5)), occluder_x=None)  # dog out of view
     assert not any(m.any() for m in gone.masks)
     assert not segmenter.segment(gone.as_frames(), 3, [], "the dog").present
     choice = DetectorFrameSampler().sample(gone.as_frames(), "the dog")
-    assert choice.key == 3 and choice.confidence == 0.0 and "no 'dog' detected" in choice.details["reason"]
+    assert choice.key == 3 and choice.confidence == 0.0 and "no dog detected" in choice.details["reason"]
 
 
 def test_grabcut_from_box_without_context_returns_empty():

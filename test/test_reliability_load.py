@@ -65,7 +65,8 @@ def test_replacing_a_target_while_another_is_acquired_does_not_deadlock():
         time.sleep(0.05)
     sessions = len(tracker.sessions)
     engine.set_instruction("b", "blue")  # its key frame is the newest: a backward pass over ~60 frames (~1.2 s)
-    while len(tracker.sessions) == sessions or len(tracker.sessions[sessions].visited) < 3:
+    # b's forward session comes first (live tracking first), then its backward pass in a session of its own.
+    while not any(len(session.visited) >= 3 for session in tracker.sessions[sessions:]):
         assert time.monotonic() < deadline, "the backward pass of target b never started"
         time.sleep(0.01)
 

@@ -81,6 +81,8 @@ def results_to_overlay_targets(result_array: Any, image_shape: tuple[int, int]) 
                 status=_status_name(result.status),
                 score=float(result.score),
                 instruction=str(result.instruction),
+                target_phrase=str(getattr(result, "target_phrase", "")),
+                understanding_confidence=float(getattr(result, "understanding_confidence", 0.0)),
             )
         )
     return targets

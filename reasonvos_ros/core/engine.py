@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 from .errors import BackendFailure, ConfigError
 from .interfaces import TrackerSession
-from .pipeline import Cancelled, DriftMonitor, FrameResult, Pipeline
-from .types import Frame, Segmentation, TargetStatus, TrackedMask, Understanding
+from .pipeline import Cancelled, FrameResult, Pipeline, TrackGuard, redetect_due
+from .types import Evidence, Frame, Segmentation, TargetStatus, TrackedMask, Understanding
 from .window import RollingWindow
 
 MAX_INSTRUCTION_CHARS = 2000
@@ -66,7 +66,8 @@ class TargetState:
     session: TrackerSession | None = None
     last_index: int = -1  # sequence number of the last frame the forward session stepped
     last_mask: TrackedMask | None = None
-    monitor: DriftMonitor | None = None
+    monitor: TrackGuard | None = None  # drift + independent evidence: may the track be reported as TRACKING
+    holding: bool = False  # LOST but the session is kept and stepped: the last check did not confirm the mask
     keyframe_stamp: float | None = None
     keyframe: Frame | None = None  # the key frame itself (its meta carries the exact source stamp)
     understanding: Understanding | None = None  # what the last key-frame segmentation understood
@@ -95,6 +96,8 @@ class EngineStats:
     lost_events: int = 0
     instructions_repeated: int = 0  # identical instructions for a target already following them (ignored)
     timelines: int = 0  # new timelines started by a camera that changed resolution
+    redetections: int = 0  # frames on which live tracks were checked against independent evidence
+    track_corrections: int = 0  # tracks re-seeded by that evidence
     last_timings: dict[str, float] = field(default_factory=dict)
     last_counts: dict[str, int] = field(default_factory=dict)
     track_step_s: float = 0.0  # mean duration of one target's tracker step, over frames where a tracker ran
@@ -134,6 +137,7 @@ class LiveEngine:
         self._wake_track = threading.Condition(self._lock)
         self._last_processed = -1
         self._tracked_frame_times: deque[float] = deque()  # when a tracker ran on a live frame (monotonic)
+        self._last_redetect: float | None = None  # camera stamp of the last independent check of the tracks
         self._running = False
         self._workers: dict[str, _Worker] = {}
         self._generation = 0
@@ -300,7 +304,10 @@ class LiveEngine:
     @staticmethod
     def _retry_due(state: TargetState, now: float) -> bool:
         return (
-            state.status in (TargetStatus.LOST, TargetStatus.NOT_PRESENT) and not state.queued and now >= state.retry_at
+            state.status in (TargetStatus.LOST, TargetStatus.NOT_PRESENT)
+            and not state.holding
+            and not state.queued
+            and now >= state.retry_at
         )
 
     def _is_current(self, state: TargetState, generation: int) -> bool:
@@ -385,6 +392,7 @@ class LiveEngine:
                 is_cancelled=lambda: not self._may_change(state, generation),
                 tracker_lock=self._tracker_lock,
                 on_key=on_key,
+                defer_history=True,
             )
         except Cancelled:
             with self._lock:
@@ -419,12 +427,33 @@ class LiveEngine:
             state.session = acquisition.session
             state.last_index = acquisition.last_frame.index
             state.status = TargetStatus.TRACKING
+            state.holding = False
             state.reason = ""
             state.score = float(acquisition.segmentation.score)
-            state.monitor = DriftMonitor(self.pipeline.config, acquisition.seed_area)
+            state.monitor = TrackGuard(
+                self.pipeline.config, acquisition.seed_area, acquisition.segmentation, acquisition.key_frame.stamp
+            )
             last = acquisition.last_mask
             state.last_mask = last if last is not None and last.area > 0 else None
             self._wake_track.notify_all()
+        self._run_history(state, generation, acquisition)
+
+    def _run_history(self, state: TargetState, generation: int, acquisition) -> None:
+        """The deferred backward pass, after live tracking has the target: its results go to the history
+        output; a failure there is logged and does not touch the live target."""
+        if acquisition.history is None:
+            return
+        try:
+            acquisition.history()
+        except Cancelled:
+            return
+        except Exception as exc:
+            self.on_event("warn", f"target {state.target_id!r}: backward pass failed: {_describe_failure(exc)}")
+            return
+        with self._lock:
+            if self._is_current(state, generation):
+                self.stats.last_timings = dict(acquisition.timings)
+                self.stats.last_counts = dict(acquisition.counts)
 
     def _fail(self, state: TargetState, generation: int, exc: BaseException) -> None:
         reason = _describe_failure(exc)
@@ -459,11 +488,15 @@ class LiveEngine:
     def _track_frame(self, frame: Frame, states: list[TargetState]) -> None:
         results = []
         steps, step_time = 0, 0.0
+        # Every target is checked on the same frames, so the detector's per-frame cache serves them all.
+        redetect = redetect_due(self.pipeline.config, frame.stamp, self._last_redetect)
+        checked = False
         for state in sorted(states, key=lambda s: s.target_id):
             with self._lock:
                 generation = state.generation
-                session = state.session if state.status == TargetStatus.TRACKING else None
+                session = state.session if state.status == TargetStatus.TRACKING or state.holding else None
                 needs_step = session is not None and frame.index > state.last_index
+                guard = state.monitor
             if needs_step:
                 step_start = time.perf_counter()
                 try:
@@ -471,10 +504,24 @@ class LiveEngine:
                         tracked = self.pipeline.step_session(session, frame, state.target_id)
                     steps += 1
                     step_time += time.perf_counter() - step_start
+                    evidence, reseeded = None, None
+                    if redetect and guard is not None and tracked is not None and tracked.area > 0:
+                        checked = True
+                        evidence = self.pipeline.verify(
+                            frame, tracked.mask, guard.segmentation, guard.predicted_box(frame.stamp)
+                        )
+                        if evidence is not None and evidence.correction is not None:
+                            with self._tracker_lock:
+                                reseeded = self.pipeline.reseed(state.target_id, frame, evidence.correction)
+                            tracked = TrackedMask(evidence.correction, tracked.confidence)
                 except Exception as exc:  # a tracker failure only affects this target
-                    self._fail(state, generation, exc)
+                    with self._lock:
+                        # A new instruction or a reset may have closed this session under us: not a failure.
+                        superseded = not self._is_current(state, generation) or state.session is not session
+                    if not superseded:
+                        self._fail(state, generation, exc)
                 else:
-                    self._after_step(state, generation, frame, tracked)
+                    self._after_step(state, generation, frame, tracked, evidence, reseeded)
             with self._lock:
                 if not self._is_current(state, generation):
                     continue
@@ -496,6 +543,10 @@ class LiveEngine:
                         state.keyframe,
                     )
                 )
+        if checked:
+            with self._lock:
+                self._last_redetect = frame.stamp
+                self.stats.redetections += 1
         with self._lock:
             self.stats.frames_processed += 1
             # Only frames on which a tracker actually ran count: the others cost microseconds and used to turn the
@@ -516,27 +567,48 @@ class LiveEngine:
                     "error", f"publishing the results of frame {frame.index} failed: {_describe_failure(exc)}"
                 )
 
-    def _after_step(self, state: TargetState, generation: int, frame: Frame, tracked: TrackedMask | None) -> None:
+    def _after_step(
+        self,
+        state: TargetState,
+        generation: int,
+        frame: Frame,
+        tracked: TrackedMask | None,
+        evidence: Evidence | None = None,
+        reseeded: TrackerSession | None = None,
+    ) -> None:
+        stale: list[TrackerSession | None] = []
         with self._lock:
-            if not self._may_change(state, generation):
-                return
-            state.last_index = frame.index
-            reason = state.monitor.update(tracked) if state.monitor else None
-            if reason is None:
-                state.last_mask = tracked if tracked is not None and tracked.area > 0 else None
-                if tracked is not None:
-                    state.score = tracked.confidence
-                return
-            self.stats.lost_events += 1
-            self.on_event("warn", f"target {state.target_id!r} lost: {reason}; re-running key-frame segmentation")
-            session, state.session = state.session, None
-            state.status = TargetStatus.LOST
-            state.reason = reason
-            state.last_mask = None
-            state.retry_at = time.monotonic() + self.pipeline.config.reacquire_interval_s
-        if session is not None:
-            with self._tracker_lock:
-                session.close()
+            if not self._may_change(state, generation):  # superseded, reset or paused: no state change
+                stale.append(reseeded)
+            else:
+                state.last_index = frame.index
+                if reseeded is not None:
+                    stale.append(state.session)
+                    state.session = reseeded
+                    self.stats.track_corrections += 1
+                verdict = state.monitor.update(tracked, evidence, frame.stamp) if state.monitor else None
+                reason = verdict.reason if verdict is not None else None
+                state.holding = verdict is not None and verdict.hold
+                if reason is None:
+                    state.status, state.reason = TargetStatus.TRACKING, ""
+                    state.last_mask = tracked if tracked is not None and tracked.area > 0 else None
+                    if tracked is not None and verdict is not None:
+                        state.score = verdict.score
+                elif state.holding:  # unconfirmed: reported LOST without a mask, the track is kept
+                    state.status, state.reason, state.last_mask, state.score = TargetStatus.LOST, reason, None, 0.0
+                else:
+                    self.stats.lost_events += 1
+                    self.on_event(
+                        "warn", f"target {state.target_id!r} lost: {reason}; re-running key-frame segmentation"
+                    )
+                    stale.append(state.session)
+                    state.session = None
+                    state.holding = False
+                    state.status = TargetStatus.LOST
+                    state.reason = reason
+                    state.last_mask = None
+                    state.retry_at = time.monotonic() + self.pipeline.config.reacquire_interval_s
+        self._close_sessions(stale)
 
 
 def _describe_failure(exc: BaseException) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .types import Frame, KeyframeChoice, Segmentation, TrackedMask
+from .types import Evidence, Frame, KeyframeChoice, Segmentation, TrackedMask
 
 
 class FrameSampler(abc.ABC):
@@ -34,6 +34,19 @@ class KeyframeSegmenter(abc.ABC):
     @abc.abstractmethod
     def segment(self, frames: Sequence[Frame], key: int, references: Sequence[int], instruction: str) -> Segmentation:
         """Mask on ``frames[key]`` (its size), or ``present=False`` with an empty mask."""
+
+    def verify(
+        self,
+        frame: Frame,
+        mask: np.ndarray,
+        segmentation: Segmentation,
+        predicted_box: tuple[float, float, float, float] | None = None,
+    ) -> Evidence | None:
+        """Independent evidence that ``mask`` (a tracked mask on ``frame``) still shows the target that
+        ``segmentation`` found on the key frame; ``predicted_box`` is where the target's recent motion says it
+        should be (None when unknown). None when this backend has no such check (default). Called by live
+        tracking every ``redetect_interval_s``; it must be much cheaper than ``segment``."""
+        return None
 
     def release(self) -> None:  # noqa: B027 - optional hook, default no-op
         """Free accelerator memory (lifecycle deactivate). Default: nothing to free."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["PALETTE", "OverlayTarget", "assign_colours", "draw_overlay"]
+__all__ = ["PALETTE", "OverlayTarget", "assign_colours", "draw_overlay", "panel_lines"]
 
 # Mutually distinct RGB colours (no two shades of one hue), visible on dark and bright scenes.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -39,6 +39,8 @@ class OverlayTarget:
     status: str = ""  # e.g. "TRACKING", "LOST"
     score: float | None = None
     instruction: str = ""
+    target_phrase: str = ""  # what the segmenter understood the instruction's target to be
+    understanding_confidence: float | None = None
 
 
 def assign_colours(target_ids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
@@ -91,6 +93,28 @@ def _put_label(
     )
 
 
+def panel_lines(
+    targets: Sequence[OverlayTarget], status_text: str = "", colours: dict[str, tuple[int, int, int]] | None = None
+) -> list[tuple[str, tuple[int, int, int]]]:
+    """The text lines (ASCII) and colours of the panel at the top of the overlay (see ``draw_overlay``)."""
+    colours = colours or assign_colours([target.target_id for target in targets])
+    lines: list[tuple[str, tuple[int, int, int]]] = []
+    if status_text:
+        lines.append((_ascii(status_text), (40, 40, 40)))
+    for target in targets:
+        if target.instruction:
+            name = _ascii(target.target_id) or "default"
+            status = f" [{_ascii(target.status)}]" if target.status else ""
+            understood = ""
+            if target.target_phrase:
+                confidence = (
+                    f" ({target.understanding_confidence:.2f})" if target.understanding_confidence is not None else ""
+                )
+                understood = f" -> {_ascii(target.target_phrase)}{confidence}"
+            lines.append((f"{name}{status}: {_ascii(target.instruction)}{understood}", colours[target.target_id]))
+    return lines
+
+
 def draw_overlay(
     image_rgb: np.ndarray,
     targets: Sequence[OverlayTarget],
@@ -102,7 +126,8 @@ def draw_overlay(
 
     Masks are blended in each target's colour with ``alpha`` and outlined; boxes, a label
     ``"<id> <status> <score>"``, and the interior point (a cross in a circle) are drawn in the same colour. A
-    panel at the top lists ``status_text`` and one ``"<id>: <instruction>"`` line per target.
+    panel at the top lists ``status_text`` and one ``"<id> [<status>]: <instruction> -> <target phrase>
+    (<understanding confidence>)"`` line per target (the part after the arrow once something was understood).
     """
     if not isinstance(image_rgb, np.ndarray) or image_rgb.dtype != np.uint8 or image_rgb.ndim != 3:
         raise ValueError(f"draw_overlay needs an HxWx3 uint8 RGB image, got {getattr(image_rgb, 'shape', image_rgb)}")
@@ -159,14 +184,7 @@ def draw_overlay(
         if anchor is not None:
             _put_label(canvas, label, anchor, colour, font_scale)
 
-    lines: list[tuple[str, tuple[int, int, int]]] = []
-    if status_text:
-        lines.append((_ascii(status_text), (40, 40, 40)))
-    for target in targets:
-        if target.instruction:
-            name = _ascii(target.target_id) or "default"
-            status = f" [{_ascii(target.status)}]" if target.status else ""
-            lines.append((f"{name}{status}: {_ascii(target.instruction)}", colours[target.target_id]))
+    lines = panel_lines(targets, status_text, colours)
     thickness = max(1, round(font_scale * 2))
     line_height = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)[0][1] * 2 + 4
     for row, (text, colour) in enumerate(lines):

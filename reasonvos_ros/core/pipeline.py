@@ -1,9 +1,11 @@
 """Sampler -> segmenter -> tracker orchestration for one target over a window of frames (ROS-free).
 
 ``acquire`` resolves an instruction on a window: the sampler picks the key frame, the segmenter masks the object
-on it (with reference frames chosen by the configured strategy), a tracker session propagates the mask backward
-over the stored past, and another session propagates it forward from the key frame to the newest frame
-("catch-up"). The forward session is returned so online tracking can continue from it. ``DriftMonitor`` decides
+on it (with reference frames chosen by the configured strategy), a tracker session propagates the mask forward
+from the key frame to the newest frame ("catch-up"), and another session propagates it backward over the stored
+past. The forward session is returned so online tracking can continue from it. The live engine asks for the
+backward pass to be deferred (``defer_history``): it hands the forward session to live tracking first and runs
+the returned ``Acquisition.history`` afterwards, so the first live mask does not wait for the past. ``DriftMonitor`` decides
 when a track has become unreliable and the key-frame segmentation must be re-run.
 """
 
@@ -22,7 +24,7 @@ from .errors import BackendFailure, ConfigError
 from .geometry import interior_point, mask_bbox
 from .interfaces import FrameSampler, KeyframeSegmenter, Tracker, TrackerSession
 from .references import STRATEGIES, select_references
-from .types import Frame, Segmentation, TargetStatus, TrackedMask, Understanding
+from .types import Evidence, Frame, Segmentation, TargetStatus, TrackedMask, Understanding
 
 
 class Cancelled(Exception):
@@ -39,6 +41,8 @@ class PipelineConfig:
     # at the measured tracker speed (0 = no budget: visit every frame, as offline evaluation does).
     backward_budget_s: float = 2.0
     catchup_budget_s: float = 1.0
+    # False: no backward pass at all (no results on past frames; the first live mask comes sooner).
+    backward_pass: bool = True
     # Lost/drift detection (see DriftMonitor).
     lost_min_confidence: float = 0.35
     lost_min_area_ratio: float = 0.15
@@ -46,6 +50,9 @@ class PipelineConfig:
     lost_border_area_ratio: float = 0.35
     lost_patience: int = 3
     min_mask_area_px: int = 16
+    # Independent evidence during live tracking (KeyframeSegmenter.verify, e.g. the detector re-run): every this
+    # many seconds of camera time, on the same frame for every target (0 = never).
+    redetect_interval_s: float = 0.4
     # Re-acquisition pacing.
     reacquire_interval_s: float = 1.0
     not_present_retry_s: float = 3.0
@@ -65,6 +72,7 @@ class PipelineConfig:
             "lost_border_area_ratio": (self.lost_border_area_ratio, 0.0, 1.0),
             "lost_patience": (self.lost_patience, 1, 1000),
             "min_mask_area_px": (self.min_mask_area_px, 0, 10**7),
+            "redetect_interval_s": (self.redetect_interval_s, 0.0, 60.0),
             "reacquire_interval_s": (self.reacquire_interval_s, 0.0, 3600.0),
             "not_present_retry_s": (self.not_present_retry_s, 0.0, 3600.0),
         }
@@ -110,6 +118,9 @@ class Acquisition:
     last_mask: TrackedMask | None = None  # the forward session's mask on ``last_frame``
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    # The deferred backward pass (``acquire(defer_history=True)``): call it once live tracking has the forward
+    # session; it emits "backward" results and raises ``Cancelled`` when superseded. None when there is none.
+    history: Callable[[], None] | None = None
 
 
 class StepTimer:
@@ -215,6 +226,31 @@ class Pipeline:
         tracked = out.get(obj_id)
         return None if tracked is None else check_tracked(obj_id, tracked, frame)
 
+    def reseed(self, obj_id: str, frame: Frame, mask: np.ndarray) -> TrackerSession:
+        """A new forward session with ``obj_id`` seeded with ``mask`` on ``frame`` (a corrected track)."""
+        session = self.tracker.new_session()
+        try:
+            self.step_session(session, frame, obj_id, mask)
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    def verify(self, frame: Frame, mask: np.ndarray, segmentation: Segmentation, predicted_box=None) -> Evidence | None:
+        """The segmenter's independent check of a tracked mask (None when it has none); see ``TrackGuard``."""
+        evidence = self.segmenter.verify(frame, mask, segmentation, predicted_box)
+        if evidence is None:
+            return None
+        if not isinstance(evidence, Evidence) or not np.isfinite(evidence.support):
+            raise BackendFailure(f"segmenter verify returned {evidence!r}, not an Evidence with a finite support")
+        if evidence.correction is not None:
+            correction = np.asarray(evidence.correction)
+            if correction.shape != frame.image.shape[:2]:
+                raise BackendFailure(f"verify correction shape {correction.shape} != frame {frame.image.shape[:2]}")
+            evidence.correction = correction.astype(bool, copy=False)
+        evidence.support = float(min(max(evidence.support, 0.0), 1.0))
+        return evidence
+
     def acquire(
         self,
         target_id: str,
@@ -224,6 +260,7 @@ class Pipeline:
         is_cancelled: Callable[[], bool] = lambda: False,
         tracker_lock: AbstractContextManager | None = None,
         on_key: Callable[[Frame, Segmentation], None] | None = None,
+        defer_history: bool = False,
     ) -> Acquisition:
         """Resolve ``instruction`` on ``frames`` (oldest first).
 
@@ -233,6 +270,9 @@ class Pipeline:
         while tracker sessions are stepped (not during the sampler and segmenter, which may take seconds).
         ``on_key(key_frame, segmentation)`` is called once the key frame is segmented (present or not), before any
         mask is emitted, so that the caller can label every result with the key frame and what was understood.
+        With ``defer_history`` the forward catch-up runs first and the backward pass is returned, not run, as
+        ``Acquisition.history`` (its tracker steps take ``tracker_lock`` one at a time, so live tracking of other
+        targets interleaves with it). ``config.backward_pass`` False skips the backward pass altogether.
         """
         guard = tracker_lock if tracker_lock is not None else nullcontext()
         if not frames:
@@ -279,36 +319,63 @@ class Pipeline:
             emit(key_frame, TrackedMask(seg.mask, float(seg.score)), "key")
 
         # Backward over the stored past (newest to oldest), in its own session, within its time budget.
-        past = list(frames[: choice.key])[::-1]
-        start = time.perf_counter()
-        if past:
-            with guard:
-                self._backward_pass(target_id, key_frame, seg, past, emit, checkpoint, counts)
-        timings["backward_s"] = time.perf_counter() - start
+        past = list(frames[: choice.key])[::-1] if cfg.backward_pass else []
+
+        def run_history() -> None:
+            start = time.perf_counter()
+            self._backward_pass(target_id, key_frame, seg, past, emit, checkpoint, counts, guard)
+            timings["backward_s"] = time.perf_counter() - start
+
+        if past and not defer_history:
+            run_history()
 
         # Forward from the key frame to the newest frame of the window; the session continues online.
         start = time.perf_counter()
-        with guard:
-            session, last, last_mask = self._forward_pass(
-                target_id, key_frame, seg, list(frames[choice.key + 1 :]), emit, checkpoint, counts
-            )
+        session, last, last_mask = self._forward_pass(
+            target_id, key_frame, seg, list(frames[choice.key + 1 :]), emit, checkpoint, counts, guard
+        )
         elapsed = time.perf_counter() - start
         timings["catchup_s"] = elapsed
         # Frames of camera time covered per second of tracking: the figure that must reach live rate.
         if elapsed > 0 and counts.get("catchup_covered"):
             timings["catchup_covered_fps"] = counts["catchup_covered"] / elapsed
-        return Acquisition(key_frame, seg, session, last, seed_area, last_mask, timings, counts)
+        if last is not key_frame and cfg.redetect_interval_s > 0:
+            # The key frame is in the past: check the caught-up mask on the newest frame before it goes live (the
+            # object may have left since; a catch-up through its absence ends on background).
+            shown = last_mask.mask if last_mask is not None and last_mask.area > 0 else np.zeros_like(seg.mask)
+            evidence = self.verify(last, shown, seg) if shown.any() else Evidence(0.0, "the caught-up mask is empty")
+            if evidence is not None and evidence.correction is not None:
+                session.close()
+                with guard:
+                    session = self.reseed(target_id, last, evidence.correction)
+                last_mask = TrackedMask(evidence.correction, float(evidence.support))
+            elif evidence is not None and evidence.support <= 0.0:
+                session.close()
+                gone = Segmentation(
+                    np.zeros_like(seg.mask),
+                    seg.score,
+                    False,
+                    f"found on an earlier frame of the window, but not on the newest ({evidence.reason})",
+                    seg.details,
+                    seg.understanding,
+                )
+                return Acquisition(key_frame, gone, None, last, 0, None, timings, counts)
+        history = run_history if past and defer_history else None
+        return Acquisition(key_frame, seg, session, last, seed_area, last_mask, timings, counts, history)
 
-    def _backward_pass(self, target_id, key_frame, seg, past, emit, checkpoint, counts) -> None:
-        """Backward over the stored past (``past`` is newest to oldest) in its own session, within budget."""
+    def _backward_pass(self, target_id, key_frame, seg, past, emit, checkpoint, counts, guard) -> None:
+        """Backward over the stored past (``past`` is newest to oldest) in its own session, within budget; the
+        tracker lock ``guard`` is held per step."""
         backward = self.tracker.new_session()
         try:
-            self.step_session(backward, key_frame, target_id, seg.mask)
+            with guard:
+                self.step_session(backward, key_frame, target_id, seg.mask)
             # The pass ends on its last frame, here the oldest stored one.
             visited = 0
             for frame in budgeted(past, self.config.backward_budget_s, self.step_timer):
                 checkpoint()
-                tracked = self.step_session(backward, frame, target_id)
+                with guard:
+                    tracked = self.step_session(backward, frame, target_id)
                 visited += 1
                 if emit:
                     emit(frame, tracked, "backward")
@@ -317,16 +384,18 @@ class Pipeline:
         finally:
             backward.close()
 
-    def _forward_pass(self, target_id, key_frame, seg, future, emit, checkpoint, counts):
+    def _forward_pass(self, target_id, key_frame, seg, future, emit, checkpoint, counts, guard):
         """Forward from the key frame to the newest frame; returns the open session, last frame and its mask."""
         session = self.tracker.new_session()
         try:
-            self.step_session(session, key_frame, target_id, seg.mask)
+            with guard:
+                self.step_session(session, key_frame, target_id, seg.mask)
             last, last_mask = key_frame, TrackedMask(seg.mask, float(seg.score))
             visited = 0
             for frame in budgeted(future, self.config.catchup_budget_s, self.step_timer):
                 checkpoint()
-                tracked = self.step_session(session, frame, target_id)
+                with guard:
+                    tracked = self.step_session(session, frame, target_id)
                 last, last_mask = frame, tracked
                 visited += 1
                 if emit:
@@ -380,3 +449,114 @@ class DriftMonitor:
             return None
         self.strikes += 1
         return reason if self.strikes >= cfg.lost_patience else None
+
+
+def redetect_due(config: PipelineConfig, stamp: float, last_stamp: float | None) -> bool:
+    """Whether live tracking should gather independent evidence on the frame at ``stamp`` (every target on the
+    same frame, so one detector pass serves them all); a stamp before the last one (new timeline) is due."""
+    if config.redetect_interval_s <= 0:
+        return False
+    return last_stamp is None or stamp < last_stamp or stamp - last_stamp >= config.redetect_interval_s
+
+
+class TrackGuard:
+    """Whether a live track may be reported as TRACKING, and with which score (one per target).
+
+    Two kinds of evidence: the tracker's own (``DriftMonitor``: empty mask, area collapse or explosion, leaving
+    the view, low confidence for ``lost_patience`` frames) and, every ``redetect_interval_s``, an independent
+    check (``Pipeline.verify``, e.g. the detector re-run and associated with the mask by box overlap and
+    appearance). A mask that a check does not support (support 0) is never reported as TRACKING: the frame is
+    reported LOST ("unconfirmed") while the track is kept until the next check, and a second check in a row
+    without support loses it (re-acquisition). A check that returns a correction re-seeds the track.
+
+    ``score`` is evidence-based: the geometric mean of the tracker's confidence and the support of the latest
+    independent check (the key frame's detection score until the first check). Its calibration against the true
+    IoU is measured by ``benchmarks/tracking_lite.py``.
+    """
+
+    def __init__(
+        self, config: PipelineConfig, seed_area: int, segmentation: Segmentation, key_stamp: float | None = None
+    ) -> None:
+        self.monitor = DriftMonitor(config, seed_area)
+        self.segmentation = segmentation
+        self.support = float(min(max(segmentation.score, 0.0), 1.0))
+        self.checks = 0
+        self.corrections = 0
+        self.unconfirmed = ""  # why the last check did not support the mask ("" when it did)
+        # Constant-velocity motion model of the target's box centre (its size is the last located one), from the
+        # checks that located the target unambiguously.
+        box = mask_bbox(segmentation.mask) if segmentation.mask.any() else None
+        self._box = None if box is None else np.array([box[0], box[1], box[0] + box[2], box[1] + box[3]], float)
+        self._stamp = key_stamp
+        self._velocity = np.zeros(2)
+        self._located = 0
+
+    def predicted_box(self, stamp: float) -> tuple[float, float, float, float] | None:
+        """Where the target's box should be at ``stamp`` (None until two checks have located the target, so the
+        velocity is measured)."""
+        if self._box is None or self._stamp is None or self._located < 2:
+            return None
+        dt = stamp - self._stamp
+        if dt < 0 or dt > 3.0:  # a new timeline, or too long ago to extrapolate
+            return None
+        shift = np.tile(self._velocity * dt, 2)
+        return tuple(float(v) for v in self._box + shift)
+
+    def _locate(self, box, stamp: float) -> None:
+        box = np.asarray(box, float)
+        if self._box is not None and self._stamp is not None and stamp > self._stamp:
+            centre = (box[:2] + box[2:]) / 2
+            previous = (self._box[:2] + self._box[2:]) / 2
+            measured = (centre - previous) / (stamp - self._stamp)
+            # The first measurement spans the key frame's GrabCut box to a detector box: trust it half.
+            weight = 0.5 if self._located else 0.3
+            self._velocity = (1 - weight) * self._velocity + weight * measured
+        self._box, self._stamp = box, stamp
+        self._located += 1
+
+    def update(
+        self, tracked: TrackedMask | None, evidence: Evidence | None = None, stamp: float | None = None
+    ) -> Verdict:
+        """Feed one tracked frame (and the independent evidence gathered on it, with the frame's ``stamp``)."""
+        if evidence is not None and evidence.box is not None and stamp is not None:
+            self._locate(evidence.box, stamp)
+        confidence = tracked.confidence if tracked is not None else 0.0
+        if evidence is not None and evidence.correction is not None:
+            self.checks += 1
+            self.corrections += 1
+            self.support = evidence.support
+            self.monitor.strikes = 0
+            self.unconfirmed = ""
+            return Verdict(None, float(np.sqrt(max(confidence, evidence.support) * self.support)))
+        reason = self.monitor.update(tracked)
+        if reason is not None:
+            return Verdict(reason, 0.0)
+        if evidence is not None:
+            self.checks += 1
+            self.support = evidence.support
+            if evidence.support <= 0.0:
+                if self.unconfirmed:  # the second check in a row that finds nothing: lost
+                    return Verdict(f"the evidence does not support the mask: {evidence.reason}", 0.0)
+                self.unconfirmed = evidence.reason
+            else:
+                self.unconfirmed = ""
+        if self.unconfirmed:
+            # Not reported as tracked (nothing supports the mask), but the track is kept until the next check:
+            # a detector miss (occlusion, motion blur) must not cost a whole re-acquisition.
+            return Verdict(f"unconfirmed: {self.unconfirmed}; re-checking", 0.0, hold=True)
+        score = float(np.sqrt(confidence * self.support))
+        if score < 0.5 * self.monitor.config.lost_min_confidence:
+            # Too weak to publish as tracked; the drift monitor's patience decides whether the track is lost.
+            return Verdict(f"score {score:.2f} on this frame is too low to report the mask; still tracking", 0.0, True)
+        return Verdict(None, score)
+
+
+@dataclass
+class Verdict:
+    """``TrackGuard.update``'s decision for one frame: ``reason`` None means TRACKING with ``score``; otherwise the
+    frame is not reported as tracked, and ``hold`` says whether the track is kept (unconfirmed, re-checked at the
+    next check) or lost (re-acquire)."""
+
+    reason: str | None
+    score: float
+    hold: bool = False

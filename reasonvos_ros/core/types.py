@@ -103,6 +103,22 @@ class Segmentation:
 
 
 @dataclass
+class Evidence:
+    """An independent check of a tracked mask (e.g. the detector re-run on the frame, see
+    ``KeyframeSegmenter.verify``). ``support`` in [0, 1]: how well the check agrees that the mask shows the
+    target (0: it contradicts it: nothing of the target's kind is there); ``correction``: a better mask of the
+    target on the same frame (the track drifted off it), to re-seed the tracker with; ``reason`` says why, for
+    people."""
+
+    support: float
+    reason: str = ""
+    correction: np.ndarray | None = None
+    # The target's box on this frame (x0, y0, x1, y1) when the check located it unambiguously: it feeds the
+    # motion model that predicts where the target should be at the next check.
+    box: tuple[float, float, float, float] | None = None
+
+
+@dataclass
 class TrackedMask:
     """A tracker's output for one object on one frame."""
 

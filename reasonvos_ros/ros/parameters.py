@@ -113,9 +113,16 @@ PARAMETERS: tuple[Param, ...] = (
     ),
     Param("num_references", _PIPELINE.num_references, "number of reference frames (VISA release: 11)", 0, 64),
     Param(
+        "backward_pass",
+        _PIPELINE.backward_pass,
+        "propagate a new key-frame mask backward over the stored past (results on '~/results_history'); it runs "
+        "after live tracking has resumed; false turns it off",
+    ),
+    Param(
         "backward_budget_s",
         _PIPELINE.backward_budget_s,
-        "time budget of the backward pass over the stored past; frames are skipped to fit (0 = visit all)",
+        "time budget of the backward pass over the stored past; frames are skipped to fit (0 = visit all; "
+        "'backward_pass: false' turns the pass off)",
         0.0,
         600.0,
     ),
@@ -155,6 +162,15 @@ PARAMETERS: tuple[Param, ...] = (
         "suspicious: the object is leaving the view",
         0.0,
         1.0,
+    ),
+    Param(
+        "redetect_interval_s",
+        _PIPELINE.redetect_interval_s,
+        "seconds of camera time between independent checks of live tracks (lite: the detector re-run and "
+        "associated with each mask by box overlap and colour; a contradicted mask is LOST, a drifted one "
+        "re-seeded); 0 = never",
+        0.0,
+        60.0,
     ),
     Param(
         "lost_patience", _PIPELINE.lost_patience, "consecutive suspicious frames that declare a target lost", 1, 1000

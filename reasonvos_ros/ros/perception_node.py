@@ -763,6 +763,8 @@ class PerceptionNode(LifecycleNode):
                     result.status.name,
                     result.score,
                     result.instruction,
+                    msg.target_phrase,
+                    msg.understanding_confidence if msg.target_phrase else None,
                 )
             )
         if live:
@@ -845,6 +847,8 @@ class PerceptionNode(LifecycleNode):
             "acquisitions": str(stats.acquisitions),
             "acquisitions_cancelled": str(stats.acquisitions_cancelled),
             "lost_events": str(stats.lost_events),
+            "redetections": str(stats.redetections),
+            "track_corrections": str(stats.track_corrections),
             "backend_errors": str(stats.errors),
             "instructions_repeated": str(self._instructions_repeated),
             "instructions_lost": str(self._instructions_lost),
@@ -871,6 +875,11 @@ class PerceptionNode(LifecycleNode):
             values[f"target[{target_id}]"] = (
                 f"{state.status.name}: {state.reason}" if state.reason else state.status.name
             )
+            if state.understanding is not None:
+                understood = state.understanding
+                values[f"understood[{target_id}]"] = (
+                    f"{understood.target_phrase} ({understood.confidence:.2f}): {understood.explanation}"
+                )
         level = DiagnosticStatus.OK
         message = f"{len(targets)} target(s)"
         if any(state.status.name == "ERROR" for state in targets.values()):

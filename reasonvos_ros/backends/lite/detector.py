@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,12 +60,21 @@ class Detections:
         keep = self.class_ids == COCO_NAME_TO_ID[category]
         return Detections(self.boxes[keep], self.class_ids[keep], self.scores[keep])
 
-    def best(self, category: str) -> tuple[np.ndarray, float] | None:
-        """Box and score of the most confident detection of ``category``, or None."""
-        mine = self.of_category(category)
+    def best(self, category: str | Sequence[str]) -> tuple[np.ndarray, float] | None:
+        """Box and score of the most confident detection of ``category`` (a COCO name, or several: any of
+        them), or None."""
+        mine = self.of_categories([category] if isinstance(category, str) else category)
         if not len(mine):
             return None
         return mine.boxes[0], float(mine.scores[0])
+
+    def of_categories(self, categories: Sequence[str]) -> Detections:
+        """Only the detections of any of ``categories``, still sorted by score."""
+        unknown = [name for name in categories if name not in COCO_NAME_TO_ID]
+        if unknown:
+            raise ValueError(f"{unknown} are not COCO category names")
+        keep = np.isin(self.class_ids, [COCO_NAME_TO_ID[name] for name in categories])
+        return Detections(self.boxes[keep], self.class_ids[keep], self.scores[keep])
 
 
 def default_model_paths() -> tuple[Path, Path]:

@@ -1,8 +1,9 @@
 """The "lite" key-frame segmenter: SSD box of the instructed COCO category, refined into a mask by GrabCut.
 
-Steps: instruction -> COCO category (``text_to_category``; none -> not present); detections on the key frame
-(from the shared detector's cache when the "detector" sampler already ran on it); the most confident box of the
-category (none above ``min_score`` -> not present); GrabCut initialised with that box on a crop around it
+Steps: instruction -> COCO categories (``text_to_category``: what the instruction's target is, as opposed to
+the context it mentions; a target the detector cannot know -> not present, with what was understood); detections
+on the key frame (from the shared detector's cache when the "detector" sampler already ran on it); the most
+confident box of those categories (none above ``min_score`` -> not present); GrabCut initialised with that box on a crop around it
 (the crop's margin gives GrabCut its background colours), downscaled to at most ``grabcut_max_side`` pixels for
 speed; the largest connected part of the result, inside the box. ``score`` is the detector's score.
 
@@ -10,6 +11,15 @@ What it cannot do: pick one of several instances by a relation or attribute ("th
 -- it always takes the most confident detection; reference frames are not used. GrabCut separates by colour,
 so an object coloured like its surroundings gets a ragged mask; when GrabCut keeps less than
 ``min_fill`` of the box the box itself is returned as the mask (``details["method"] == "box"``).
+
+Every segmentation carries ``understanding`` (target phrase, explanation, confidence of the reading).
+
+``verify`` re-checks a tracked mask with the detector (cheap: the detector's per-frame cache is shared, so one
+forward pass serves every target on a frame): the detections of the target's categories are associated with the
+mask by box overlap and colour appearance (a hue-saturation histogram of the key-frame mask vs. the inside of
+each box). A well-overlapping detection supports the mask (support = its box IoU); a detection that overlaps a
+little, or lies near the mask and looks like the target, means the track drifted: its GrabCut mask is returned
+as a correction; no such detection contradicts the mask (support 0).
 """
 
 from __future__ import annotations
@@ -21,12 +31,51 @@ import cv2
 import numpy as np
 
 from reasonvos_ros.core.interfaces import KeyframeSegmenter
-from reasonvos_ros.core.types import Frame, Segmentation
+from reasonvos_ros.core.types import Evidence, Frame, Segmentation
 
 from .detector import shared_detector
-from .text_to_category import DEFAULT_THRESHOLD, TextToCategory
+from .text_to_category import DEFAULT_MIN_CONFIDENCE, DEFAULT_THRESHOLD, TextToCategory
 
 REFINEMENTS = ("grabcut", "box")
+
+
+def appearance_histogram(image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """Normalised hue-saturation histogram (16 x 8 bins, float32) of the pixels of ``mask``; None when empty."""
+    if not mask.any():
+        return None
+    hsv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV)
+    hist = cv2.calcHist([hsv], [0, 1], mask.astype(np.uint8), [16, 8], [0, 180, 0, 256])
+    total = float(hist.sum())
+    return (hist / total).astype(np.float32) if total > 0 else None
+
+
+def appearance_similarity(first: np.ndarray | None, second: np.ndarray | None) -> float:
+    """1 - Bhattacharyya distance of two histograms from ``appearance_histogram`` (1 = same colours)."""
+    if first is None or second is None:
+        return 0.0
+    return float(1.0 - cv2.compareHist(first, second, cv2.HISTCMP_BHATTACHARYYA))
+
+
+def box_iou(box: Sequence[float], boxes: np.ndarray) -> np.ndarray:
+    """IoU of one ``(x0, y0, x1, y1)`` box with each row of ``boxes`` (N x 4)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[2], boxes[:, 2])
+    y1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def _inner_box_mask(shape: tuple[int, int], box: Sequence[float], shrink: float = 0.2) -> np.ndarray:
+    """The central part of a box (``shrink`` of its size off each side): mostly object pixels."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    dx, dy = shrink * (x1 - x0), shrink * (y1 - y0)
+    mask = np.zeros(shape, bool)
+    mask[int(y0 + dy) : max(int(y0 + dy) + 1, int(y1 - dy)), int(x0 + dx) : max(int(x0 + dx) + 1, int(x1 - dx))] = True
+    return mask
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -89,8 +138,12 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
     ``min_score`` (weakest detection accepted; default 0.3), ``refine`` ("grabcut", or "box" for the filled
     box), ``grabcut_iterations`` (default 3), ``context_margin`` (crop margin around the box as a fraction of
     its size; default 0.3), ``grabcut_max_side`` (default 192 px), ``min_fill`` (a GrabCut mask covering less of
-    the box falls back to the box; default 0.15), ``text_threshold``, ``detector`` (options of
-    ``SSDMobileNetDetector``; equal options share the sampler's detector and cache).
+    the box falls back to the box; default 0.15), ``text_threshold`` and ``min_understanding_confidence``
+    (instruction reading, see ``TextToCategory``), ``verify_min_score`` (weakest detection ``verify`` counts;
+    default 0.3), ``verify_support_iou`` (box IoU from which a detection supports the mask as it is; default
+    0.45), ``verify_min_appearance`` (colour similarity a detection needs to be taken as the target when it does
+    not overlap the mask well; default 0.5), ``detector`` (options of ``SSDMobileNetDetector``; equal options
+    share the sampler's detector and cache).
     """
 
     def __init__(
@@ -102,6 +155,10 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
         grabcut_max_side: int = 192,
         min_fill: float = 0.15,
         text_threshold: float = DEFAULT_THRESHOLD,
+        min_understanding_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        verify_min_score: float = 0.3,
+        verify_support_iou: float = 0.45,
+        verify_min_appearance: float = 0.5,
         detector: Mapping[str, Any] | None = None,
     ) -> None:
         if refine not in REFINEMENTS:
@@ -116,8 +173,13 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
         self.context_margin = float(context_margin)
         self.grabcut_max_side = int(grabcut_max_side)
         self.min_fill = float(min_fill)
+        if not 0.0 <= verify_min_score <= 1.0 or not 0.0 < verify_support_iou <= 1.0:
+            raise ValueError("verify_min_score must be in [0, 1] and verify_support_iou in (0, 1]")
+        self.verify_min_score = float(verify_min_score)
+        self.verify_support_iou = float(verify_support_iou)
+        self.verify_min_appearance = float(verify_min_appearance)
         self.detector = shared_detector(**dict(detector or {}))
-        self.text = TextToCategory(threshold=text_threshold)
+        self.text = TextToCategory(threshold=text_threshold, min_confidence=min_understanding_confidence)
 
     def segment(self, frames: Sequence[Frame], key: int, references: Sequence[int], instruction: str) -> Segmentation:
         if not 0 <= key < len(frames):
@@ -126,14 +188,25 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
         image = frame.image
         empty = np.zeros(image.shape[:2], bool)
         match = self.text.match(instruction)
-        details: dict[str, Any] = {"category": match.category, "category_score": match.score}
+        understood = match.understanding()
+        details: dict[str, Any] = {
+            "category": match.category,
+            "categories": list(match.categories),
+            "category_score": match.score,
+            "understanding_method": match.method,
+        }
         if match.category is None:
-            return Segmentation(empty, 0.0, False, f"not a COCO category: {match.reason}", details)
-        best = self.detector.detect_frame(frame).best(match.category)
+            reason = f"not something the lite detector can find: {match.explanation}"
+            return Segmentation(empty, 0.0, False, reason, details, understood)
+        best = self.detector.detect_frame(frame).best(match.categories)
         if best is None or best[1] < self.min_score:
             found = "nothing" if best is None else f"only score {best[1]:.2f}"
-            reason = f"no {match.category!r} detected on the key frame ({found}; need >= {self.min_score})"
-            return Segmentation(empty, 0.0, False, reason, details)
+            wanted = " or ".join(match.categories)
+            reason = (
+                f"understood '{understood.target_phrase}', but no {wanted} detected on the key frame ({found}; need "
+                f">= {self.min_score})"
+            )
+            return Segmentation(empty, 0.0, False, reason, details, understood)
         box, score = best
         details["box"] = [float(v) for v in box]
         x0, y0, x1, y1 = (round(float(v)) for v in box)
@@ -148,7 +221,99 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             if cut.sum() >= self.min_fill * max(1, box_mask.sum()):
                 mask, method = cut, "grabcut"
         details["method"] = method
-        return Segmentation(mask, float(score), True, "", details)
+        details["appearance"] = appearance_histogram(image, mask)
+        return Segmentation(mask, float(score), True, "", details, understood)
+
+    def verify(
+        self,
+        frame: Frame,
+        mask: np.ndarray,
+        segmentation: Segmentation,
+        predicted_box: tuple[float, float, float, float] | None = None,
+    ) -> Evidence | None:
+        categories = segmentation.details.get("categories")
+        if not categories:
+            return None  # not one of this segmenter's segmentations
+        wanted = " or ".join(categories)
+        found = self.detector.detect_frame(frame).of_categories(categories)
+        keep = found.scores >= self.verify_min_score
+        boxes, scores = found.boxes[keep], found.scores[keep]
+        rows = np.flatnonzero(mask.any(axis=1))
+        if rows.size == 0:
+            return Evidence(0.0, "empty mask")
+        cols = np.flatnonzero(mask.any(axis=0))
+        box = (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+        if not len(scores):
+            return Evidence(0.0, f"the detector sees no {wanted} on this frame")
+        overlaps = box_iou(box, boxes)
+        on_path = box_iou(predicted_box, boxes) if predicted_box is not None else None
+        best = int(np.argmax(overlaps))
+        consistent = on_path is None or on_path[best] >= 0.2
+        # Located unambiguously: the one detection at the mask (and on the predicted path, when there is one).
+        located = None
+        if int(np.count_nonzero(overlaps >= 0.1)) == 1 and consistent:
+            located = tuple(float(v) for v in boxes[best])
+        if overlaps[best] >= self.verify_support_iou and consistent:
+            support = float(overlaps[best])
+            return Evidence(support, f"a {wanted} detection overlaps the mask (box IoU {support:.2f})", None, located)
+        # The mask matches no detection, or one away from where the target's motion leads (the track jumped to a
+        # similar object): is the target a detection near it, recognisable by its colours and, when the motion
+        # is known, on its path?
+        reference = segmentation.details.get("appearance")
+        image = frame.image
+        size = max(box[2] - box[0], box[3] - box[1])
+        centre = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+        candidates = []
+        for index, candidate in enumerate(boxes):
+            if on_path is not None:
+                if on_path[index] < 0.2:
+                    continue  # not where the target's motion leads
+                closeness = float(on_path[index])
+            else:
+                distance = float(np.linalg.norm((candidate[:2] + candidate[2:]) / 2 - centre))
+                if overlaps[index] <= 0.0 and distance > size:
+                    continue  # too far from where the target was to be it
+                closeness = float(overlaps[index])
+            similarity = appearance_similarity(
+                reference, appearance_histogram(image, _inner_box_mask(image.shape[:2], candidate))
+            )
+            # Colours like the target's, or a large part of the mask (a mask grown over a neighbour, or lagging);
+            # squarely on the predicted path, colours need only be roughly alike.
+            on_course = on_path is not None and on_path[index] >= 0.3
+            needed = 0.6 * self.verify_min_appearance if on_course else self.verify_min_appearance
+            if similarity >= needed or overlaps[index] >= (0.2 if on_course else 0.3):
+                candidates.append((similarity + closeness, index, similarity))
+        if not candidates:
+            if overlaps[best] >= self.verify_support_iou:
+                # A detection supports the mask but not the motion, and nothing is on the path: the target may
+                # have turned. Weak support: the mask stays, the score drops.
+                support = 0.5 * float(overlaps[best])
+                return Evidence(
+                    support, f"a {wanted} detection overlaps the mask, off the target's predicted path", None, None
+                )
+            return Evidence(
+                0.0,
+                f"no {wanted} detection at the mask (best box IoU {overlaps[best]:.2f}) or near it looking like the "
+                f"target",
+            )
+        _, index, similarity = max(candidates)
+        if overlaps[index] >= self.verify_support_iou:
+            support = float(overlaps[index])
+            return Evidence(support, f"a {wanted} detection overlaps the mask (box IoU {support:.2f})", None, located)
+        corrected = grabcut_from_box(
+            image, boxes[index], self.grabcut_iterations, self.context_margin, self.grabcut_max_side, seed=frame.index
+        )
+        x0, y0, x1, y1 = (round(float(v)) for v in boxes[index])
+        if corrected.sum() < self.min_fill * max(1, (x1 - x0) * (y1 - y0)):
+            corrected = np.zeros_like(mask)
+            corrected[y0:y1, x0:x1] = True
+        return Evidence(
+            float(scores[index]) * similarity,
+            f"the track drifted: re-seeded on a {wanted} detection (box IoU with the mask {overlaps[index]:.2f}, "
+            f"colour similarity {similarity:.2f})",
+            corrected,
+            tuple(float(v) for v in boxes[index]) if len(candidates) == 1 else None,
+        )
 
     def release(self) -> None:
         """Drop the cached detections (the network itself is small and stays loaded)."""

