@@ -5,7 +5,8 @@ plus the pixel budget it may use) and returns the greedy answer with the size ea
 answers in pixels of that size, see ``grounding.py``).
 
 Why the pixels are prepared here and not by transformers' processor: the Qwen-VL image processors of transformers
-5.x run on torchvision, which cannot be installed next to this project's CPU torch (``../shared/notes``). The
+5.x run on torchvision, and PyPI's torchvision fails to import beside the CPU torch 2.13 wheel this project pins
+("operator torchvision::nms does not exist"). The
 layout is the documented one that ``models.tfs.qwen.video_to_patches`` implements (a still image is a one-frame
 video repeated to ``temporal_patch_size``, which is what the image processor does); each image gets its own
 ``image_grid_thw`` row and ``<|vision_start|>`` + N x ``<|image_pad|>`` + ``<|vision_end|>`` in the prompt, with
