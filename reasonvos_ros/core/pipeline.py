@@ -147,14 +147,6 @@ def stride_for_budget(num_frames: int, step_s: float, budget_s: float) -> int:
     return max(1, math.ceil(num_frames / affordable))
 
 
-def strided(frames: Sequence[Frame], stride: int) -> list[Frame]:
-    """Every ``stride``-th frame, always ending on the last one (the newest for catch-up)."""
-    if stride <= 1 or len(frames) <= 1:
-        return list(frames)
-    picks = list(frames[len(frames) - 1 :: -stride])[::-1]
-    return picks
-
-
 def budgeted(frames: Sequence[Frame], budget_s: float, timer: StepTimer) -> Iterator[Frame]:
     """Frames to visit so that the pass fits ``budget_s`` (0 = all), always ending on the last frame.
 

@@ -143,11 +143,6 @@ class RollingWindow:
         with self._lock:
             return self._as_frame(self._frames[-1]) if self._frames else None
 
-    def frames_after(self, index: int) -> list[Frame]:
-        """Frames newer than the one with sequence number ``index``, oldest first."""
-        with self._lock:
-            return [self._as_frame(s) for s in self._frames if s.index > index]
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._frames)
