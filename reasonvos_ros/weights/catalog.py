@@ -193,65 +193,52 @@ SAM3 = Component(
     "holds all of SAM 3 (detector + tracker), the tracker image model loads its part",
 )
 
+QWEN3_VL_8B = _qwen3_component("8B", _qwen3_vl(4096, 12288, 36, 32, 8, False, (27, 1152, 4304, (8, 16, 24))), 8.77)
+
+
+def _vlm_sam_set(name: str, summary: str, *components: Component) -> ModelSet:
+    return ModelSet(name=name, summary=summary, backend_role="segmenter", backend="vlm_sam", components=components)
+
+
 MODEL_SETS: tuple[ModelSet, ...] = (
-    ModelSet(
-        name="qwen3vl-8b-sam2.1-large",
-        summary="strongest open set that fits a 24 GB GPU: Qwen3-VL-8B reasons, SAM 2.1 large masks",
-        backend_role="segmenter",
-        backend="vlm_sam",
-        components=(
-            _qwen3_component("8B", _qwen3_vl(4096, 12288, 36, 32, 8, False, (27, 1152, 4304, (8, 16, 24))), 8.77),
-            SAM21_LARGE,
-        ),
+    _vlm_sam_set(
+        "qwen3vl-8b-sam2.1-large",
+        "strongest open set that fits a 24 GB GPU: Qwen3-VL-8B reasons, SAM 2.1 large masks",
+        QWEN3_VL_8B,
+        SAM21_LARGE,
     ),
-    ModelSet(
-        name="qwen3vl-4b-sam2.1-large",
-        summary="mid-size: Qwen3-VL-4B + SAM 2.1 large (Jetson Orin 32/64 GB, 16 GB desktop GPUs)",
-        backend_role="segmenter",
-        backend="vlm_sam",
-        components=(
-            _qwen3_component("4B", _qwen3_vl(2560, 9728, 36, 32, 8, True, (24, 1024, 4096, (5, 11, 17))), 4.44),
-            SAM21_LARGE,
-        ),
+    _vlm_sam_set(
+        "qwen3vl-4b-sam2.1-large",
+        "mid-size: Qwen3-VL-4B + SAM 2.1 large (Jetson Orin 32/64 GB, 16 GB desktop GPUs)",
+        _qwen3_component("4B", _qwen3_vl(2560, 9728, 36, 32, 8, True, (24, 1024, 4096, (5, 11, 17))), 4.44),
+        SAM21_LARGE,
     ),
-    ModelSet(
-        name="qwen3vl-2b-sam2.1-small",
-        summary="smallest: Qwen3-VL-2B + SAM 2.1 small (Jetson Orin 16 GB)",
-        backend_role="segmenter",
-        backend="vlm_sam",
-        components=(
-            _qwen3_component("2B", _qwen3_vl(2048, 6144, 28, 16, 8, True, (24, 1024, 4096, (5, 11, 17))), 2.13),
-            SAM21_SMALL,
-        ),
+    _vlm_sam_set(
+        "qwen3vl-2b-sam2.1-small",
+        "smallest: Qwen3-VL-2B + SAM 2.1 small (Jetson Orin 16 GB)",
+        _qwen3_component("2B", _qwen3_vl(2048, 6144, 28, 16, 8, True, (24, 1024, 4096, (5, 11, 17))), 2.13),
+        SAM21_SMALL,
     ),
-    ModelSet(
-        name="qwen2.5vl-7b-sam2.1-large",
-        summary="Qwen2.5-VL-7B (absolute-pixel grounding) + SAM 2.1 large",
-        backend_role="segmenter",
-        backend="vlm_sam",
-        components=(
-            Component(
-                role="vlm",
-                repo_id="Qwen/Qwen2.5-VL-7B-Instruct",
-                model_class="Qwen2_5_VLForConditionalGeneration",
-                config_class="Qwen2_5_VLConfig",
-                config=_qwen25_vl(3584, 18944, 28, 28, 4, 152064, False),
-                option="model_dir",
-                card_licence=QWEN_LICENCE_APACHE,
-                card_params_b=8.29,
-            ),
-            SAM21_LARGE,
+    _vlm_sam_set(
+        "qwen2.5vl-7b-sam2.1-large",
+        "Qwen2.5-VL-7B (absolute-pixel grounding) + SAM 2.1 large",
+        Component(
+            role="vlm",
+            repo_id="Qwen/Qwen2.5-VL-7B-Instruct",
+            model_class="Qwen2_5_VLForConditionalGeneration",
+            config_class="Qwen2_5_VLConfig",
+            config=_qwen25_vl(3584, 18944, 28, 28, 4, 152064, False),
+            option="model_dir",
+            card_licence=QWEN_LICENCE_APACHE,
+            card_params_b=8.29,
         ),
+        SAM21_LARGE,
     ),
-    ModelSet(
-        name="qwen3vl-8b-sam3",
-        summary="Qwen3-VL-8B + the SAM 3 tracker image model (gated SAM 3 weights)",
-        backend_role="segmenter",
-        backend="vlm_sam",
-        components=(
-            _qwen3_component("8B", _qwen3_vl(4096, 12288, 36, 32, 8, False, (27, 1152, 4304, (8, 16, 24))), 8.77),
-            SAM3,
-        ),
+    _vlm_sam_set(
+        "qwen3vl-8b-sam3",
+        "Qwen3-VL-8B + the SAM 3 tracker image model (gated SAM 3 weights)",
+        QWEN3_VL_8B,
+        SAM3,
     ),
     ModelSet(
         name="visa-7b",
