@@ -260,3 +260,18 @@ def test_eval_with_default_lite_backends(mini_root, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     print(json.dumps({k: summary[k] for k in ("referring", "reasoning", "overall", "no_target")}, indent=1))
     assert summary["overall"]["count"] == 8
+
+
+def test_a_reader_that_goes_away_ends_the_command_without_a_traceback():
+    """`reasonvos weights list | head -0`: the pipe is closed before the command prints."""
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "reasonvos_ros.cli", "weights", "list"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each line written as printed: the first meets the closed pipe
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before the interpreter has even started
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
