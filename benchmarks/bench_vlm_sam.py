@@ -14,7 +14,6 @@ over to real models; the per-stage times only check the plumbing.
 from __future__ import annotations
 
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reasonvos_ros.core.registry import build_backend
 from reasonvos_ros.core.types import Frame
 from reasonvos_ros.models.vlm.chat import ChatImage, QwenImageChat
+from reasonvos_ros.models.vlm.chat_server import start_server_process, stop_server_process
 from reasonvos_ros.models.vlm.remote import OpenAIChatClient
 from reasonvos_ros.models.vlm.tiny import build_tiny_qwen_vl, build_tiny_sam, force_answer
 
@@ -128,32 +128,8 @@ def main() -> int:
             parts += [f"Frame {i + 1}:", ChatImage(image, 1280 * 28 * 28 if i == 4 else 256 * 28 * 28)]
         parts.append("Where is the red thing? Answer in JSON.")
         local = QwenImageChat(vlm_dir, device="cpu", max_new_tokens=32)
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "reasonvos_ros.models.vlm.chat_server",
-                "--model-dir",
-                str(vlm_dir),
-                "--port",
-                "0",
-                "--device",
-                "cpu",
-                "--threads",
-                "1",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        server, url = start_server_process(vlm_dir)
         try:
-            url = None
-            while url is None:
-                line = server.stdout.readline()
-                if not line:
-                    raise RuntimeError("chat server did not start")
-                if line.startswith("listening on "):
-                    url = line.split()[-1]
             client = OpenAIChatClient(url, "tiny", "qwen3_vl", timeout_s=120, max_new_tokens=32)
             local_runs, remote_runs, encode_runs, tokens = [], [], [], set()
             for run in range(REPEATS + 1):
@@ -169,8 +145,7 @@ def main() -> int:
                     remote_runs.append(remote_s)
                     encode_runs.append(remote_reply.stats["encode_s"])
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            stop_server_process(server)
         raw = sum(image.nbytes for image in images)
         print(f"\nsame chat turn (5 images: key at <= 1280x28x28 px, refs at <= 256x28x28 px), median of {REPEATS}:")
         print(f"  in process            {statistics.median(local_runs) * 1000:8.1f} ms")

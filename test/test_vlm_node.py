@@ -4,8 +4,6 @@ chosen answer), talking over rclpy and HTTP."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,6 +11,7 @@ from rosutil import ros_node
 from scenes import square_scene
 from test_perception_node import Client, node_args
 
+from reasonvos_ros.models.vlm.chat_server import start_server_process, stop_server_process
 from reasonvos_ros.models.vlm.tiny import build_tiny_qwen_vl, build_tiny_sam
 
 pytestmark = pytest.mark.ros
@@ -25,45 +24,9 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("vlm_node")
     vlm_dir = build_tiny_qwen_vl(root / "qwen3_vl", "qwen3_vl")
     sam_dir = build_tiny_sam(root / "sam2", "sam2")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reasonvos_ros.models.vlm.chat_server",
-            "--model-dir",
-            str(vlm_dir),
-            "--port",
-            "0",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            "--model-name",
-            "tiny",
-            "--force-answer",
-            ANSWER,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    line = ""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not line.startswith("listening on "):
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            break
-    if not line.startswith("listening on "):
-        process.kill()
-        process.wait()
-        raise RuntimeError("the chat server did not start")
-    yield line.split()[-1], sam_dir
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    process, url = start_server_process(vlm_dir, "--model-name", "tiny", "--force-answer", ANSWER)
+    yield url, sam_dir
+    stop_server_process(process)
 
 
 @pytest.mark.slow  # ~50 s on the shared 2-core machine: two extra processes load torch + transformers

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import socket
-import subprocess
-import sys
 import time
 
 import cv2
@@ -20,6 +18,7 @@ from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig
 from reasonvos_ros.core.registry import build_backend
 from reasonvos_ros.core.types import Frame
 from reasonvos_ros.models.vlm.chat import ChatImage, QwenImageChat, seen_size
+from reasonvos_ros.models.vlm.chat_server import start_server_process, stop_server_process
 from reasonvos_ros.models.vlm.remote import OpenAIChatClient
 from reasonvos_ros.models.vlm.tiny import build_tiny_qwen_vl, build_tiny_sam, force_answer
 
@@ -226,48 +225,11 @@ def test_configuration_errors_are_clear(tiny, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- server path
-def start_server(model_dir, *extra):
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reasonvos_ros.models.vlm.chat_server",
-            "--model-dir",
-            str(model_dir),
-            "--port",
-            "0",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("listening on "):
-            return process, line.split()[-1]
-        if process.poll() is not None:
-            break
-    process.kill()
-    process.wait()
-    raise RuntimeError("the chat server did not start")
-
-
 @pytest.fixture(scope="module")
 def server(tiny):
-    process, url = start_server(tiny["qwen3_vl"], "--fail-first", "1", "--model-name", "tiny-qwen3")
+    process, url = start_server_process(tiny["qwen3_vl"], "--fail-first", "1", "--model-name", "tiny-qwen3")
     yield url
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop_server_process(process)
 
 
 def decode(url):

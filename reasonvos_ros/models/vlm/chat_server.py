@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -159,6 +160,37 @@ def make_handler(chat, model_name: str, max_pixels: int, fail_first: int, delay_
             )
 
     return Handler
+
+
+def start_server_process(model_dir, *extra: str, startup_timeout_s: float = 120.0):
+    """Start this server in a child process on a free port (CPU, one thread) and wait until it listens.
+
+    Returns ``(process, base_url)``; stop it with :func:`stop_server_process`. For tests and benchmarks."""
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "reasonvos_ros.models.vlm.chat_server", "--model-dir", str(model_dir)]
+    command += ["--port", "0", "--device", "cpu", "--threads", "1", *extra]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + startup_timeout_s
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("listening on "):
+            return process, line.split()[-1]
+        if not line and process.poll() is not None:
+            break
+    stop_server_process(process, timeout_s=0)
+    raise RuntimeError(f"the chat server for {model_dir} did not start")
+
+
+def stop_server_process(process, timeout_s: float = 10.0) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
