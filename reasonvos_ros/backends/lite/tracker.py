@@ -31,7 +31,8 @@ their background.
 
 from __future__ import annotations
 
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -150,24 +151,84 @@ class _StepFlow:
     static: np.ndarray  # bool: reliable and (almost) not moving
 
 
-class OpenCVTrackerSession(TrackerSession):
-    """One pass of the "opencv" tracker (see the module docstring)."""
+@dataclass
+class _Prepared:
+    frame_shape: tuple[int, int]
+    small: np.ndarray  # RGB at processing resolution
+    gray: np.ndarray
+    small_bgr: np.ndarray
 
-    def __init__(self, options: OpenCVTrackerOptions) -> None:
+
+class SharedFrameWork:
+    """Per-frame work that every session of one tracker does identically, computed once: the frame at processing
+    resolution (decode, resize, colour conversions) and the dense flow between two frames.
+
+    Several targets are tracked by one session each, and live they all step the same frame pair, so without this
+    the DIS flow (the largest cost of a step) was computed once per target. Entries are keyed by ``Frame.uid``
+    (unique within the process) and the processing shape, and only a few recent ones are kept. Cached arrays are
+    shared between sessions and must not be written to. Thread-safe; two threads missing the same key at once
+    both compute it (the results are identical)."""
+
+    def __init__(self, capacity: int = 6) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._prepared: OrderedDict[tuple, _Prepared] = OrderedDict()
+        self._flows: OrderedDict[tuple, _StepFlow] = OrderedDict()
+        self.flow_hits = 0
+        self.flow_misses = 0
+        self.prepare_hits = 0
+
+    def _get(self, table: OrderedDict, key: tuple):
+        with self._lock:
+            value = table.get(key)
+            if value is not None:
+                table.move_to_end(key)
+            return value
+
+    def _put(self, table: OrderedDict, key: tuple, value) -> None:
+        with self._lock:
+            table[key] = value
+            while len(table) > self.capacity:
+                table.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._prepared.clear()
+            self._flows.clear()
+
+
+class OpenCVTrackerSession(TrackerSession):
+    """One pass of the "opencv" tracker (see the module docstring). Sessions of one ``OpenCVTracker`` share its
+    ``SharedFrameWork``; a session made on its own gets a private one."""
+
+    def __init__(self, options: OpenCVTrackerOptions, shared: SharedFrameWork | None = None) -> None:
         self.options = options
+        self._shared = shared if shared is not None else SharedFrameWork()
         self._flow = cv2.DISOpticalFlow_create(FLOW_PRESETS[options.flow_preset])
         self._objects: dict[str, _ObjectState] = {}
         self._prev_gray: np.ndarray | None = None
+        self._prev_uid: int | None = None
         self._frame_shape: tuple[int, int] | None = None
         self._proc_shape: tuple[int, int] | None = None
         self._grid: tuple[np.ndarray, np.ndarray] | None = None
         self._closed = False
 
     # --- resolution handling -------------------------------------------------------------------------------
-    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"tracker input must be an RGB uint8 HxWx3 image, got {getattr(image, 'shape', None)}")
-        shape = image.shape[:2]
+    def _prepare_frame(self, frame: Frame) -> _Prepared:
+        """The frame at processing resolution, from the shared cache when another session prepared it."""
+        key = (frame.uid, self.options.max_side)
+        prepared = self._shared._get(self._shared._prepared, key)
+        if prepared is None:
+            image = frame.image
+            small, gray = self._prepare(image)
+            prepared = _Prepared(image.shape[:2], small, gray, cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+            self._shared._put(self._shared._prepared, key, prepared)
+            return prepared
+        self._shared.prepare_hits += 1
+        self._check_shape(prepared.frame_shape)
+        return prepared
+
+    def _check_shape(self, shape: tuple[int, int]) -> None:
         if self._frame_shape is None:
             self._frame_shape = shape
             scale = min(1.0, self.options.max_side / max(shape))
@@ -176,6 +237,12 @@ class OpenCVTrackerSession(TrackerSession):
             self._grid = (xs, ys)
         elif shape != self._frame_shape:
             raise ValueError(f"frame size changed within a tracker session: {shape} after {self._frame_shape}")
+
+    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"tracker input must be an RGB uint8 HxWx3 image, got {getattr(image, 'shape', None)}")
+        shape = image.shape[:2]
+        self._check_shape(shape)
         height, width = self._proc_shape
         small = image if (height, width) == shape else cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(small), cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
@@ -221,8 +288,8 @@ class OpenCVTrackerSession(TrackerSession):
     def step(self, frame: Frame, new_masks: Mapping[str, np.ndarray] | None = None) -> dict[str, TrackedMask]:
         if self._closed:
             raise RuntimeError("step on a closed tracker session")
-        small, gray = self._prepare(frame.image)
-        small_bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+        prepared = self._prepare_frame(frame)
+        small, gray, small_bgr = prepared.small, prepared.gray, prepared.small_bgr
         seeds = {obj_id: np.asarray(mask).astype(bool) for obj_id, mask in (new_masks or {}).items()}
         for obj_id, seed in seeds.items():
             if seed.shape != self._frame_shape:
@@ -230,15 +297,27 @@ class OpenCVTrackerSession(TrackerSession):
         out: dict[str, TrackedMask] = {}
         carried = [obj_id for obj_id in self._objects if obj_id not in seeds]
         if carried:
-            flow = self._compute_flow(gray)
+            flow = self._step_flow(frame.uid, gray)
             for obj_id in carried:
                 mask, confidence = self._advance(self._objects[obj_id], small, small_bgr, flow)
                 out[obj_id] = TrackedMask(self._to_frame(mask), confidence)
         for obj_id, seed in seeds.items():
             self._objects[obj_id] = self._seed(small, small_bgr, self._to_proc(seed))
             out[obj_id] = TrackedMask(seed.copy(), 1.0)
-        self._prev_gray = gray
+        self._prev_gray, self._prev_uid = gray, frame.uid
         return out
+
+    def _step_flow(self, uid: int, gray: np.ndarray) -> _StepFlow:
+        """The flow from the previous frame to frame ``uid``; shared with the other sessions stepping that pair."""
+        key = (self._prev_uid, uid, self._proc_shape, self.options.flow_preset, self.options.fb_threshold)
+        flow = self._shared._get(self._shared._flows, key)
+        if flow is not None:
+            self._shared.flow_hits += 1
+            return flow
+        flow = self._compute_flow(gray)
+        self._shared.flow_misses += 1
+        self._shared._put(self._shared._flows, key, flow)
+        return flow
 
     def _compute_flow(self, gray: np.ndarray) -> _StepFlow:
         back = self._flow.calc(gray, self._prev_gray, None)
@@ -348,7 +427,7 @@ class OpenCVTrackerSession(TrackerSession):
 
     def close(self) -> None:
         self._objects.clear()
-        self._prev_gray = None
+        self._prev_gray, self._prev_uid = None, None
         self._closed = True
 
 
@@ -363,6 +442,8 @@ class OpenCVTracker(Tracker):
     failure (default 0.3); ``area_window``: frames in the area-stability median (default 5); ``shape_decay``:
     per-step decay of the remembered full-view area, so a shrinking object's shape memory is renewed (0.98).
     """
+
+    concurrent_sessions = True  # each session owns its OpenCV objects; the shared per-frame cache is locked
 
     def __init__(
         self,
@@ -398,5 +479,7 @@ class OpenCVTracker(Tracker):
             shape_decay=float(shape_decay),
         )
 
+        self.shared = SharedFrameWork()  # per-frame work (resize, flow) shared by all this tracker's sessions
+
     def new_session(self) -> OpenCVTrackerSession:
-        return OpenCVTrackerSession(self.options)
+        return OpenCVTrackerSession(self.options, self.shared)
