@@ -38,6 +38,7 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--tracker-options", default="{}")
     parser.add_argument("--redetect-interval", type=float, default=None)
+    parser.add_argument("--no-backward-pass", action="store_true", help="no history pass after acquisitions")
     args = parser.parse_args()
     from dataclasses import replace
 
@@ -58,6 +59,8 @@ def main() -> int:
     config = PipelineConfig()
     if args.redetect_interval is not None:
         config = replace(config, redetect_interval_s=args.redetect_interval)
+    if args.no_backward_pass:
+        config = replace(config, backward_pass=False)
     pipeline = Pipeline(
         build_backend("sampler", "detector"),
         build_backend("segmenter", "lite"),

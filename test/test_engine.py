@@ -15,9 +15,9 @@ from reasonvos_ros.core.window import RollingWindow
 
 
 class Harness:
-    def __init__(self, segmenter_delay=0.0, tracker_delay=0.0, max_targets=4, **config):
+    def __init__(self, segmenter_delay=0.0, tracker_delay=0.0, max_targets=4, tracker=None, **config):
         self.segmenter = ScriptedSegmenter(delay_s=segmenter_delay)
-        self.tracker = ScriptedTracker(delay_s=tracker_delay)
+        self.tracker = tracker or ScriptedTracker(delay_s=tracker_delay)
         config.setdefault("reacquire_interval_s", 0.0)
         self.pipeline = Pipeline(ScriptedSampler(), self.segmenter, self.tracker, PipelineConfig(**config))
         self.window = RollingWindow(max_duration_s=5.0, storage="png")
@@ -134,6 +134,64 @@ def test_backward_pass_off_means_no_history(harness_factory):
     h.feed(images[20:])
     h.wait_status("cup", TargetStatus.TRACKING, min_frame=39)
     assert len(h.tracker.sessions) == 1  # only the forward session
+
+
+class _OverlapTracker(ScriptedTracker):
+    """Counts how many of its sessions are inside ``step`` at once (and which thread stepped what)."""
+
+    def __init__(self, concurrent_sessions, delay_s):
+        super().__init__(delay_s=delay_s)
+        self.concurrent_sessions = concurrent_sessions
+        self.inside = 0
+        self.most_inside = 0
+        self.closed_while_stepping = 0
+        self.count_lock = threading.Lock()
+
+    def new_session(self):
+        session = super().new_session()
+        step, close = session.step, session.close
+
+        def counted_step(frame, new_masks=None):
+            with self.count_lock:
+                self.inside += 1
+                self.most_inside = max(self.most_inside, self.inside)
+            try:
+                return step(frame, new_masks)
+            finally:
+                with self.count_lock:
+                    self.inside -= 1
+                    session.stepping = False
+
+        def checked_close():
+            if getattr(session, "stepping", False):
+                self.closed_while_stepping += 1
+            close()
+
+        def mark_and_step(frame, new_masks=None):
+            session.stepping = True
+            return counted_step(frame, new_masks)
+
+        session.step, session.close = mark_and_step, checked_close
+        return session
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_independent_sessions_let_history_run_beside_live_tracking(harness_factory, concurrent):
+    """A backend whose sessions are independent is locked per session: the backward pass of one target and the
+    live steps of another run at the same time. Otherwise every step waits for the one tracker lock."""
+    tracker = _OverlapTracker(concurrent, delay_s=0.02)
+    h = harness_factory(tracker=tracker, backward_budget_s=0)  # the history visits all 30 past frames: 0.6 s
+    images, _ = square_scene(90)
+    h.feed(images[:30], period=0.0)
+    h.engine.set_instruction("cup", "the red one")
+    h.feed(images[30:35], period=0.03)
+    h.engine.set_instruction("other", "the blue one")  # its backward pass overlaps "cup"'s live steps
+    h.feed(images[35:], period=0.03)
+    h.wait_for(lambda: len({index for index, _ in h.past}) >= 30)
+    h.engine.reset("cup")  # closes a live session: never while it is being stepped
+    h.feed(images[60:70], period=0.03)
+    assert (tracker.most_inside >= 2) if concurrent else (tracker.most_inside == 1)
+    assert tracker.closed_while_stepping == 0
 
 
 class _ContradictingSegmenter(ScriptedSegmenter):

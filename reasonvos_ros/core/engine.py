@@ -17,8 +17,10 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from .errors import BackendFailure, ConfigError
@@ -133,6 +135,12 @@ class LiveEngine:
         self._queue: deque[str] = deque()
         self._lock = threading.RLock()
         self._tracker_lock = threading.Lock()  # tracker sessions are stepped by one thread at a time
+        # A backend whose sessions are independent (Tracker.concurrent_sessions) is locked per session instead:
+        # an acquisition's catch-up and backward pass, on sessions no one else sees yet, then run beside live
+        # tracking instead of taking turns with it (they used to take half of live tracking's time on 2 cores).
+        self._concurrent_sessions = bool(getattr(pipeline.tracker, "concurrent_sessions", False))
+        self._session_locks: weakref.WeakKeyDictionary[TrackerSession, threading.Lock] = weakref.WeakKeyDictionary()
+        self._session_locks_guard = threading.Lock()
         self._wake_acquire = threading.Condition(self._lock)
         self._wake_track = threading.Condition(self._lock)
         self._last_processed = -1
@@ -292,8 +300,24 @@ class LiveEngine:
     def _close_sessions(self, sessions: list[TrackerSession | None]) -> None:
         for session in sessions:
             if session is not None:
-                with self._tracker_lock:
+                with self._step_lock(session):
                     session.close()
+
+    def _step_lock(self, session: TrackerSession) -> threading.Lock:
+        """What to hold while stepping or closing a live ``session``: the tracker lock, or the session's own lock
+        with a backend whose sessions are independent."""
+        if not self._concurrent_sessions:
+            return self._tracker_lock
+        with self._session_locks_guard:
+            lock = self._session_locks.get(session)
+            if lock is None:
+                lock = self._session_locks[session] = threading.Lock()
+            return lock
+
+    def _private_session_lock(self) -> AbstractContextManager:
+        """What to hold while stepping a session only the calling thread knows (an acquisition's passes, a
+        re-seeded session not yet handed over): nothing with independent sessions, else the tracker lock."""
+        return nullcontext() if self._concurrent_sessions else self._tracker_lock
 
     def _enqueue(self, state: TargetState) -> None:
         if not state.queued:
@@ -390,7 +414,7 @@ class LiveEngine:
                 frames,
                 emit=emit,
                 is_cancelled=lambda: not self._may_change(state, generation),
-                tracker_lock=self._tracker_lock,
+                tracker_lock=self._private_session_lock(),
                 on_key=on_key,
                 defer_history=True,
             )
@@ -500,7 +524,7 @@ class LiveEngine:
             if needs_step:
                 step_start = time.perf_counter()
                 try:
-                    with self._tracker_lock:
+                    with self._step_lock(session):
                         tracked = self.pipeline.step_session(session, frame, state.target_id)
                     steps += 1
                     step_time += time.perf_counter() - step_start
@@ -511,7 +535,7 @@ class LiveEngine:
                             frame, tracked.mask, guard.segmentation, guard.predicted_box(frame.stamp)
                         )
                         if evidence is not None and evidence.correction is not None:
-                            with self._tracker_lock:
+                            with self._private_session_lock():
                                 reseeded = self.pipeline.reseed(state.target_id, frame, evidence.correction)
                             tracked = TrackedMask(evidence.correction, tracked.confidence)
                 except Exception as exc:  # a tracker failure only affects this target
