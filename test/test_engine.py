@@ -194,6 +194,33 @@ def test_independent_sessions_let_history_run_beside_live_tracking(harness_facto
     assert tracker.closed_while_stepping == 0
 
 
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_targets_of_one_frame_are_stepped_side_by_side(harness_factory, concurrent):
+    """Independent sessions: the targets of one frame are stepped at the same time, with the same masks as one
+    after the other (each result is its own object's exact mask)."""
+    tracker = _OverlapTracker(concurrent, delay_s=0.03)
+    h = harness_factory(tracker=tracker, backward_pass=False)
+    images, masks = square_scene(60, objects={"red": (10, 20, 1, 0, 20), "blue": (90, 60, -1, 0, 20)})
+    h.feed(images[:5], period=0.0)
+    h.engine.set_instruction("r", "the red one")
+    h.engine.set_instruction("b", "the blue one")
+    h.feed(images[5:30], period=0.04)
+    h.wait_for(lambda: any(len(results) == 2 and all(r.status == TargetStatus.TRACKING for r in results.values())
+                           for _, results in h.live))  # fmt: skip
+    with tracker.count_lock:
+        tracker.most_inside = 0  # from here on only live steps run (both acquisitions are done)
+    h.feed(images[30:], period=0.04)
+    both = [(index, results) for index, results in h.live if len(results) == 2]
+    compared = 0
+    for index, results in both:
+        for target_id, colour in (("r", "red"), ("b", "blue")):
+            if results[target_id].status == TargetStatus.TRACKING:
+                np.testing.assert_array_equal(results[target_id].mask, masks[colour][index])
+                compared += 1
+    assert compared >= 10
+    assert (tracker.most_inside >= 2) if concurrent else (tracker.most_inside == 1)
+
+
 class _ContradictingSegmenter(ScriptedSegmenter):
     """Its independent check contradicts every tracked mask (e.g. the detector no longer sees the object)."""
 

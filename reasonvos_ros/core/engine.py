@@ -14,11 +14,13 @@ inside a model call when ``stop`` gave up waiting is taken back by the next ``st
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
 import weakref
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -141,6 +143,10 @@ class LiveEngine:
         self._concurrent_sessions = bool(getattr(pipeline.tracker, "concurrent_sessions", False))
         self._session_locks: weakref.WeakKeyDictionary[TrackerSession, threading.Lock] = weakref.WeakKeyDictionary()
         self._session_locks_guard = threading.Lock()
+        # With independent sessions, the targets of one frame are stepped side by side: the tracking worker steps
+        # one, a small pool the others (OpenCV releases the GIL). Created on first use, shut down by ``stop``.
+        self._step_pool: ThreadPoolExecutor | None = None
+        self._step_pool_size = max(1, min(3, (os.cpu_count() or 2) - 1))
         self._wake_acquire = threading.Condition(self._lock)
         self._wake_track = threading.Condition(self._lock)
         self._last_processed = -1
@@ -191,6 +197,10 @@ class LiveEngine:
         # Wait for a hand-over to on_results in progress (bounded: a consumer stuck in a publish is not waited for).
         if self._emit_lock.acquire(timeout=max(0.05, deadline - time.monotonic())):
             self._emit_lock.release()
+        with self._lock:
+            pool, self._step_pool = self._step_pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)  # its threads finish the step they are in (if any) and exit
         self.reset(None)
 
     def worker_threads(self) -> list[threading.Thread]:
@@ -515,19 +525,23 @@ class LiveEngine:
         # Every target is checked on the same frames, so the detector's per-frame cache serves them all.
         redetect = redetect_due(self.pipeline.config, frame.stamp, self._last_redetect)
         checked = False
-        for state in sorted(states, key=lambda s: s.target_id):
+        ordered = sorted(states, key=lambda s: s.target_id)
+        snapshots = []
+        for state in ordered:
             with self._lock:
                 generation = state.generation
                 session = state.session if state.status == TargetStatus.TRACKING or state.holding else None
                 needs_step = session is not None and frame.index > state.last_index
-                guard = state.monitor
-            if needs_step:
-                step_start = time.perf_counter()
+                snapshots.append((state, generation, session if needs_step else None, state.monitor))
+        stepped = self._step_sessions(frame, [(state, session) for state, _, session, _ in snapshots if session])
+        for state, generation, session, guard in snapshots:
+            if session is not None:
                 try:
-                    with self._step_lock(session):
-                        tracked = self.pipeline.step_session(session, frame, state.target_id)
+                    tracked, failure, duration = stepped[state.target_id]
+                    if failure is not None:
+                        raise failure
                     steps += 1
-                    step_time += time.perf_counter() - step_start
+                    step_time += duration
                     evidence, reseeded = None, None
                     if redetect and guard is not None and tracked is not None and tracked.area > 0:
                         checked = True
@@ -548,6 +562,10 @@ class LiveEngine:
                     self._after_step(state, generation, frame, tracked, evidence, reseeded)
             with self._lock:
                 if not self._is_current(state, generation):
+                    continue
+                if state.status == TargetStatus.TRACKING and state.last_index != frame.index:
+                    # An acquisition finished while this frame was being processed: its mask belongs to another
+                    # frame (it went out as a catch-up result); the next frame carries the target live.
                     continue
                 mask = state.last_mask.mask if state.status == TargetStatus.TRACKING and state.last_mask else None
                 reason = state.reason
@@ -590,6 +608,36 @@ class LiveEngine:
                 self.on_event(
                     "error", f"publishing the results of frame {frame.index} failed: {_describe_failure(exc)}"
                 )
+
+    def _step_sessions(
+        self, frame: Frame, jobs: list[tuple[TargetState, TrackerSession]]
+    ) -> dict[str, tuple[TrackedMask | None, Exception | None, float]]:
+        """Step every (target, session) of ``jobs`` on ``frame``: target id -> (mask, exception, seconds). One
+        after the other, or side by side when the tracker's sessions are independent (each under its own lock)."""
+
+        def step(state: TargetState, session: TrackerSession):
+            start = time.perf_counter()
+            try:
+                with self._step_lock(session):
+                    tracked = self.pipeline.step_session(session, frame, state.target_id)
+            except Exception as exc:
+                return None, exc, 0.0
+            return tracked, None, time.perf_counter() - start
+
+        futures = {}
+        if self._concurrent_sessions and len(jobs) > 1:
+            with self._lock:
+                if self._step_pool is None and self._running:
+                    self._step_pool = ThreadPoolExecutor(self._step_pool_size, thread_name_prefix="rvos-step")
+                pool = self._step_pool
+            for state, session in jobs[1:] if pool is not None else ():
+                try:
+                    futures[state.target_id] = pool.submit(step, state, session)
+                except RuntimeError:  # the pool was shut down by ``stop`` meanwhile: step here
+                    break
+        out = {state.target_id: step(state, session) for state, session in jobs if state.target_id not in futures}
+        out.update({target_id: future.result() for target_id, future in futures.items()})
+        return out
 
     def _after_step(
         self,
