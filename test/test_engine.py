@@ -321,6 +321,24 @@ def test_lost_target_is_reacquired_when_it_comes_back(harness_factory):
     assert h.engine.stats.lost_events >= 1 and h.engine.stats.acquisitions >= 2
 
 
+def test_reacquisition_history_covers_only_the_gap_since_the_loss(harness_factory):
+    """After a loss, the new acquisition's backward pass revisits only frames after the last live TRACKING one."""
+    h = harness_factory(lost_patience=2, not_present_retry_s=0.1, backward_budget_s=0)  # visit every past frame
+    images, _ = square_scene(60, objects={"red": (10, 20, 1, 1, 24)}, visible={"red": [*range(0, 20), *range(35, 60)]})
+    h.feed(images[:5])
+    h.engine.set_instruction("r", "red")
+    h.feed(images[5:30], period=0.02)
+    h.wait_for(lambda: any(rs["r"].status == TargetStatus.LOST for _, rs in h.live))
+    with h.cond:
+        before = len(h.past)
+        last_live = max(i for i, rs in h.live if rs["r"].status == TargetStatus.TRACKING and rs["r"].mask is not None)
+    h.feed(images[30:], period=0.02)
+    h.wait_status("r", TargetStatus.TRACKING, min_frame=40)
+    h.wait_for(lambda: any(index == last_live + 1 for index, _ in h.past[before:]))  # the pass reached the gap's start
+    revisited = [index for index, _ in h.past[before:]]
+    assert min(revisited) == last_live + 1, (last_live, sorted(revisited))
+
+
 def test_backend_fault_sets_error_and_next_instruction_recovers(harness_factory):
     h = harness_factory()
     images, _ = square_scene(40, objects={"red": (5, 5, 1, 0, 20), "blue": (100, 60, -1, 0, 20)})

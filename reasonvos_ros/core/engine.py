@@ -78,6 +78,10 @@ class TargetState:
     retry_at: float = 0.0  # monotonic time of the next automatic re-acquisition (LOST / NOT_PRESENT)
     queued: bool = False
     acquisitions: int = 0
+    # Stamp of the newest live frame reported TRACKING with a mask: a re-acquisition's backward pass stops there
+    # (the frames before have results; revisiting the whole window after every loss kept the acquisition worker
+    # busy for seconds while the other lost targets waited for it).
+    live_until: float | None = None
 
 
 @dataclass
@@ -427,6 +431,7 @@ class LiveEngine:
                 tracker_lock=self._private_session_lock(),
                 on_key=on_key,
                 defer_history=True,
+                history_after=state.live_until,
             )
         except Cancelled:
             with self._lock:
@@ -571,6 +576,8 @@ class LiveEngine:
                 reason = state.reason
                 if state.status == TargetStatus.TRACKING and mask is None:
                     reason = "not visible on this frame (occluded?); still tracking"
+                if mask is not None:
+                    state.live_until = frame.stamp if state.live_until is None else max(state.live_until, frame.stamp)
                 results.append(
                     FrameResult(
                         state.target_id,
