@@ -196,3 +196,23 @@ def test_sessions_of_one_tracker_share_the_per_frame_work():
     skipper.step(shared_frames[0], {"dog": dog_masks[0]})
     skipper.step(shared_frames[2])
     assert tracker.shared.flow_misses == len(frames)
+
+
+def test_cheaper_csrt_settings_reach_the_box_tracker(clip, monkeypatch):
+    """CSRT's template size and segmentation switch are passed to OpenCV; the cheaper setting still tracks."""
+    import cv2
+
+    made = []
+    create = cv2.TrackerCSRT_create
+
+    def recording_create(params):
+        made.append((params.template_size, params.use_segmentation))
+        return create(params)
+
+    monkeypatch.setattr(cv2, "TrackerCSRT_create", recording_create)
+    session = OpenCVTracker(csrt_template_size=100, csrt_segmentation=False).new_session()
+    ious, _ = track(session, clip.as_frames(), clip.masks, range(len(clip)))
+    assert made[-1] == (100.0, False)
+    assert ious.mean() > TRACK_IOU_FLOOR, ious.round(2)
+    with pytest.raises(ValueError, match="csrt_template_size"):
+        OpenCVTracker(csrt_template_size=8)

@@ -51,8 +51,9 @@ FLOW_PRESETS = {
 }
 
 
-def make_box_tracker(kind: str):
-    """A new OpenCV box tracker of ``kind`` (one of ``BOX_TRACKERS`` except "none").
+def make_box_tracker(kind: str, csrt_template_size: int = 200, csrt_segmentation: bool = True):
+    """A new OpenCV box tracker of ``kind`` (one of ``BOX_TRACKERS`` except "none"). CSRT's template size (its
+    learning resolution, px) and colour segmentation are its two largest costs.
 
     CSRT, KCF, MOSSE and MedianFlow live in OpenCV's contrib modules; a build without them raises
     ``BackendUnavailable`` naming the package that has them."""
@@ -60,7 +61,7 @@ def make_box_tracker(kind: str):
         raise ValueError(f"unknown box tracker {kind!r}; expected one of {BOX_TRACKERS[:-1]}")
     factories = {
         "kcf": lambda: cv2.TrackerKCF_create(),
-        "csrt": lambda: cv2.TrackerCSRT_create(),
+        "csrt": lambda: cv2.TrackerCSRT_create(_csrt_params(csrt_template_size, csrt_segmentation)),
         "mosse": lambda: cv2.legacy.TrackerMOSSE_create(),
         "medianflow": lambda: cv2.legacy.TrackerMedianFlow_create(),
     }
@@ -71,6 +72,13 @@ def make_box_tracker(kind: str):
             f"box tracker {kind!r} needs OpenCV's contrib modules: pip install opencv-contrib-python-headless "
             f"(instead of opencv-python)"
         ) from exc
+
+
+def _csrt_params(template_size: int, segmentation: bool):
+    params = cv2.TrackerCSRT_Params()
+    params.template_size = float(template_size)
+    params.use_segmentation = bool(segmentation)
+    return params
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -140,6 +148,8 @@ class OpenCVTrackerOptions:
     lost_tracker_term: float = 0.3
     area_window: int = 5
     shape_decay: float = 0.98
+    csrt_template_size: int = 200
+    csrt_segmentation: bool = True
 
 
 @dataclass
@@ -268,7 +278,9 @@ class OpenCVTrackerSession(TrackerSession):
         if box is not None and self.options.box_tracker != "none":
             x0, y0, x1, y1 = box
             if x1 - x0 >= 4 and y1 - y0 >= 4:
-                box_tracker = make_box_tracker(self.options.box_tracker)
+                box_tracker = make_box_tracker(
+                    self.options.box_tracker, self.options.csrt_template_size, self.options.csrt_segmentation
+                )
                 box_tracker.init(small_bgr, (x0, y0, x1 - x0, y1 - y0))
                 center = ((x0 + x1) / 2, (y0 + y1) / 2)
         area = int(mask.sum())
@@ -440,7 +452,8 @@ class OpenCVTracker(Tracker):
     ``fb_threshold``: forward-backward flow error (px at processing resolution) under which a pixel's flow is
     reliable (default 1.0); ``lost_tracker_term``: tracker term of the confidence when the box tracker reports
     failure (default 0.3); ``area_window``: frames in the area-stability median (default 5); ``shape_decay``:
-    per-step decay of the remembered full-view area, so a shrinking object's shape memory is renewed (0.98).
+    per-step decay of the remembered full-view area, so a shrinking object's shape memory is renewed (0.98);
+    ``csrt_template_size`` / ``csrt_segmentation``: CSRT's learning resolution (px) and colour segmentation.
     """
 
     concurrent_sessions = True  # each session owns its OpenCV objects; the shared per-frame cache is locked
@@ -455,6 +468,8 @@ class OpenCVTracker(Tracker):
         lost_tracker_term: float = 0.3,
         area_window: int = 5,
         shape_decay: float = 0.98,
+        csrt_template_size: int = 200,
+        csrt_segmentation: bool = True,
     ) -> None:
         if box_tracker not in BOX_TRACKERS:
             raise ValueError(f"box_tracker must be one of {BOX_TRACKERS}, got {box_tracker!r}")
@@ -466,6 +481,8 @@ class OpenCVTracker(Tracker):
             raise ValueError("lost_tracker_term must be in [0, 1] and shape_decay in (0, 1]")
         if fb_threshold <= 0 or area_window < 1:
             raise ValueError("fb_threshold must be > 0 and area_window >= 1")
+        if not 32 <= csrt_template_size <= 1000:
+            raise ValueError(f"csrt_template_size must be in [32, 1000], got {csrt_template_size}")
         if box_tracker != "none":
             make_box_tracker(box_tracker)  # fail now, not on the first seed, when this OpenCV build lacks it
         self.options = OpenCVTrackerOptions(
@@ -477,6 +494,8 @@ class OpenCVTracker(Tracker):
             lost_tracker_term=float(lost_tracker_term),
             area_window=int(area_window),
             shape_decay=float(shape_decay),
+            csrt_template_size=int(csrt_template_size),
+            csrt_segmentation=bool(csrt_segmentation),
         )
 
         self.shared = SharedFrameWork()  # per-frame work (resize, flow) shared by all this tracker's sessions
