@@ -38,6 +38,7 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--tracker-options", default="{}")
     parser.add_argument("--redetect-interval", type=float, default=None)
+    parser.add_argument("--no-backward-pass", action="store_true", help="no history pass after acquisitions")
     args = parser.parse_args()
     from dataclasses import replace
 
@@ -58,6 +59,8 @@ def main() -> int:
     config = PipelineConfig()
     if args.redetect_interval is not None:
         config = replace(config, redetect_interval_s=args.redetect_interval)
+    if args.no_backward_pass:
+        config = replace(config, backward_pass=False)
     pipeline = Pipeline(
         build_backend("sampler", "detector"),
         build_backend("segmenter", "lite"),
@@ -68,6 +71,7 @@ def main() -> int:
     arrival: dict[int, float] = {}
     latencies: dict[str, list[float]] = defaultdict(list)
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    not_tracking: dict[str, int] = defaultdict(int)  # why live results were not TRACKING (all targets)
     lock = threading.Lock()
 
     def on_results(frame, results, live):
@@ -77,6 +81,8 @@ def main() -> int:
         with lock:
             for result in results:
                 counts[result.target_id][result.status.name] += 1
+                if result.status != TargetStatus.TRACKING:
+                    not_tracking[f"{result.status.name}: {result.reason[:60]}"] += 1
                 if frame.index in arrival:
                     latencies[result.target_id].append(now - arrival[frame.index])
 
@@ -115,6 +121,7 @@ def main() -> int:
                 with lock:  # measure from the moment every target is tracked
                     latencies.clear()
                     counts.clear()
+                    not_tracking.clear()
             position += 1
             delay = start + position * period - time.perf_counter()
             if delay > 0:
@@ -139,6 +146,8 @@ def main() -> int:
             f"  {target_id}: {total / measured:5.1f} results/s ({tracking / measured:5.1f} TRACKING/s), latency "
             f"median {np.median(lat):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms  {dict(counts[target_id])}"
         )
+    for text, count in sorted(not_tracking.items(), key=lambda item: -item[1])[:6]:
+        print(f"  not TRACKING x{count}: {text}")
     for text, count in sorted(events.items(), key=lambda item: -item[1])[:8]:
         print(f"  event x{count}: {text}")
     if rates:

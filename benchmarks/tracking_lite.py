@@ -85,13 +85,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", nargs="*", default=list(CLIPS))
     parser.add_argument("--interval", type=float, default=0.4, help="redetect_interval_s of the 'after' runs")
+    parser.add_argument(
+        "--tracker-options", default="{}", help='JSON options of the opencv tracker, e.g. \'{"box_tracker": "kcf"}\''
+    )
     args = parser.parse_args()
+    import json
+
     from reasonvos_ros.core.registry import build_backend
 
     backends = (
         build_backend("sampler", "detector"),
         build_backend("segmenter", "lite"),
-        build_backend("tracker", "opencv"),
+        build_backend("tracker", "opencv", json.loads(args.tracker_options)),
     )
     pooled: dict[str, list] = {"before": [], "after": []}
     print(f"{'clip':17} {'mode':6} {'J&F':>6} {'TRACK&IoU>.5':>12} {'TRACK&IoU<.1':>12} {'corr':>5}  statuses")

@@ -15,9 +15,9 @@ from reasonvos_ros.core.window import RollingWindow
 
 
 class Harness:
-    def __init__(self, segmenter_delay=0.0, tracker_delay=0.0, max_targets=4, **config):
+    def __init__(self, segmenter_delay=0.0, tracker_delay=0.0, max_targets=4, tracker=None, **config):
         self.segmenter = ScriptedSegmenter(delay_s=segmenter_delay)
-        self.tracker = ScriptedTracker(delay_s=tracker_delay)
+        self.tracker = tracker or ScriptedTracker(delay_s=tracker_delay)
         config.setdefault("reacquire_interval_s", 0.0)
         self.pipeline = Pipeline(ScriptedSampler(), self.segmenter, self.tracker, PipelineConfig(**config))
         self.window = RollingWindow(max_duration_s=5.0, storage="png")
@@ -136,6 +136,91 @@ def test_backward_pass_off_means_no_history(harness_factory):
     assert len(h.tracker.sessions) == 1  # only the forward session
 
 
+class _OverlapTracker(ScriptedTracker):
+    """Counts how many of its sessions are inside ``step`` at once (and which thread stepped what)."""
+
+    def __init__(self, concurrent_sessions, delay_s):
+        super().__init__(delay_s=delay_s)
+        self.concurrent_sessions = concurrent_sessions
+        self.inside = 0
+        self.most_inside = 0
+        self.closed_while_stepping = 0
+        self.count_lock = threading.Lock()
+
+    def new_session(self):
+        session = super().new_session()
+        step, close = session.step, session.close
+
+        def counted_step(frame, new_masks=None):
+            with self.count_lock:
+                self.inside += 1
+                self.most_inside = max(self.most_inside, self.inside)
+            try:
+                return step(frame, new_masks)
+            finally:
+                with self.count_lock:
+                    self.inside -= 1
+                    session.stepping = False
+
+        def checked_close():
+            if getattr(session, "stepping", False):
+                self.closed_while_stepping += 1
+            close()
+
+        def mark_and_step(frame, new_masks=None):
+            session.stepping = True
+            return counted_step(frame, new_masks)
+
+        session.step, session.close = mark_and_step, checked_close
+        return session
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_independent_sessions_let_history_run_beside_live_tracking(harness_factory, concurrent):
+    """A backend whose sessions are independent is locked per session: the backward pass of one target and the
+    live steps of another run at the same time. Otherwise every step waits for the one tracker lock."""
+    tracker = _OverlapTracker(concurrent, delay_s=0.02)
+    h = harness_factory(tracker=tracker, backward_budget_s=0)  # the history visits all 30 past frames: 0.6 s
+    images, _ = square_scene(90)
+    h.feed(images[:30], period=0.0)
+    h.engine.set_instruction("cup", "the red one")
+    h.feed(images[30:35], period=0.03)
+    h.engine.set_instruction("other", "the blue one")  # its backward pass overlaps "cup"'s live steps
+    h.feed(images[35:], period=0.03)
+    h.wait_for(lambda: len({index for index, _ in h.past}) >= 30)
+    h.engine.reset("cup")  # closes a live session: never while it is being stepped
+    h.feed(images[60:70], period=0.03)
+    assert (tracker.most_inside >= 2) if concurrent else (tracker.most_inside == 1)
+    assert tracker.closed_while_stepping == 0
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_targets_of_one_frame_are_stepped_side_by_side(harness_factory, concurrent):
+    """Independent sessions: the targets of one frame are stepped at the same time, with the same masks as one
+    after the other (each result is its own object's exact mask)."""
+    tracker = _OverlapTracker(concurrent, delay_s=0.03)
+    h = harness_factory(tracker=tracker, backward_pass=False)
+    images, masks = square_scene(60, objects={"red": (10, 20, 1, 0, 20), "blue": (90, 60, -1, 0, 20)})
+    h.feed(images[:5], period=0.0)
+    h.engine.set_instruction("r", "the red one")
+    h.engine.set_instruction("b", "the blue one")
+    h.feed(images[5:30], period=0.04)
+    h.wait_for(lambda: any(len(results) == 2 and all(r.status == TargetStatus.TRACKING for r in results.values())
+                           for _, results in h.live))  # fmt: skip
+    with tracker.count_lock:
+        tracker.most_inside = 0  # from here on only live steps run (both acquisitions are done)
+    h.feed(images[30:], period=0.04)
+    both = [(index, results) for index, results in h.live if len(results) == 2]
+    compared = 0
+    for index, results in both:
+        for target_id, colour in (("r", "red"), ("b", "blue")):
+            if results[target_id].status == TargetStatus.TRACKING:
+                np.testing.assert_array_equal(results[target_id].mask, masks[colour][index])
+                compared += 1
+    assert compared >= 10
+    assert (tracker.most_inside >= 2) if concurrent else (tracker.most_inside == 1)
+
+
 class _ContradictingSegmenter(ScriptedSegmenter):
     """Its independent check contradicts every tracked mask (e.g. the detector no longer sees the object)."""
 
@@ -234,6 +319,24 @@ def test_lost_target_is_reacquired_when_it_comes_back(harness_factory):
     h.feed(images[30:], period=0.02)
     h.wait_status("r", TargetStatus.TRACKING, min_frame=40)
     assert h.engine.stats.lost_events >= 1 and h.engine.stats.acquisitions >= 2
+
+
+def test_reacquisition_history_covers_only_the_gap_since_the_loss(harness_factory):
+    """After a loss, the new acquisition's backward pass revisits only frames after the last live TRACKING one."""
+    h = harness_factory(lost_patience=2, not_present_retry_s=0.1, backward_budget_s=0)  # visit every past frame
+    images, _ = square_scene(60, objects={"red": (10, 20, 1, 1, 24)}, visible={"red": [*range(0, 20), *range(35, 60)]})
+    h.feed(images[:5])
+    h.engine.set_instruction("r", "red")
+    h.feed(images[5:30], period=0.02)
+    h.wait_for(lambda: any(rs["r"].status == TargetStatus.LOST for _, rs in h.live))
+    with h.cond:
+        before = len(h.past)
+        last_live = max(i for i, rs in h.live if rs["r"].status == TargetStatus.TRACKING and rs["r"].mask is not None)
+    h.feed(images[30:], period=0.02)
+    h.wait_status("r", TargetStatus.TRACKING, min_frame=40)
+    h.wait_for(lambda: any(index == last_live + 1 for index, _ in h.past[before:]))  # the pass reached the gap's start
+    revisited = [index for index, _ in h.past[before:]]
+    assert min(revisited) == last_live + 1, (last_live, sorted(revisited))
 
 
 def test_backend_fault_sets_error_and_next_instruction_recovers(harness_factory):

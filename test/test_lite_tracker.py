@@ -157,3 +157,62 @@ def test_missing_contrib_names_the_package(monkeypatch):
         OpenCVTracker(box_tracker="csrt")
     with pytest.raises(ValueError, match="unknown box tracker"):
         make_box_tracker("none")
+
+
+def test_sessions_of_one_tracker_share_the_per_frame_work():
+    """Targets tracked live step the same frame pairs in separate sessions: the second session takes the resized
+    frame and the dense flow the first computed (the frame is decoded once) and gets exactly the masks it would
+    compute alone; a session coming from another previous frame computes its own flow."""
+    frames, dog_masks, person_masks, _, _ = make_two_object_clip(
+        {"n_frames": 8, "path": ((0.2, 0.62), (0.5, 0.62)), "occluder_x": None},
+        {"cutout": "person", "path": ((0.8, 0.5), (0.6, 0.5)), "scale": 0.55},
+    )
+    decodes = [0] * len(frames)
+
+    def decoder(i):
+        def decode():
+            decodes[i] += 1
+            return frames[i]
+
+        return decode
+
+    shared_frames = [Frame(i, i / 10, decode=decoder(i)) for i in range(len(frames))]
+    tracker = OpenCVTracker()
+    dog, person = tracker.new_session(), tracker.new_session()
+    alone_dog, alone_person = OpenCVTrackerSession(tracker.options), OpenCVTrackerSession(tracker.options)
+    for i in range(len(frames)):
+        own_frame = Frame(i, i / 10, image=frames[i])  # another uid: nothing cached for it
+        pairs = ((dog, alone_dog, "dog", dog_masks), (person, alone_person, "person", person_masks))
+        for shared, alone, obj_id, masks in pairs:
+            seed = {obj_id: masks[0]} if i == 0 else None
+            got = shared.step(shared_frames[i], seed)[obj_id]
+            expected = alone.step(own_frame, seed)[obj_id]
+            np.testing.assert_array_equal(got.mask, expected.mask)
+            assert got.confidence == pytest.approx(expected.confidence, abs=1e-9)
+    assert decodes == [1] * len(frames)  # the second session never decoded a frame
+    assert (tracker.shared.flow_misses, tracker.shared.flow_hits) == (len(frames) - 1, len(frames) - 1)
+    # A session that skipped a frame steps another pair: no flow of the others fits it.
+    skipper = tracker.new_session()
+    skipper.step(shared_frames[0], {"dog": dog_masks[0]})
+    skipper.step(shared_frames[2])
+    assert tracker.shared.flow_misses == len(frames)
+
+
+def test_cheaper_csrt_settings_reach_the_box_tracker(clip, monkeypatch):
+    """CSRT's template size and segmentation switch are passed to OpenCV; the cheaper setting still tracks."""
+    import cv2
+
+    made = []
+    create = cv2.TrackerCSRT_create
+
+    def recording_create(params):
+        made.append((params.template_size, params.use_segmentation))
+        return create(params)
+
+    monkeypatch.setattr(cv2, "TrackerCSRT_create", recording_create)
+    session = OpenCVTracker(csrt_template_size=100, csrt_segmentation=False).new_session()
+    ious, _ = track(session, clip.as_frames(), clip.masks, range(len(clip)))
+    assert made[-1] == (100.0, False)
+    assert ious.mean() > TRACK_IOU_FLOOR, ious.round(2)
+    with pytest.raises(ValueError, match="csrt_template_size"):
+        OpenCVTracker(csrt_template_size=8)

@@ -14,11 +14,15 @@ inside a model call when ``stop`` gave up waiting is taken back by the next ``st
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from .errors import BackendFailure, ConfigError
@@ -74,6 +78,10 @@ class TargetState:
     retry_at: float = 0.0  # monotonic time of the next automatic re-acquisition (LOST / NOT_PRESENT)
     queued: bool = False
     acquisitions: int = 0
+    # Stamp of the newest live frame reported TRACKING with a mask: a re-acquisition's backward pass stops there
+    # (the frames before have results; revisiting the whole window after every loss kept the acquisition worker
+    # busy for seconds while the other lost targets waited for it).
+    live_until: float | None = None
 
 
 @dataclass
@@ -133,6 +141,16 @@ class LiveEngine:
         self._queue: deque[str] = deque()
         self._lock = threading.RLock()
         self._tracker_lock = threading.Lock()  # tracker sessions are stepped by one thread at a time
+        # A backend whose sessions are independent (Tracker.concurrent_sessions) is locked per session instead:
+        # an acquisition's catch-up and backward pass, on sessions no one else sees yet, then run beside live
+        # tracking instead of taking turns with it (they used to take half of live tracking's time on 2 cores).
+        self._concurrent_sessions = bool(getattr(pipeline.tracker, "concurrent_sessions", False))
+        self._session_locks: weakref.WeakKeyDictionary[TrackerSession, threading.Lock] = weakref.WeakKeyDictionary()
+        self._session_locks_guard = threading.Lock()
+        # With independent sessions, the targets of one frame are stepped side by side: the tracking worker steps
+        # one, a small pool the others (OpenCV releases the GIL). Created on first use, shut down by ``stop``.
+        self._step_pool: ThreadPoolExecutor | None = None
+        self._step_pool_size = max(1, min(3, (os.cpu_count() or 2) - 1))
         self._wake_acquire = threading.Condition(self._lock)
         self._wake_track = threading.Condition(self._lock)
         self._last_processed = -1
@@ -183,6 +201,10 @@ class LiveEngine:
         # Wait for a hand-over to on_results in progress (bounded: a consumer stuck in a publish is not waited for).
         if self._emit_lock.acquire(timeout=max(0.05, deadline - time.monotonic())):
             self._emit_lock.release()
+        with self._lock:
+            pool, self._step_pool = self._step_pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)  # its threads finish the step they are in (if any) and exit
         self.reset(None)
 
     def worker_threads(self) -> list[threading.Thread]:
@@ -292,8 +314,24 @@ class LiveEngine:
     def _close_sessions(self, sessions: list[TrackerSession | None]) -> None:
         for session in sessions:
             if session is not None:
-                with self._tracker_lock:
+                with self._step_lock(session):
                     session.close()
+
+    def _step_lock(self, session: TrackerSession) -> threading.Lock:
+        """What to hold while stepping or closing a live ``session``: the tracker lock, or the session's own lock
+        with a backend whose sessions are independent."""
+        if not self._concurrent_sessions:
+            return self._tracker_lock
+        with self._session_locks_guard:
+            lock = self._session_locks.get(session)
+            if lock is None:
+                lock = self._session_locks[session] = threading.Lock()
+            return lock
+
+    def _private_session_lock(self) -> AbstractContextManager:
+        """What to hold while stepping a session only the calling thread knows (an acquisition's passes, a
+        re-seeded session not yet handed over): nothing with independent sessions, else the tracker lock."""
+        return nullcontext() if self._concurrent_sessions else self._tracker_lock
 
     def _enqueue(self, state: TargetState) -> None:
         if not state.queued:
@@ -390,9 +428,10 @@ class LiveEngine:
                 frames,
                 emit=emit,
                 is_cancelled=lambda: not self._may_change(state, generation),
-                tracker_lock=self._tracker_lock,
+                tracker_lock=self._private_session_lock(),
                 on_key=on_key,
                 defer_history=True,
+                history_after=state.live_until,
             )
         except Cancelled:
             with self._lock:
@@ -491,19 +530,23 @@ class LiveEngine:
         # Every target is checked on the same frames, so the detector's per-frame cache serves them all.
         redetect = redetect_due(self.pipeline.config, frame.stamp, self._last_redetect)
         checked = False
-        for state in sorted(states, key=lambda s: s.target_id):
+        ordered = sorted(states, key=lambda s: s.target_id)
+        snapshots = []
+        for state in ordered:
             with self._lock:
                 generation = state.generation
                 session = state.session if state.status == TargetStatus.TRACKING or state.holding else None
                 needs_step = session is not None and frame.index > state.last_index
-                guard = state.monitor
-            if needs_step:
-                step_start = time.perf_counter()
+                snapshots.append((state, generation, session if needs_step else None, state.monitor))
+        stepped = self._step_sessions(frame, [(state, session) for state, _, session, _ in snapshots if session])
+        for state, generation, session, guard in snapshots:
+            if session is not None:
                 try:
-                    with self._tracker_lock:
-                        tracked = self.pipeline.step_session(session, frame, state.target_id)
+                    tracked, failure, duration = stepped[state.target_id]
+                    if failure is not None:
+                        raise failure
                     steps += 1
-                    step_time += time.perf_counter() - step_start
+                    step_time += duration
                     evidence, reseeded = None, None
                     if redetect and guard is not None and tracked is not None and tracked.area > 0:
                         checked = True
@@ -511,7 +554,7 @@ class LiveEngine:
                             frame, tracked.mask, guard.segmentation, guard.predicted_box(frame.stamp)
                         )
                         if evidence is not None and evidence.correction is not None:
-                            with self._tracker_lock:
+                            with self._private_session_lock():
                                 reseeded = self.pipeline.reseed(state.target_id, frame, evidence.correction)
                             tracked = TrackedMask(evidence.correction, tracked.confidence)
                 except Exception as exc:  # a tracker failure only affects this target
@@ -525,10 +568,16 @@ class LiveEngine:
             with self._lock:
                 if not self._is_current(state, generation):
                     continue
+                if state.status == TargetStatus.TRACKING and state.last_index != frame.index:
+                    # An acquisition finished while this frame was being processed: its mask belongs to another
+                    # frame (it went out as a catch-up result); the next frame carries the target live.
+                    continue
                 mask = state.last_mask.mask if state.status == TargetStatus.TRACKING and state.last_mask else None
                 reason = state.reason
                 if state.status == TargetStatus.TRACKING and mask is None:
                     reason = "not visible on this frame (occluded?); still tracking"
+                if mask is not None:
+                    state.live_until = frame.stamp if state.live_until is None else max(state.live_until, frame.stamp)
                 results.append(
                     FrameResult(
                         state.target_id,
@@ -566,6 +615,36 @@ class LiveEngine:
                 self.on_event(
                     "error", f"publishing the results of frame {frame.index} failed: {_describe_failure(exc)}"
                 )
+
+    def _step_sessions(
+        self, frame: Frame, jobs: list[tuple[TargetState, TrackerSession]]
+    ) -> dict[str, tuple[TrackedMask | None, Exception | None, float]]:
+        """Step every (target, session) of ``jobs`` on ``frame``: target id -> (mask, exception, seconds). One
+        after the other, or side by side when the tracker's sessions are independent (each under its own lock)."""
+
+        def step(state: TargetState, session: TrackerSession):
+            start = time.perf_counter()
+            try:
+                with self._step_lock(session):
+                    tracked = self.pipeline.step_session(session, frame, state.target_id)
+            except Exception as exc:
+                return None, exc, 0.0
+            return tracked, None, time.perf_counter() - start
+
+        futures = {}
+        if self._concurrent_sessions and len(jobs) > 1:
+            with self._lock:
+                if self._step_pool is None and self._running:
+                    self._step_pool = ThreadPoolExecutor(self._step_pool_size, thread_name_prefix="rvos-step")
+                pool = self._step_pool
+            for state, session in jobs[1:] if pool is not None else ():
+                try:
+                    futures[state.target_id] = pool.submit(step, state, session)
+                except RuntimeError:  # the pool was shut down by ``stop`` meanwhile: step here
+                    break
+        out = {state.target_id: step(state, session) for state, session in jobs if state.target_id not in futures}
+        out.update({target_id: future.result() for target_id, future in futures.items()})
+        return out
 
     def _after_step(
         self,

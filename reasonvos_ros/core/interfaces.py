@@ -79,6 +79,11 @@ class TrackerSession(abc.ABC):
 class Tracker(abc.ABC):
     """A tracker backend: a factory of independent sessions that may share caches (e.g. encoder features)."""
 
+    #: True when different sessions may be stepped at the same time from different threads (each one by one
+    #: thread at a time): they share no mutable state, or only thread-safe caches. The engine then locks per
+    #: session instead of serialising every step of every target behind one tracker lock.
+    concurrent_sessions: bool = False
+
     @abc.abstractmethod
     def new_session(self) -> TrackerSession: ...
 

@@ -253,6 +253,7 @@ class Pipeline:
         tracker_lock: AbstractContextManager | None = None,
         on_key: Callable[[Frame, Segmentation], None] | None = None,
         defer_history: bool = False,
+        history_after: float | None = None,
     ) -> Acquisition:
         """Resolve ``instruction`` on ``frames`` (oldest first).
 
@@ -265,6 +266,8 @@ class Pipeline:
         With ``defer_history`` the forward catch-up runs first and the backward pass is returned, not run, as
         ``Acquisition.history`` (its tracker steps take ``tracker_lock`` one at a time, so live tracking of other
         targets interleaves with it). ``config.backward_pass`` False skips the backward pass altogether.
+        ``history_after``: the backward pass stops at frames stamped at or before it (a re-acquisition: those frames
+        already have this target's live results, only the gap since the loss is revisited).
         """
         guard = tracker_lock if tracker_lock is not None else nullcontext()
         if not frames:
@@ -312,6 +315,8 @@ class Pipeline:
 
         # Backward over the stored past (newest to oldest), in its own session, within its time budget.
         past = list(frames[: choice.key])[::-1] if cfg.backward_pass else []
+        if history_after is not None:
+            past = [frame for frame in past if frame.stamp > history_after]
 
         def run_history() -> None:
             start = time.perf_counter()

@@ -116,7 +116,8 @@ PARAMETERS: tuple[Param, ...] = (
         "backward_pass",
         _PIPELINE.backward_pass,
         "propagate a new key-frame mask backward over the stored past (results on '~/results_history'); it runs "
-        "after live tracking has resumed; false turns it off",
+        "after live tracking has resumed; after a loss only the frames since the target's last live mask are revisited; "
+        "false turns it off",
     ),
     Param(
         "backward_budget_s",

@@ -31,7 +31,8 @@ their background.
 
 from __future__ import annotations
 
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -50,8 +51,9 @@ FLOW_PRESETS = {
 }
 
 
-def make_box_tracker(kind: str):
-    """A new OpenCV box tracker of ``kind`` (one of ``BOX_TRACKERS`` except "none").
+def make_box_tracker(kind: str, csrt_template_size: int = 200, csrt_segmentation: bool = True):
+    """A new OpenCV box tracker of ``kind`` (one of ``BOX_TRACKERS`` except "none"). CSRT's template size (its
+    learning resolution, px) and colour segmentation are its two largest costs.
 
     CSRT, KCF, MOSSE and MedianFlow live in OpenCV's contrib modules; a build without them raises
     ``BackendUnavailable`` naming the package that has them."""
@@ -59,7 +61,7 @@ def make_box_tracker(kind: str):
         raise ValueError(f"unknown box tracker {kind!r}; expected one of {BOX_TRACKERS[:-1]}")
     factories = {
         "kcf": lambda: cv2.TrackerKCF_create(),
-        "csrt": lambda: cv2.TrackerCSRT_create(),
+        "csrt": lambda: cv2.TrackerCSRT_create(_csrt_params(csrt_template_size, csrt_segmentation)),
         "mosse": lambda: cv2.legacy.TrackerMOSSE_create(),
         "medianflow": lambda: cv2.legacy.TrackerMedianFlow_create(),
     }
@@ -70,6 +72,13 @@ def make_box_tracker(kind: str):
             f"box tracker {kind!r} needs OpenCV's contrib modules: pip install opencv-contrib-python-headless "
             f"(instead of opencv-python)"
         ) from exc
+
+
+def _csrt_params(template_size: int, segmentation: bool):
+    params = cv2.TrackerCSRT_Params()
+    params.template_size = float(template_size)
+    params.use_segmentation = bool(segmentation)
+    return params
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -139,6 +148,8 @@ class OpenCVTrackerOptions:
     lost_tracker_term: float = 0.3
     area_window: int = 5
     shape_decay: float = 0.98
+    csrt_template_size: int = 200
+    csrt_segmentation: bool = True
 
 
 @dataclass
@@ -150,24 +161,84 @@ class _StepFlow:
     static: np.ndarray  # bool: reliable and (almost) not moving
 
 
-class OpenCVTrackerSession(TrackerSession):
-    """One pass of the "opencv" tracker (see the module docstring)."""
+@dataclass
+class _Prepared:
+    frame_shape: tuple[int, int]
+    small: np.ndarray  # RGB at processing resolution
+    gray: np.ndarray
+    small_bgr: np.ndarray
 
-    def __init__(self, options: OpenCVTrackerOptions) -> None:
+
+class SharedFrameWork:
+    """Per-frame work that every session of one tracker does identically, computed once: the frame at processing
+    resolution (decode, resize, colour conversions) and the dense flow between two frames.
+
+    Several targets are tracked by one session each, and live they all step the same frame pair, so without this
+    the DIS flow (the largest cost of a step) was computed once per target. Entries are keyed by ``Frame.uid``
+    (unique within the process) and the processing shape, and only a few recent ones are kept. Cached arrays are
+    shared between sessions and must not be written to. Thread-safe; two threads missing the same key at once
+    both compute it (the results are identical)."""
+
+    def __init__(self, capacity: int = 6) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._prepared: OrderedDict[tuple, _Prepared] = OrderedDict()
+        self._flows: OrderedDict[tuple, _StepFlow] = OrderedDict()
+        self.flow_hits = 0
+        self.flow_misses = 0
+        self.prepare_hits = 0
+
+    def _get(self, table: OrderedDict, key: tuple):
+        with self._lock:
+            value = table.get(key)
+            if value is not None:
+                table.move_to_end(key)
+            return value
+
+    def _put(self, table: OrderedDict, key: tuple, value) -> None:
+        with self._lock:
+            table[key] = value
+            while len(table) > self.capacity:
+                table.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._prepared.clear()
+            self._flows.clear()
+
+
+class OpenCVTrackerSession(TrackerSession):
+    """One pass of the "opencv" tracker (see the module docstring). Sessions of one ``OpenCVTracker`` share its
+    ``SharedFrameWork``; a session made on its own gets a private one."""
+
+    def __init__(self, options: OpenCVTrackerOptions, shared: SharedFrameWork | None = None) -> None:
         self.options = options
+        self._shared = shared if shared is not None else SharedFrameWork()
         self._flow = cv2.DISOpticalFlow_create(FLOW_PRESETS[options.flow_preset])
         self._objects: dict[str, _ObjectState] = {}
         self._prev_gray: np.ndarray | None = None
+        self._prev_uid: int | None = None
         self._frame_shape: tuple[int, int] | None = None
         self._proc_shape: tuple[int, int] | None = None
         self._grid: tuple[np.ndarray, np.ndarray] | None = None
         self._closed = False
 
     # --- resolution handling -------------------------------------------------------------------------------
-    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"tracker input must be an RGB uint8 HxWx3 image, got {getattr(image, 'shape', None)}")
-        shape = image.shape[:2]
+    def _prepare_frame(self, frame: Frame) -> _Prepared:
+        """The frame at processing resolution, from the shared cache when another session prepared it."""
+        key = (frame.uid, self.options.max_side)
+        prepared = self._shared._get(self._shared._prepared, key)
+        if prepared is None:
+            image = frame.image
+            small, gray = self._prepare(image)
+            prepared = _Prepared(image.shape[:2], small, gray, cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+            self._shared._put(self._shared._prepared, key, prepared)
+            return prepared
+        self._shared.prepare_hits += 1
+        self._check_shape(prepared.frame_shape)
+        return prepared
+
+    def _check_shape(self, shape: tuple[int, int]) -> None:
         if self._frame_shape is None:
             self._frame_shape = shape
             scale = min(1.0, self.options.max_side / max(shape))
@@ -176,6 +247,12 @@ class OpenCVTrackerSession(TrackerSession):
             self._grid = (xs, ys)
         elif shape != self._frame_shape:
             raise ValueError(f"frame size changed within a tracker session: {shape} after {self._frame_shape}")
+
+    def _prepare(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"tracker input must be an RGB uint8 HxWx3 image, got {getattr(image, 'shape', None)}")
+        shape = image.shape[:2]
+        self._check_shape(shape)
         height, width = self._proc_shape
         small = image if (height, width) == shape else cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(small), cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
@@ -201,7 +278,9 @@ class OpenCVTrackerSession(TrackerSession):
         if box is not None and self.options.box_tracker != "none":
             x0, y0, x1, y1 = box
             if x1 - x0 >= 4 and y1 - y0 >= 4:
-                box_tracker = make_box_tracker(self.options.box_tracker)
+                box_tracker = make_box_tracker(
+                    self.options.box_tracker, self.options.csrt_template_size, self.options.csrt_segmentation
+                )
                 box_tracker.init(small_bgr, (x0, y0, x1 - x0, y1 - y0))
                 center = ((x0 + x1) / 2, (y0 + y1) / 2)
         area = int(mask.sum())
@@ -221,8 +300,8 @@ class OpenCVTrackerSession(TrackerSession):
     def step(self, frame: Frame, new_masks: Mapping[str, np.ndarray] | None = None) -> dict[str, TrackedMask]:
         if self._closed:
             raise RuntimeError("step on a closed tracker session")
-        small, gray = self._prepare(frame.image)
-        small_bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+        prepared = self._prepare_frame(frame)
+        small, gray, small_bgr = prepared.small, prepared.gray, prepared.small_bgr
         seeds = {obj_id: np.asarray(mask).astype(bool) for obj_id, mask in (new_masks or {}).items()}
         for obj_id, seed in seeds.items():
             if seed.shape != self._frame_shape:
@@ -230,15 +309,27 @@ class OpenCVTrackerSession(TrackerSession):
         out: dict[str, TrackedMask] = {}
         carried = [obj_id for obj_id in self._objects if obj_id not in seeds]
         if carried:
-            flow = self._compute_flow(gray)
+            flow = self._step_flow(frame.uid, gray)
             for obj_id in carried:
                 mask, confidence = self._advance(self._objects[obj_id], small, small_bgr, flow)
                 out[obj_id] = TrackedMask(self._to_frame(mask), confidence)
         for obj_id, seed in seeds.items():
             self._objects[obj_id] = self._seed(small, small_bgr, self._to_proc(seed))
             out[obj_id] = TrackedMask(seed.copy(), 1.0)
-        self._prev_gray = gray
+        self._prev_gray, self._prev_uid = gray, frame.uid
         return out
+
+    def _step_flow(self, uid: int, gray: np.ndarray) -> _StepFlow:
+        """The flow from the previous frame to frame ``uid``; shared with the other sessions stepping that pair."""
+        key = (self._prev_uid, uid, self._proc_shape, self.options.flow_preset, self.options.fb_threshold)
+        flow = self._shared._get(self._shared._flows, key)
+        if flow is not None:
+            self._shared.flow_hits += 1
+            return flow
+        flow = self._compute_flow(gray)
+        self._shared.flow_misses += 1
+        self._shared._put(self._shared._flows, key, flow)
+        return flow
 
     def _compute_flow(self, gray: np.ndarray) -> _StepFlow:
         back = self._flow.calc(gray, self._prev_gray, None)
@@ -348,7 +439,7 @@ class OpenCVTrackerSession(TrackerSession):
 
     def close(self) -> None:
         self._objects.clear()
-        self._prev_gray = None
+        self._prev_gray, self._prev_uid = None, None
         self._closed = True
 
 
@@ -361,8 +452,11 @@ class OpenCVTracker(Tracker):
     ``fb_threshold``: forward-backward flow error (px at processing resolution) under which a pixel's flow is
     reliable (default 1.0); ``lost_tracker_term``: tracker term of the confidence when the box tracker reports
     failure (default 0.3); ``area_window``: frames in the area-stability median (default 5); ``shape_decay``:
-    per-step decay of the remembered full-view area, so a shrinking object's shape memory is renewed (0.98).
+    per-step decay of the remembered full-view area, so a shrinking object's shape memory is renewed (0.98);
+    ``csrt_template_size`` / ``csrt_segmentation``: CSRT's learning resolution (px) and colour segmentation.
     """
+
+    concurrent_sessions = True  # each session owns its OpenCV objects; the shared per-frame cache is locked
 
     def __init__(
         self,
@@ -374,6 +468,8 @@ class OpenCVTracker(Tracker):
         lost_tracker_term: float = 0.3,
         area_window: int = 5,
         shape_decay: float = 0.98,
+        csrt_template_size: int = 200,
+        csrt_segmentation: bool = True,
     ) -> None:
         if box_tracker not in BOX_TRACKERS:
             raise ValueError(f"box_tracker must be one of {BOX_TRACKERS}, got {box_tracker!r}")
@@ -385,6 +481,8 @@ class OpenCVTracker(Tracker):
             raise ValueError("lost_tracker_term must be in [0, 1] and shape_decay in (0, 1]")
         if fb_threshold <= 0 or area_window < 1:
             raise ValueError("fb_threshold must be > 0 and area_window >= 1")
+        if not 32 <= csrt_template_size <= 1000:
+            raise ValueError(f"csrt_template_size must be in [32, 1000], got {csrt_template_size}")
         if box_tracker != "none":
             make_box_tracker(box_tracker)  # fail now, not on the first seed, when this OpenCV build lacks it
         self.options = OpenCVTrackerOptions(
@@ -396,7 +494,11 @@ class OpenCVTracker(Tracker):
             lost_tracker_term=float(lost_tracker_term),
             area_window=int(area_window),
             shape_decay=float(shape_decay),
+            csrt_template_size=int(csrt_template_size),
+            csrt_segmentation=bool(csrt_segmentation),
         )
 
+        self.shared = SharedFrameWork()  # per-frame work (resize, flow) shared by all this tracker's sessions
+
     def new_session(self) -> OpenCVTrackerSession:
-        return OpenCVTrackerSession(self.options)
+        return OpenCVTrackerSession(self.options, self.shared)
