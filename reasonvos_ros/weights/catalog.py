@@ -157,28 +157,22 @@ def _qwen3_component(size: str, config: dict[str, Any], params_b: float) -> Comp
     )
 
 
-SAM21_LARGE = Component(
-    role="sam",
-    repo_id="facebook/sam2.1-hiera-large",
-    model_class="Sam2Model",
-    config_class="Sam2Config",
-    config=_sam2(144, [2, 6, 36, 4], 2, [1152, 576, 288, 144]),
-    option="sam_dir",
-    stored_dtype="float32",
-    card_licence="Apache-2.0",
-    note=SAM2_COMPONENT_NOTE + "; the card's 224.4M counts the video memory modules (~7.5M) Sam2Model lacks",
-)
-SAM21_SMALL = Component(
-    role="sam",
-    repo_id="facebook/sam2.1-hiera-small",
-    model_class="Sam2Model",
-    config_class="Sam2Config",
-    config=_sam2(96, [1, 2, 11, 2], 1, [768, 384, 192, 96]),
-    option="sam_dir",
-    stored_dtype="float32",
-    card_licence="Apache-2.0",
-    note=SAM2_COMPONENT_NOTE + "; the card's 46M counts the video memory modules (~7.5M) Sam2Model lacks",
-)
+def _sam21_component(size: str, config: dict[str, Any], card_total: str) -> Component:
+    return Component(
+        role="sam",
+        repo_id=f"facebook/sam2.1-hiera-{size}",
+        model_class="Sam2Model",
+        config_class="Sam2Config",
+        config=config,
+        option="sam_dir",
+        stored_dtype="float32",
+        card_licence="Apache-2.0",
+        note=f"{SAM2_COMPONENT_NOTE}; the card's {card_total} counts the video memory modules (~7.5M) Sam2Model lacks",
+    )
+
+
+SAM21_LARGE = _sam21_component("large", _sam2(144, [2, 6, 36, 4], 2, [1152, 576, 288, 144]), "224.4M")
+SAM21_SMALL = _sam21_component("small", _sam2(96, [1, 2, 11, 2], 1, [768, 384, 192, 96]), "46M")
 SAM3 = Component(
     role="sam",
     repo_id="facebook/sam3",
