@@ -46,7 +46,6 @@ from reasonvos_ros.models.sam2_video.families import (
     Normalisation,
     family_for_model_type,
     load_model,
-    read_config_json,
     read_normalisation,
 )
 from reasonvos_ros.models.sam2_video.streaming import (
@@ -55,7 +54,7 @@ from reasonvos_ros.models.sam2_video.streaming import (
     logits_to_masks,
     preprocess_frame,
 )
-from reasonvos_ros.models.weights import resolve_device_dtype
+from reasonvos_ros.models.weights import read_hf_config, resolve_device_dtype
 
 # Published checkpoints this backend loads, for `reasonvos weights` (one row per model set). ``parameters`` is counted
 # from the configuration families.py builds (count_parameters on the meta device; test_sam2_video_tracker checks the
@@ -169,7 +168,7 @@ class Sam2VideoTracker(Tracker):
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
         self.model_dir = pathlib.Path(model_dir).expanduser()
-        config = read_config_json(self.model_dir)
+        config = read_hf_config(self.model_dir, "tracker", " (set the tracker's options.model_dir)")
         family = family_for_model_type(config.get("model_type"), str(self.model_dir / "config.json"))
         _check_tuning(max_conditioning_frames)
         model = load_model(self.model_dir, family, device_, dtype_)

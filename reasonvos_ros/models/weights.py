@@ -246,6 +246,22 @@ def compare_state_dict(
 # -------------------------------------------------------------------------------------------- device and dtype
 
 
+def read_hf_config(model_dir: str | os.PathLike, role: str, hint: str = "") -> dict[str, Any]:
+    """``config.json`` of a Hugging Face model directory as a dict; ``BackendUnavailable`` naming ``role`` (e.g.
+    "VLM", "tracker") when the directory or the file is missing or unreadable. ``hint`` follows the not-found
+    message (e.g. which option sets the path)."""
+    model_dir = pathlib.Path(model_dir)
+    config_path = model_dir / "config.json"
+    if not model_dir.is_dir():
+        raise BackendUnavailable(f"{role} model directory not found: {model_dir}{hint}")
+    if not config_path.is_file():
+        raise BackendUnavailable(f"{role} model directory {model_dir} has no config.json")
+    try:
+        return json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BackendUnavailable(f"cannot read {config_path}: {exc}") from exc
+
+
 def resolve_device(device: str | torch.device | None = "auto", *, option: str = "device") -> torch.device:
     """``"auto"`` / None -> ``cuda`` when torch sees a CUDA device, else ``cpu``; otherwise the named device.
     ``option`` names the setting in messages."""

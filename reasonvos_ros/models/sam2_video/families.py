@@ -20,7 +20,6 @@ import importlib.util
 import json
 import pathlib
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -108,20 +107,6 @@ def family_for_model_type(model_type: str | None, where: str) -> Family:
             return family
     known = sorted(t for f in FAMILIES.values() for t in f.model_types)
     raise ConfigError(f"{where}: model_type {model_type!r} is not a SAM 2-style video tracker (known: {known})")
-
-
-def read_config_json(model_dir: pathlib.Path) -> dict[str, Any]:
-    config_path = model_dir / "config.json"
-    if not model_dir.is_dir():
-        raise BackendUnavailable(
-            f"tracker model directory not found: {model_dir} (set the tracker's options.model_dir)"
-        )
-    if not config_path.is_file():
-        raise BackendUnavailable(f"tracker model directory {model_dir} has no config.json")
-    try:
-        return json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BackendUnavailable(f"cannot read {config_path}: {exc}") from exc
 
 
 def read_normalisation(model_dir: pathlib.Path, family: Family, image_size: int) -> Normalisation:

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core.errors import BackendFailure, BackendUnavailable, ConfigError
-from ..weights import resolve_device_dtype
+from ..weights import read_hf_config, resolve_device_dtype
 
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 GENERATION_MODES = ("prefix_cache", "num_return_sequences", "sequential")
@@ -204,14 +204,7 @@ class QwenVideoAnswerer:
     def load(self) -> None:
         """Load tokenizer and model from ``model_dir`` (no download: local files only)."""
         config_path = self.model_dir / "config.json"
-        if not self.model_dir.is_dir():
-            raise BackendUnavailable(f"TFS model directory not found: {self.model_dir}")
-        if not config_path.is_file():
-            raise BackendUnavailable(f"TFS model directory {self.model_dir} has no config.json ({config_path})")
-        try:
-            config = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BackendUnavailable(f"cannot read {config_path}: {exc}") from exc
+        config = read_hf_config(self.model_dir, "TFS")
         model_type = config.get("model_type")
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ConfigError(

@@ -28,7 +28,7 @@ import numpy as np
 
 from ...core.errors import BackendFailure, BackendUnavailable, ConfigError
 from ..tfs.qwen import CLIP_MEAN, CLIP_STD, smart_resize
-from ..weights import resolve_device, resolve_dtype
+from ..weights import read_hf_config, resolve_device, resolve_dtype
 
 SUPPORTED_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -72,14 +72,7 @@ def check_image(image: np.ndarray) -> np.ndarray:
 def read_family(model_dir: Path) -> tuple[str, dict[str, Any]]:
     """(family, config dict) of a checkpoint directory; clear errors for a missing or unsupported one."""
     config_path = model_dir / "config.json"
-    if not model_dir.is_dir():
-        raise BackendUnavailable(f"VLM model directory not found: {model_dir}")
-    if not config_path.is_file():
-        raise BackendUnavailable(f"VLM model directory {model_dir} has no config.json")
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BackendUnavailable(f"cannot read {config_path}: {exc}") from exc
+    config = read_hf_config(model_dir, "VLM")
     family = config.get("model_type")
     if family not in SUPPORTED_FAMILIES:
         raise ConfigError(
