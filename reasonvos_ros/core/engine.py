@@ -592,11 +592,10 @@ class LiveEngine:
                         state.keyframe,
                     )
                 )
-        if checked:
-            with self._lock:
+        with self._lock:
+            if checked:
                 self._last_redetect = frame.stamp
                 self.stats.redetections += 1
-        with self._lock:
             self.stats.frames_processed += 1
             # Only frames on which a tracker actually ran count: the others cost microseconds and used to turn the
             # figures into 60,000-100,000 Hz and 0.0 ms.
