@@ -25,7 +25,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--side", type=int, default=384)
     args = parser.parse_args()
-    from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig
+    from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig, complete
     from reasonvos_ros.core.registry import build_backend
     from reasonvos_ros.core.types import Frame
     from reasonvos_ros.data.media import media_path
@@ -52,7 +52,7 @@ def main() -> int:
         pipeline = Pipeline(sampler, segmenter, tracker, PipelineConfig(catchup_budget_s=budget, backward_budget_s=0))
         pipeline.step_timer.add(0.03)  # a measured value carries over in the node; start from a typical one
         start = time.perf_counter()
-        acquisition = pipeline.acquire("t", "the person walking", frames)
+        acquisition = complete(pipeline.acquire("t", "the person walking", frames))
         if acquisition.session is None:
             print(f"segmenter found nothing: {acquisition.segmentation.reason}")
             return 1

@@ -12,10 +12,18 @@ from reasonvos_ros.core.errors import BackendFailure, ConfigError
 from reasonvos_ros.core.geometry import Intrinsics, deproject, interior_point, mask_bbox, robust_depth
 from reasonvos_ros.core.offline import segment_clip
 from reasonvos_ros.core.pipeline import (
+    Acquisition,
+    Direction,
     DriftMonitor,
+    KeyFrameChosen,
+    PassBudgets,
     Pipeline,
     PipelineConfig,
+    Propagated,
+    Segmented,
+    complete,
     stride_for_budget,
+    until_handover,
 )
 from reasonvos_ros.core.types import Frame, TargetStatus, TrackedMask
 from reasonvos_ros.core.window import RollingWindow
@@ -135,48 +143,138 @@ def scripted_pipeline(position="latest", **config):
     return Pipeline(sampler, segmenter, tracker, PipelineConfig(**config)), sampler, segmenter, tracker
 
 
-def test_acquire_orders_key_then_backward_then_forward():
+def test_acquire_yields_key_catchup_handover_then_backward():
     images, _ = square_scene(20)
     pipeline, _, segmenter, tracker = scripted_pipeline(0.5, backward_budget_s=0, catchup_budget_s=0)
-    emitted = []
-    acq = pipeline.acquire(
-        "t", "the red square", make_frames(images), emit=lambda f, m, p: emitted.append((p, f.index))
-    )
+    events = list(pipeline.acquire("t", "the red square", make_frames(images)))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["KeyFrameChosen", "Segmented"] + ["Propagated"] * 10 + ["Acquisition"] + ["Propagated"] * 10
+    propagated = [(e.pass_name, e.frame.index) for e in events if isinstance(e, Propagated)]
+    assert propagated == [
+        ("key", 10),
+        *(("catchup", i) for i in range(11, 20)),
+        *(("backward", i) for i in range(9, -1, -1)),
+    ]
+    acq = complete(events)
     assert acq.key_frame.index == 10 and acq.segmentation.present
-    passes = [p for p, _ in emitted]
-    assert passes == ["key"] + ["backward"] * 10 + ["catchup"] * 9
-    assert [i for p, i in emitted if p == "backward"] == list(range(9, -1, -1))
-    assert [i for p, i in emitted if p == "catchup"] == list(range(11, 20))
-    backward, forward = tracker.sessions
+    forward, backward = tracker.sessions
+    assert forward.visited == list(range(10, 20)) and not forward.closed  # handed over: the caller's to close
     assert backward.visited == [10, *range(9, -1, -1)] and backward.closed
-    assert forward.visited == list(range(10, 20)) and not forward.closed
     assert acq.session is forward and acq.last_frame.index == 19
+    assert acq.counts["catchup_frames"] == 9 and acq.counts["backward_frames"] == 10
+    assert {"sampler_s", "segmenter_s", "catchup_s", "backward_s"} <= set(acq.timings)
     # References come from the configured strategy (global_local, 11 by default) and exclude the key.
     _, refs, _ = segmenter.calls[0]
     assert len(refs) == 11 and 10 not in refs
 
 
-def test_deferred_history_runs_forward_first_and_backward_on_request():
+def test_the_live_session_is_handed_over_before_any_past_frame_is_visited():
     images, _ = square_scene(20)
     pipeline, _, _, tracker = scripted_pipeline(0.5, backward_budget_s=0, catchup_budget_s=0)
-    emitted = []
-    acq = pipeline.acquire("t", "red", make_frames(images), emit=lambda f, m, p: emitted.append(p), defer_history=True)
-    assert emitted == ["key"] + ["catchup"] * 9  # the live session is ready before any past frame is visited
-    assert acq.history is not None and len(tracker.sessions) == 1
-    acq.history()
-    assert emitted[10:] == ["backward"] * 10 and "backward_s" in acq.timings
-    assert tracker.sessions[1].closed and not tracker.sessions[0].closed
+    events = pipeline.acquire("t", "red", make_frames(images))
+    handover = until_handover(events)
+    assert handover.session is tracker.sessions[0] and len(tracker.sessions) == 1
+    assert list(events) == []  # stopped at the hand-over: no backward pass
+    assert "backward_s" not in handover.timings and not handover.session.closed
 
 
 def test_backward_pass_can_be_turned_off():
     images, _ = square_scene(20)
-    for defer in (False, True):
-        pipeline, _, _, tracker = scripted_pipeline(0.5, backward_pass=False, catchup_budget_s=0)
-        emitted: list[str] = []
-        acq = pipeline.acquire(
-            "t", "red", make_frames(images), emit=lambda f, m, p, out=emitted: out.append(p), defer_history=defer
-        )
-        assert "backward" not in emitted and acq.history is None and len(tracker.sessions) == 1
+    # Off in the configuration (budgets None: the configured ones), or off in budgets given explicitly.
+    for configured_on, budgets in ((False, None), (True, PassBudgets(catchup_s=0.0, backward_s=0.0, backward=False))):
+        pipeline, _, _, tracker = scripted_pipeline(0.5, backward_pass=configured_on, catchup_budget_s=0)
+        events = list(pipeline.acquire("t", "red", make_frames(images), budgets=budgets))
+        assert [e.pass_name for e in events if isinstance(e, Propagated)] == ["key"] + ["catchup"] * 9
+        assert len(tracker.sessions) == 1 and complete(events).session is tracker.sessions[0]
+
+
+def test_reacquisition_history_stops_at_the_last_live_frame():
+    images, _ = square_scene(20)
+    pipeline, _, _, tracker = scripted_pipeline(0.5, backward_budget_s=0, catchup_budget_s=0)
+    frames = make_frames(images)
+    events = list(pipeline.acquire("t", "red", frames, history_after=frames[6].stamp))
+    assert [e.frame.index for e in events if isinstance(e, Propagated) and e.pass_name == "backward"] == [9, 8, 7]
+    assert complete(events).counts["backward_covered"] == 3 and tracker.sessions[1].visited == [10, 9, 8, 7]
+
+
+def test_closing_the_events_mid_pass_closes_the_sessions_and_stops_them():
+    images, _ = square_scene(20)
+    for pass_name in ("catchup", "backward"):
+        pipeline, _, _, tracker = scripted_pipeline(0.5, backward_budget_s=0, catchup_budget_s=0)
+        events = pipeline.acquire("t", "red", make_frames(images))
+        handover = None
+        for event in events:
+            handover = event if isinstance(event, Acquisition) else handover
+            if isinstance(event, Propagated) and event.pass_name == pass_name and event.frame.index in (13, 6):
+                break
+        steps = [list(session.visited) for session in tracker.sessions]
+        events.close()
+        assert list(events) == []  # nothing is yielded after close
+        assert [session.visited for session in tracker.sessions] == steps  # nor computed
+        if pass_name == "catchup":  # not handed over yet: the forward session is closed with the acquisition
+            assert handover is None and len(tracker.sessions) == 1 and tracker.sessions[0].closed
+            assert steps == [[10, 11, 12, 13]]
+        else:  # the handed-over forward session is the caller's; the backward one is closed
+            forward, backward = tracker.sessions
+            assert handover.session is forward and not forward.closed and backward.closed
+            assert steps[1] == [10, 9, 8, 7, 6]
+
+
+def test_a_failing_step_closes_the_sessions_of_the_acquisition():
+    images, _ = square_scene(20)
+    pipeline, _, _, tracker = scripted_pipeline(0.5, backward_budget_s=0, catchup_budget_s=0)
+    tracker.fail_after = 3  # the session's 4th step raises
+    events = pipeline.acquire("t", "red", make_frames(images))
+    with pytest.raises(BackendFailure, match="fault injection"):
+        complete(events)
+    assert len(tracker.sessions) == 1 and tracker.sessions[0].closed
+
+
+def test_closing_during_key_frame_selection_skips_the_segmenter():
+    images, _ = square_scene(10)
+    pipeline, sampler, segmenter, tracker = scripted_pipeline()
+    events = pipeline.acquire("t", "red", make_frames(images))
+    chosen = next(events)
+    assert isinstance(chosen, KeyFrameChosen) and chosen.key_frame.index == 9 and sampler.calls
+    events.close()
+    assert list(events) == [] and not segmenter.calls and not tracker.sessions
+
+
+def test_closing_after_the_segmentation_opens_no_session():
+    images, _ = square_scene(10)
+    pipeline, _, segmenter, tracker = scripted_pipeline()
+    events = pipeline.acquire("t", "red", make_frames(images))
+    segmented = next(e for e in events if isinstance(e, Segmented))
+    assert segmented.segmentation.present and len(segmenter.calls) == 1
+    events.close()
+    assert list(events) == [] and not tracker.sessions
+
+
+def test_both_directions_are_the_same_budgeted_pass():
+    """One routine for both passes: the same budget rule, given as arguments (the configured budgets are unused)."""
+    images, _ = square_scene(21)
+    frames = make_frames(images)
+    ran_out = 1e-9  # spent before the first step: each pass jumps straight to its last frame
+    cases = {
+        PassBudgets(catchup_s=ran_out, backward_s=ran_out): ([10, 20], [10, 0]),
+        PassBudgets(catchup_s=0.0, backward_s=0.0): ([*range(10, 21)], [*range(10, -1, -1)]),
+        PassBudgets(catchup_s=ran_out, backward_s=0.0): ([10, 20], [*range(10, -1, -1)]),
+        PassBudgets(catchup_s=0.0, backward_s=ran_out): ([*range(10, 21)], [10, 0]),
+    }
+    for budgets, (forward_visits, backward_visits) in cases.items():
+        pipeline, _, _, tracker = scripted_pipeline(0.5, backward_budget_s=5.0, catchup_budget_s=5.0)
+        acq = complete(pipeline.acquire("t", "red", frames, budgets=budgets))
+        forward, backward = tracker.sessions
+        assert (forward.visited, backward.visited) == (forward_visits, backward_visits), budgets
+        for direction, visits in (("catchup", forward_visits), ("backward", backward_visits)):
+            assert acq.counts[f"{direction}_frames"] == len(visits) - 1 and acq.counts[f"{direction}_covered"] == 10
+
+
+def test_direction_orders_the_frames_of_each_pass():
+    frames = make_frames(square_scene(6)[0])
+    assert [f.index for f in Direction.FORWARD.frames(frames, 2)] == [3, 4, 5]
+    assert [f.index for f in Direction.BACKWARD.frames(frames, 2)] == [1, 0]
+    assert Direction.BACKWARD.frames(frames, 0) == [] and Direction.FORWARD.frames(frames, 5) == []
 
 
 def test_catchup_skips_frames_to_fit_budget_and_ends_on_newest():
@@ -187,7 +285,7 @@ def test_catchup_skips_frames_to_fit_budget_and_ends_on_newest():
     tracker.delay_s = 0.02
     pipeline.step_timer.add(0.002)  # a wrong (10x optimistic) first estimate: the pass must re-plan
     start = time.perf_counter()
-    acq = pipeline.acquire("t", "red", make_frames(images))
+    acq = complete(pipeline.acquire("t", "red", make_frames(images)))
     elapsed = time.perf_counter() - start
     forward = tracker.sessions[-1]
     assert acq.counts["catchup_covered"] == 60
@@ -208,7 +306,9 @@ def test_budgeted_visits_everything_without_budget():
 def test_not_present_skips_tracking():
     images, _ = square_scene(10)
     pipeline, _, _, tracker = scripted_pipeline()
-    acq = pipeline.acquire("t", "the purple thing", make_frames(images))
+    events = list(pipeline.acquire("t", "the purple thing", make_frames(images)))
+    assert [type(e).__name__ for e in events] == ["KeyFrameChosen", "Segmented", "Acquisition"]
+    acq = complete(events)
     assert not acq.segmentation.present and acq.session is None and not tracker.sessions
     assert "no colour" in acq.segmentation.reason
 
@@ -217,7 +317,9 @@ def test_backend_output_is_validated():
     images, _ = square_scene(5)
     pipeline, *_ = scripted_pipeline()
     with pytest.raises(BackendFailure, match="non-finite score"):
-        pipeline.acquire("t", "red nan", make_frames(images))
+        complete(pipeline.acquire("t", "red nan", make_frames(images)))
+    with pytest.raises(ValueError, match="empty window"):
+        pipeline.acquire("t", "red", [])  # at the call, not at the first step
 
 
 def test_drift_monitor_reasons():

@@ -269,6 +269,38 @@ def test_new_instruction_replaces_and_cancels_in_flight(harness_factory):
     assert all(r.instruction == "the blue one" for _, rs in h.past[-3:] for r in rs.values())
 
 
+def test_a_pause_during_the_segmentation_stops_the_acquisition_before_any_tracking(harness_factory):
+    h = harness_factory(segmenter_delay=0.4)
+    images, _ = square_scene(30)
+    h.feed(images[:3])
+    h.engine.set_instruction("r", "the red one")
+    h.wait_for(lambda: h.segmenter.calls, timeout=5.0)  # the acquisition is inside the (slow) segmenter
+    h.engine.set_enabled(False)
+    time.sleep(0.6)  # the segmenter returns meanwhile: its acquisition is stopped there
+    assert not h.tracker.sessions and not h.past
+    assert all(results["r"].status == TargetStatus.SEARCHING for _, results in h.live)
+    assert h.engine.stats.acquisitions_cancelled == 1 and h.engine.stats.acquisitions == 0
+    h.engine.set_enabled(True)  # it runs again on resume
+    h.feed(images[3:], period=0.05)  # live frames keep coming after its (slow) segmentation
+    h.wait_status("r", TargetStatus.TRACKING)
+    assert h.engine.stats.acquisitions == 1
+
+
+def test_a_reset_during_the_history_closes_every_session_and_stops_its_results(harness_factory):
+    h = harness_factory(tracker_delay=0.02, backward_budget_s=0)  # the history visits all 30 past frames: 0.6 s
+    images, _ = square_scene(60)
+    h.feed(images[:30], period=0.0)
+    h.engine.set_instruction("cup", "the red one")
+    h.wait_for(lambda: any(index < 20 for index, _ in h.past), timeout=10.0)  # the backward pass is under way
+    assert h.engine.reset("cup")
+    time.sleep(0.05)  # a hand-over to on_results that had passed its check before the reset may still land
+    past_after_reset = len(h.past)
+    time.sleep(0.3)  # the rest of the pass would take ~0.4 s
+    assert len(h.past) == past_after_reset and min(index for index, _ in h.past) > 0
+    assert len(h.tracker.sessions) == 2 and all(session.closed for session in h.tracker.sessions)
+    assert h.engine.stats.acquisitions == 1
+
+
 def test_two_targets_reset_and_max_targets(harness_factory):
     h = harness_factory(max_targets=2)
     images, masks = square_scene(60, objects={"red": (5, 5, 1, 0, 20), "blue": (100, 60, -1, 0, 20)})

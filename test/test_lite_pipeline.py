@@ -8,7 +8,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig
+from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig, Propagated, complete
 from reasonvos_ros.core.registry import build_backend
 from reasonvos_ros.data.composite import make_composite_clip, mask_iou
 from reasonvos_ros.data.media import media_available
@@ -33,12 +33,11 @@ def make_pipeline() -> Pipeline:
 def test_acquire_on_composite_clip():
     clip = make_composite_clip(n_frames=30, path=((0.15, 0.6), (0.85, 0.6)))
     results = {}
-    acquisition = make_pipeline().acquire(
-        "t1",
-        "the animal that barks",
-        clip.as_frames(),
-        emit=lambda frame, tracked, _: results.setdefault(frame.index, tracked),
-    )
+    events = list(make_pipeline().acquire("t1", "the animal that barks", clip.as_frames()))
+    for event in events:
+        if isinstance(event, Propagated):
+            results.setdefault(event.frame.index, event.tracked)
+    acquisition = complete(events)
     assert acquisition.segmentation.present
     key = acquisition.key_frame.index
     assert clip.visible_fraction[key] == 1.0
@@ -52,6 +51,6 @@ def test_acquire_on_composite_clip():
 
 def test_acquire_reports_not_present():
     clip = make_composite_clip(n_frames=6, occluder_x=None)
-    acquisition = make_pipeline().acquire("t2", "the giraffe", clip.as_frames())
+    acquisition = complete(make_pipeline().acquire("t2", "the giraffe", clip.as_frames()))
     assert not acquisition.segmentation.present and acquisition.session is None
     assert "giraffe" in acquisition.segmentation.reason

@@ -65,7 +65,7 @@ def test_strided_pass(clip):
     assert ious.mean() > 0.75, ious.round(2)
 
 
-def test_two_objects_and_remove():
+def test_two_objects():
     frames, dog_masks, person_masks, _, _ = make_two_object_clip(
         {"n_frames": 16, "path": ((0.2, 0.62), (0.5, 0.62)), "occluder_x": None},
         {"cutout": "person", "path": ((0.8, 0.5), (0.6, 0.5)), "scale": 0.55},
@@ -73,7 +73,7 @@ def test_two_objects_and_remove():
     frames = [Frame(i, i / 10, image=image) for i, image in enumerate(frames)]
     session = build_backend("tracker", "opencv").new_session()
     out = session.step(frames[0], {"dog": dog_masks[0], "person": person_masks[0]})
-    assert set(out) == {"dog", "person"} and session.object_ids == ["dog", "person"]
+    assert list(out) == ["dog", "person"]
     ious = {"dog": [], "person": []}
     for i in range(1, 12):
         out = session.step(frames[i])
@@ -81,10 +81,8 @@ def test_two_objects_and_remove():
         ious["person"].append(mask_iou(out["person"].mask, person_masks[i]))
     assert np.mean(ious["dog"]) > TWO_OBJECT_IOU_FLOOR["dog"], np.round(ious["dog"], 2)
     assert np.mean(ious["person"]) > TWO_OBJECT_IOU_FLOOR["person"], np.round(ious["person"], 2)
-    session.remove("person")
-    session.remove("not-there")  # removing an unknown id is harmless
     out = session.step(frames[12])
-    assert list(out) == ["dog"] and session.object_ids == ["dog"]
+    assert list(out) == ["dog", "person"]
     assert mask_iou(out["dog"].mask, dog_masks[12]) > TWO_OBJECT_IOU_FLOOR["dog"]
     # Re-seeding one object on a later frame returns that seed.
     out = session.step(frames[13], {"person": person_masks[13]})

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from reasonvos_ros.backends.scripted import ScriptedSampler, ScriptedSegmenter
 from reasonvos_ros.core.errors import BackendUnavailable, ConfigError
 from reasonvos_ros.core.interfaces import Tracker
-from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig
+from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig, Propagated, complete
 from reasonvos_ros.core.registry import build_backend
 from reasonvos_ros.core.types import Frame
 from reasonvos_ros.models.sam2_video.families import FAMILIES, Normalisation, tiny_config
@@ -214,28 +214,18 @@ def test_backward_pass_equals_the_library_reverse_propagation(model_dir):
         torch.testing.assert_close(session.last_output.low_res_logits, reference[position][1], rtol=1e-4, atol=1e-4)
 
 
-def test_two_objects_equal_the_library_and_removal_leaves_the_other_untouched(model_dir):
+def test_two_objects_equal_the_library(model_dir):
     tracker = make_tracker(model_dir)
     frames = video(20)
     seeds = {1: square_mask(), 2: disc_mask()}
     reference = library_reference(tracker, frames, seeds, seed_frame=0)
     session = tracker.new_session()
     out = session.step(frames[0], {"sq": seeds[1], "disc": seeds[2]})
-    assert set(out) == {"sq", "disc"} and session.object_ids == ["sq", "disc"]
-    for position in range(1, 8):
+    assert list(out) == ["sq", "disc"]
+    for position in range(1, 20):
         out = session.step(frames[position])
-        assert set(out) == {"sq", "disc"}
+        assert list(out) == ["sq", "disc"]
         torch.testing.assert_close(session.last_output.low_res_logits, reference[position][1], rtol=1e-4, atol=1e-4)
-    # Objects have separate memories: after removing the square, the disc goes on exactly as the library's.
-    session.remove("sq")
-    session.remove("unknown")  # ignored
-    assert session.object_ids == ["disc"]
-    for position in range(8, 20):
-        out = session.step(frames[position])
-        assert set(out) == {"disc"}
-        torch.testing.assert_close(
-            session.last_output.low_res_logits, reference[position][1][1:2], rtol=1e-4, atol=1e-4
-        )
 
 
 def test_sam3_tracker_family_streams_like_its_library_propagation(tmp_path):
@@ -411,8 +401,9 @@ def test_backward_and_forward_through_the_pipeline(model_dir):
         image = frame.image.copy()
         image[image[..., 0] > 240] = (255, 0, 0)  # the square is red for the scripted segmenter
         frames.append(Frame(frame.index, frame.stamp, image))
-    emitted = []
-    acquisition = pipeline.acquire("t", "the red one", frames, emit=lambda f, m, p: emitted.append((f.index, m, p)))
+    events = list(pipeline.acquire("t", "the red one", frames))
+    emitted = [(e.frame.index, e.tracked, e.pass_name) for e in events if isinstance(e, Propagated)]
+    acquisition = complete(events)
     key = acquisition.key_frame.index
     assert key == 108
     assert [i for i, _, p in emitted if p == "backward"] == list(range(107, 99, -1))
@@ -421,7 +412,7 @@ def test_backward_and_forward_through_the_pipeline(model_dir):
         assert tracked.mask.shape == (SIZE, SIZE) and 0.0 <= tracked.confidence <= 1.0
     # the forward session stays open for live tracking, with the frames it saw counted in session time
     live = acquisition.session
-    assert live.frame_indices[-1] == 115 and live.object_ids == ["t"]
+    assert live.frame_indices[-1] == 115
     out = live.step(Frame(116, 1.6, frames[-1].image))
     assert set(out) == {"t"}
     # backward masks are those of a session fed the same frames newest to oldest
@@ -593,5 +584,5 @@ def test_sessions_share_the_image_encoder_output_of_a_frame(model_dir):
     red = [
         Frame(f.index, f.stamp, np.where(f.image[..., :1] > 240, [255, 0, 0], f.image).astype(np.uint8)) for f in frames
     ]
-    pipeline.acquire("t", "the red one", red).session.close()
+    complete(pipeline.acquire("t", "the red one", red)).session.close()
     assert len(calls) == len(frames)  # the key frame, seeded in both passes, is encoded once

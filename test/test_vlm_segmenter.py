@@ -14,7 +14,7 @@ import pytest
 
 from reasonvos_ros.backends.scripted import ScriptedSampler, ScriptedTracker
 from reasonvos_ros.core.errors import BackendFailure, BackendUnavailable, ConfigError
-from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig
+from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig, Segmented, complete
 from reasonvos_ros.core.registry import build_backend
 from reasonvos_ros.core.types import Frame
 from reasonvos_ros.models.vlm.chat import ChatImage, QwenImageChat, seen_size
@@ -151,10 +151,11 @@ def test_pipeline_end_to_end_carries_the_understanding(tiny):
         ScriptedTracker(),
         PipelineConfig(num_references=3, reference_strategy="global", min_mask_area_px=1),
     )
-    keys = []
     frames = scene()
-    acquisition = pipeline.acquire("t", "the red thing", frames, on_key=lambda frame, seg: keys.append((frame, seg)))
-    assert keys and keys[0][0].index == 105
+    events = list(pipeline.acquire("t", "the red thing", frames))
+    keys = [(event.key_frame, event.segmentation) for event in events if isinstance(event, Segmented)]
+    acquisition = complete(events)
+    assert keys and keys[0][0].index == 105 and keys[0][1] is acquisition.segmentation
     seg = acquisition.segmentation
     assert seg.understanding.target_phrase == "red box"
     assert seg.details["points_xy"] == [pytest.approx([0.44 * W, 0.46 * H])]

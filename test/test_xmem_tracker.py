@@ -107,7 +107,7 @@ def test_seed_then_track_several_objects(checkpoint):
     assert session.step(frames[0]) == {}  # nothing seeded yet: nothing to do
     seeds = {"square": box(48, 64, 10, 4, 14), "corner": box(48, 64, 34, 44, 12)}
     out = session.step(frames[0], seeds)
-    assert set(out) == set(seeds) and session.object_ids == ["square", "corner"]
+    assert list(out) == ["square", "corner"]
     for obj_id, mask in seeds.items():
         assert np.array_equal(out[obj_id].mask, mask)  # a seeded object returns its seed
         assert out[obj_id].confidence > 0.99
@@ -141,7 +141,7 @@ def test_memory_frames_compression_and_bounded_memory(checkpoint):
     assert sizes[-1][2] == sizes[-10][2]  # memory footprint stopped growing
 
 
-def test_add_and_remove_objects_keep_the_others_memory(checkpoint):
+def test_an_added_object_keeps_the_others_memory(checkpoint):
     tracker = make_tracker(checkpoint, mem_every=2, enable_long_term=False)
     session = tracker.new_session()
     frames = video(9)
@@ -153,19 +153,7 @@ def test_add_and_remove_objects_keep_the_others_memory(checkpoint):
     assert set(out) == {"a", "b"} and np.array_equal(out["b"].mask, box(48, 64, 30, 40, 12))
     assert torch.equal(session.memory.values["a"][: len(a_before)], a_before)  # a's memory untouched
     assert session.memory.valid["b"].sum() == 12 and not session.memory.valid["b"][:24].any()
-    session.step(frames[4])
-    a_memory = session.memory.values["a"].clone()
-    session.remove("b")
-    assert session.object_ids == ["a"] and torch.equal(session.memory.values["a"], a_memory)
-    assert session.core.hidden.shape[0] == 1
-    assert set(session.step(frames[5])) == {"a"}
-    session.step(frames[6], {"b": box(48, 64, 30, 40, 12)})
-    session.remove("a")  # the older object: frames only it used are dropped
-    assert session.memory.valid["b"].all() and session.memory.size == 12
-    assert set(session.step(frames[7])) == {"b"}
-    session.remove("not-tracked")  # ignored
-    session.remove("b")
-    assert session.object_ids == [] and session.memory.size == 0 and session.step(frames[8]) == {}
+    assert set(session.step(frames[4])) == {"a", "b"} and session.core.hidden.shape[0] == 2
 
 
 def test_reseeding_an_object_replaces_its_mask(checkpoint):
@@ -211,7 +199,7 @@ def test_bad_inputs_get_clear_errors(checkpoint):
     with pytest.raises(ValueError, match="RGB uint8"):
         session.step(Frame(10, 0.0, np.zeros((48, 64), np.uint8)))
     session.clear()  # a new target may come at another size
-    assert session.object_ids == []
+    assert session.step(Frame(11, 0.0, np.zeros((32, 32, 3), np.uint8))) == {}  # nothing tracked any more
     session.step(Frame(11, 0.0, np.zeros((32, 32, 3), np.uint8)), {"a": box(32, 32, 0, 0, 8)})
     session.close()
     with pytest.raises(RuntimeError, match="closed"):

@@ -10,7 +10,7 @@ Each ``new_session()`` is one streaming inference session of the library (its ow
 stored per-frame state stays bounded however long the session runs). Several objects per session; objects are
 seeded with masks (``step(frame, {id: mask})``, what the segmenters give), or with a box and/or points
 (``step(frame, new_boxes={id: (x0, y0, x1, y1)}, new_points={id: ([(x, y), ...], [1, 0, ...])})``), and may be
-re-seeded or removed at any step. A mask-seeded object returns its seed on the seeding frame (confidence 1, or 0
+re-seeded at any step. A mask-seeded object returns its seed on the seeding frame (confidence 1, or 0
 for an empty seed).
 
 ``TrackedMask.confidence`` = sigmoid(object score logit) x clip(predicted IoU, 0, 1), and 0 for an empty mask: the
@@ -275,10 +275,6 @@ class Sam2VideoSession(TrackerSession):
         self.frame_indices: list[int] = []  # our Frame.index of each session step, most recent last (bounded)
         self.last_output: StepOutput | None = None  # raw outputs of the last step (logits, scores), for inspection
 
-    @property
-    def object_ids(self) -> list[str]:
-        return list(self._keys)
-
     def step(
         self,
         frame: Frame,
@@ -348,13 +344,6 @@ class Sam2VideoSession(TrackerSession):
             self._keys[obj_id] = self._next_key
             self._next_key += 1
         return self._keys[obj_id]
-
-    def remove(self, obj_id: str) -> None:
-        """Forget ``obj_id`` (unknown ids are ignored); the other objects keep their memory."""
-        key = self._keys.pop(obj_id, None)
-        if key is not None and self.core is not None:
-            with self.tracker.lock:
-                self.core.remove_object(key)
 
     def close(self) -> None:
         if self.core is not None:

@@ -125,13 +125,6 @@ class ScriptedTrackerSession(TrackerSession):
             out[obj_id] = TrackedMask(mask, self.tracker.confidence)
         return out
 
-    def remove(self, obj_id: str) -> None:
-        self.channels.pop(obj_id, None)
-
-    @property
-    def object_ids(self) -> list[str]:
-        return list(self.channels)
-
     def close(self) -> None:
         self.closed = True
 

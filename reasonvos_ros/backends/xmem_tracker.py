@@ -208,10 +208,6 @@ class XMemSession(TrackerSession):
         self.geometry: FrameGeometry | None = None
         self.closed = False
 
-    @property
-    def object_ids(self) -> list[str]:
-        return list(self.core.objects)
-
     def step(self, frame: Frame, new_masks: Mapping[str, np.ndarray] | None = None) -> dict[str, TrackedMask]:
         if self.closed:
             raise RuntimeError("step on a closed XMem session")
@@ -253,12 +249,6 @@ class XMemSession(TrackerSession):
                 confidence = float(prob[channel][mask].mean()) if area else 0.0
                 out[obj_id] = TrackedMask(mask.cpu().numpy(), min(max(confidence, 0.0), 1.0))
         return out
-
-    def remove(self, obj_id: str) -> None:
-        """Forget ``obj_id`` (unknown ids are ignored); the other objects keep their memory."""
-        if obj_id in self.core.objects:
-            with self.tracker.lock:
-                self.core.remove(obj_id)
 
     def clear(self) -> None:
         """Forget every object and all memory; the session stays usable (a new target, any frame size)."""

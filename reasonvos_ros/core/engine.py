@@ -1,9 +1,9 @@
 """The live engine: instructions + a rolling window in, per-frame target results out (ROS-free).
 
 Two worker threads keep ingest free of inference: the *acquisition* worker resolves instructions (sampler,
-segmenter, backward pass, catch-up), one target at a time in instruction order; the *tracking* worker steps every
-tracked target on the newest frame, skipping frames it had no time for (the newest frame always wins), runs
-drift detection and emits one result set per processed frame. A new instruction for a target replaces the old
+segmenter, catch-up, then the backward pass), one target at a time in instruction order; the *tracking* worker
+steps every tracked target on the newest frame, skipping frames it had no time for (the newest frame always wins),
+runs drift detection and emits one result set per processed frame. A new instruction for a target replaces the old
 one: the acquisition in flight is dropped at its next step (a model call already running is not interrupted).
 Backend exceptions set that target to ERROR with the reason; other targets continue; a new instruction retries.
 
@@ -20,15 +20,24 @@ import time
 import traceback
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from .errors import BackendFailure, ConfigError
 from .interfaces import TrackerSession
-from .pipeline import Cancelled, FrameResult, Pipeline, TrackGuard, redetect_due
-from .types import Evidence, Frame, Segmentation, TargetStatus, TrackedMask, Understanding
+from .pipeline import (
+    Acquisition,
+    AcquisitionEvent,
+    FrameResult,
+    Pipeline,
+    Propagated,
+    Segmented,
+    TrackGuard,
+    redetect_due,
+)
+from .types import Evidence, Frame, TargetStatus, TrackedMask, Understanding
 from .window import RollingWindow
 
 MAX_INSTRUCTION_CHARS = 2000
@@ -61,6 +70,12 @@ def validate_target_id(target_id: str) -> str:
 
 @dataclass
 class TargetState:
+    """One target: its instruction, what the node reports for it and the live tracker session.
+
+    The engine changes it only through the transition methods below, always with its lock held. A transition that
+    takes the tracker session away returns it: the engine closes it with ``LiveEngine._close_sessions`` once the
+    lock is released (the one place where the engine closes sessions)."""
+
     target_id: str
     instruction: str
     status: TargetStatus = TargetStatus.SEARCHING
@@ -82,6 +97,92 @@ class TargetState:
     # (the frames before have results; revisiting the whole window after every loss kept the acquisition worker
     # busy for seconds while the other lost targets waited for it).
     live_until: float | None = None
+
+    # ---- transitions ------------------------------------------------------------------------------------------
+    def superseded(self) -> TrackerSession | None:
+        """A new instruction, a reset or a new timeline replaces this state: an acquisition in flight for it is
+        stale from now on."""
+        self.generation = -1
+        return self._release_session()
+
+    def queue(self) -> bool:
+        """Ask for an acquisition; False when one is already queued."""
+        if self.queued:
+            return False
+        self.queued = True
+        return True
+
+    def acquiring(self) -> None:
+        """The acquisition worker took it from the queue (the reported status stays until the hand-over)."""
+        self.queued = False
+
+    def not_present(self, acquisition: Acquisition, retry_at: float) -> None:
+        self._acquired(acquisition)
+        self.status = TargetStatus.NOT_PRESENT
+        self.reason = acquisition.segmentation.reason or "the segmenter found no such object in the window"
+        self.score = float(acquisition.segmentation.score)
+        self.retry_at = retry_at
+        self.last_mask = None
+
+    def tracking(self, acquisition: Acquisition, monitor: TrackGuard) -> None:
+        """The acquisition's forward session goes live."""
+        self._acquired(acquisition)
+        self.session = acquisition.session
+        self.last_index = acquisition.last_frame.index
+        self.status = TargetStatus.TRACKING
+        self.holding = False
+        self.reason = ""
+        self.score = float(acquisition.segmentation.score)
+        self.monitor = monitor
+        last = acquisition.last_mask
+        self.last_mask = last if last is not None and last.area > 0 else None
+
+    def reseeded(self, session: TrackerSession) -> TrackerSession | None:
+        """Independent evidence corrected the track: ``session`` replaces the current one (returned)."""
+        old, self.session = self.session, session
+        return old
+
+    def tracked(self, frame_index: int, tracked: TrackedMask | None, score: float | None) -> None:
+        """A live step the evidence supports (``score`` None: keep the previous score)."""
+        self.last_index = frame_index
+        self.holding = False
+        self.status, self.reason = TargetStatus.TRACKING, ""
+        self.last_mask = tracked if tracked is not None and tracked.area > 0 else None
+        if score is not None:
+            self.score = score
+
+    def unconfirmed(self, frame_index: int, reason: str) -> None:
+        """Reported LOST without a mask, but the session is kept and stepped until the next check."""
+        self.last_index = frame_index
+        self.holding = True
+        self.status, self.reason, self.last_mask, self.score = TargetStatus.LOST, reason, None, 0.0
+
+    def lost(self, frame_index: int, reason: str, retry_at: float) -> TrackerSession | None:
+        """The track cannot be trusted any more: re-acquire at ``retry_at``."""
+        self.last_index = frame_index
+        self.holding = False
+        self.status, self.reason, self.last_mask = TargetStatus.LOST, reason, None
+        self.retry_at = retry_at
+        return self._release_session()
+
+    def failed(self, reason: str) -> TrackerSession | None:
+        """A backend failed for this target; a new instruction retries."""
+        self.status, self.reason, self.last_mask = TargetStatus.ERROR, reason, None
+        return self._release_session()
+
+    def shown_live(self, stamp: float) -> None:
+        """A live frame at ``stamp`` was reported TRACKING with a mask."""
+        self.live_until = stamp if self.live_until is None else max(self.live_until, stamp)
+
+    def _acquired(self, acquisition: Acquisition) -> None:
+        self.acquisitions += 1
+        self.keyframe_stamp = acquisition.key_frame.stamp
+        self.keyframe = acquisition.key_frame
+        self.understanding = acquisition.segmentation.understanding
+
+    def _release_session(self) -> TrackerSession | None:
+        session, self.session = self.session, None
+        return session
 
 
 @dataclass
@@ -112,7 +213,39 @@ class EngineStats:
     track_rate_hz: float = 0.0  # live frames per second on which a tracker ran (last TRACK_RATE_WINDOW_S)
 
 
+@dataclass
+class _PastResults:
+    """Turns an acquisition's masks into results on past frames, labelled with its key frame once segmented."""
+
+    target_id: str
+    instruction: str
+    key: Segmented | None = None
+
+    def result_of(self, event: AcquisitionEvent) -> FrameResult | None:
+        """The result an event carries (None for the events that carry none)."""
+        if isinstance(event, Segmented):
+            self.key = event
+        if not isinstance(event, Propagated):
+            return None
+        tracked = event.tracked
+        mask = tracked.mask if tracked is not None and tracked.area > 0 else None
+        key = self.key
+        return FrameResult(
+            self.target_id,
+            self.instruction,
+            event.frame,
+            TargetStatus.TRACKING if mask is not None else TargetStatus.LOST,
+            "" if mask is not None else f"empty mask ({event.pass_name})",
+            tracked.confidence if tracked is not None else 0.0,
+            mask,
+            key.key_frame.stamp if key is not None else None,
+            key.segmentation.understanding if key is not None else None,
+            key.key_frame if key is not None else None,
+        )
+
+
 TRACK_RATE_WINDOW_S = 5.0
+Events = Generator[AcquisitionEvent, None, None]  # an acquisition in progress (``Pipeline.acquire``)
 ResultsCallback = Callable[[Frame, list[FrameResult], bool], None]
 
 
@@ -243,11 +376,10 @@ class LiveEngine:
                     f"({', '.join(sorted(self._targets))}); reset one first"
                 )
             old = self._targets.get(target_id)
-            dropped = self._drop_session(old) if old is not None else None
+            dropped = old.superseded() if old is not None else None
             self._generation += 1
-            state = TargetState(target_id, text, generation=self._generation)
-            if len(self.window) == 0:
-                state.reason = "waiting for the first camera frame"
+            waiting = "waiting for the first camera frame" if len(self.window) == 0 else TargetState.reason
+            state = TargetState(target_id, text, reason=waiting, generation=self._generation)
             self._targets[target_id] = state
             self._enqueue(state)
         self._close_sessions([dropped])
@@ -261,8 +393,7 @@ class LiveEngine:
                 return False
             dropped = []
             for tid in ids:
-                state = self._targets.pop(tid)
-                dropped.append(self._drop_session(state))
+                dropped.append(self._targets.pop(tid).superseded())
                 if tid in self._queue:
                     self._queue.remove(tid)
             self._generation += 1
@@ -287,10 +418,11 @@ class LiveEngine:
         with self._lock:
             self.stats.timelines += 1
             for state in list(self._targets.values()):
-                dropped.append(self._drop_session(state))
+                dropped.append(state.superseded())
                 self._generation += 1
-                fresh = TargetState(state.target_id, state.instruction, generation=self._generation)
-                fresh.reason = f"{reason}; re-acquiring"
+                fresh = TargetState(
+                    state.target_id, state.instruction, reason=f"{reason}; re-acquiring", generation=self._generation
+                )
                 if state.target_id in self._queue:
                     self._queue.remove(state.target_id)
                 self._targets[state.target_id] = fresh
@@ -303,15 +435,10 @@ class LiveEngine:
             return dict(self._targets)
 
     # ---- internals ------------------------------------------------------------------------------------
-    def _drop_session(self, state: TargetState) -> TrackerSession | None:
-        """Mark ``state`` stale and detach its session. Call with ``_lock`` held; close the session with
-        ``_close_sessions`` after releasing it: the acquisition worker holds the tracker lock while it waits for
-        ``_lock`` (cancellation checks), so taking the two the other way round deadlocks."""
-        state.generation = -1  # any acquisition in flight for this state is now stale
-        session, state.session = state.session, None
-        return session
-
     def _close_sessions(self, sessions: list[TrackerSession | None]) -> None:
+        """Close tracker sessions the engine no longer needs: the only place where it closes them. Called without
+        ``_lock`` (a step lock is never taken under ``_lock``: a step may be slow, and ``_lock`` must stay free);
+        each one under its step lock, so that a step in progress on another thread ends first."""
         for session in sessions:
             if session is not None:
                 with self._step_lock(session):
@@ -334,8 +461,7 @@ class LiveEngine:
         return nullcontext() if self._concurrent_sessions else self._tracker_lock
 
     def _enqueue(self, state: TargetState) -> None:
-        if not state.queued:
-            state.queued = True
+        if state.queue():
             self._queue.append(state.target_id)
         self._wake_acquire.notify_all()
 
@@ -365,12 +491,6 @@ class LiveEngine:
             self.on_results(frame, results, live)
             return True
 
-    def _requeue_if_paused(self, state: TargetState, generation: int) -> None:
-        """An acquisition dropped because of a pause runs again on resume (its target keeps its status)."""
-        with self._lock:
-            if self._is_current(state, generation) and not self.enabled:
-                self._enqueue(state)
-
     def _acquire_loop(self, worker: _Worker) -> None:
         while True:
             with self._lock:
@@ -383,7 +503,7 @@ class LiveEngine:
                     if self.enabled and self._queue and len(self.window) > 0:
                         state = self._targets.get(self._queue.popleft())
                         if state is not None:
-                            state.queued = False
+                            state.acquiring()
                             break
                         continue
                     self._wake_acquire.wait(timeout=0.2)
@@ -396,96 +516,80 @@ class LiveEngine:
             self._run_acquisition(state, generation, instruction, frames)
 
     def _run_acquisition(self, state: TargetState, generation: int, instruction: str, frames: list[Frame]) -> None:
-        past_results: list[tuple[Frame, FrameResult]] = []
-        key: dict[str, object] = {"stamp": None, "understanding": None, "frame": None}
-
-        def on_key(key_frame: Frame, seg: Segmentation) -> None:
-            key["stamp"], key["understanding"], key["frame"] = key_frame.stamp, seg.understanding, key_frame
-
-        def emit(frame: Frame, tracked: TrackedMask | None, pass_name: str) -> None:
-            mask = tracked.mask if tracked is not None and tracked.area > 0 else None
-            status = TargetStatus.TRACKING if mask is not None else TargetStatus.LOST
-            score = tracked.confidence if tracked is not None else 0.0
-            result = FrameResult(
-                state.target_id,
-                instruction,
-                frame,
-                status,
-                "" if mask is not None else f"empty mask ({pass_name})",
-                score,
-                mask,
-                key["stamp"],
-                key["understanding"],
-                key["frame"],
-            )
-            self._emit(frame, [result], False, lambda: self._may_change(state, generation))
-            past_results.append((frame, result))
-
+        """One acquisition: its results on past frames go out as they come, its forward session goes live at the
+        hand-over and its backward pass (the history) follows. It is stopped by closing its events (which closes
+        the tracker sessions it still owns) as soon as the target is superseded, reset or paused."""
+        past = _PastResults(state.target_id, instruction)
         try:
-            acquisition = self.pipeline.acquire(
+            events = self.pipeline.acquire(
                 state.target_id,
                 instruction,
                 frames,
-                emit=emit,
-                is_cancelled=lambda: not self._may_change(state, generation),
-                tracker_lock=self._private_session_lock(),
-                on_key=on_key,
-                defer_history=True,
+                step_lock=self._private_session_lock(),
                 history_after=state.live_until,
             )
-        except Cancelled:
-            with self._lock:
-                self.stats.acquisitions_cancelled += 1
-            self._requeue_if_paused(state, generation)
-            return
-        except Exception as exc:  # any backend failure becomes this target's ERROR
+        except Exception as exc:
             self._fail(state, generation, exc)
             return
-        with self._lock:
-            if not self._may_change(state, generation):
-                if acquisition.session is not None:
-                    acquisition.session.close()
-                self.stats.acquisitions_cancelled += 1
-                if self._is_current(state, generation):  # paused: run it again on resume
-                    self._enqueue(state)
-                return
-            self.stats.acquisitions += 1
-            state.acquisitions += 1
-            self.stats.last_timings = dict(acquisition.timings)
-            self.stats.last_counts = dict(acquisition.counts)
-            state.keyframe_stamp = acquisition.key_frame.stamp
-            state.keyframe = acquisition.key_frame
-            state.understanding = acquisition.segmentation.understanding
-            if acquisition.session is None:
-                state.status = TargetStatus.NOT_PRESENT
-                state.reason = acquisition.segmentation.reason or "the segmenter found no such object in the window"
-                state.score = float(acquisition.segmentation.score)
-                state.retry_at = time.monotonic() + self.pipeline.config.not_present_retry_s
-                state.last_mask = None
-                return
-            state.session = acquisition.session
-            state.last_index = acquisition.last_frame.index
-            state.status = TargetStatus.TRACKING
-            state.holding = False
-            state.reason = ""
-            state.score = float(acquisition.segmentation.score)
-            state.monitor = TrackGuard(
-                self.pipeline.config, acquisition.seed_area, acquisition.segmentation, acquisition.key_frame.stamp
-            )
-            last = acquisition.last_mask
-            state.last_mask = last if last is not None and last.area > 0 else None
-            self._wake_track.notify_all()
-        self._run_history(state, generation, acquisition)
-
-    def _run_history(self, state: TargetState, generation: int, acquisition) -> None:
-        """The deferred backward pass, after live tracking has the target: its results go to the history
-        output; a failure there is logged and does not touch the live target."""
-        if acquisition.history is None:
-            return
         try:
-            acquisition.history()
-        except Cancelled:
-            return
+            acquisition = self._until_live(state, generation, events, past)
+            if acquisition is not None:
+                self._run_history(state, generation, events, past, acquisition)
+        finally:
+            events.close()
+
+    def _until_live(
+        self, state: TargetState, generation: int, events: Events, past: _PastResults
+    ) -> Acquisition | None:
+        """Follow the acquisition up to its hand-over; returns it when its forward session went live."""
+        try:
+            for event in events:
+                if isinstance(event, Acquisition):
+                    return self._hand_over(state, generation, event)
+                self._emit_past(state, generation, past, event)
+                if not self._may_change(state, generation):  # superseded, reset or paused: stop before the next step
+                    break
+        except Exception as exc:  # any backend failure becomes this target's ERROR
+            self._fail(state, generation, exc)
+            return None
+        self._cancelled(state, generation)
+        return None
+
+    def _hand_over(self, state: TargetState, generation: int, acquisition: Acquisition) -> Acquisition | None:
+        """Apply the acquisition's outcome to ``state``: TRACKING with its forward session, or NOT_PRESENT."""
+        with self._lock:
+            current = self._may_change(state, generation)
+            if current:
+                self.stats.acquisitions += 1
+                self.stats.last_timings = dict(acquisition.timings)
+                self.stats.last_counts = dict(acquisition.counts)
+                if acquisition.session is None:
+                    state.not_present(acquisition, time.monotonic() + self.pipeline.config.not_present_retry_s)
+                else:
+                    guard = TrackGuard(
+                        self.pipeline.config,
+                        acquisition.seed_area,
+                        acquisition.segmentation,
+                        acquisition.key_frame.stamp,
+                    )
+                    state.tracking(acquisition, guard)
+                    self._wake_track.notify_all()
+        if not current:
+            self._close_sessions([acquisition.session])
+            self._cancelled(state, generation)
+            return None
+        return acquisition if acquisition.session is not None else None
+
+    def _run_history(
+        self, state: TargetState, generation: int, events: Events, past: _PastResults, acquisition: Acquisition
+    ) -> None:
+        """The backward pass, after live tracking has the target: its results go to the history output; a
+        failure there is logged and does not touch the live target."""
+        try:
+            for event in events:
+                self._emit_past(state, generation, past, event)
+                if not self._may_change(state, generation):
+                    return
         except Exception as exc:
             self.on_event("warn", f"target {state.target_id!r}: backward pass failed: {_describe_failure(exc)}")
             return
@@ -494,18 +598,28 @@ class LiveEngine:
                 self.stats.last_timings = dict(acquisition.timings)
                 self.stats.last_counts = dict(acquisition.counts)
 
+    def _emit_past(self, state: TargetState, generation: int, past: _PastResults, event: AcquisitionEvent) -> None:
+        result = past.result_of(event)
+        if result is not None:
+            self._emit(result.frame, [result], False, lambda: self._may_change(state, generation))
+
+    def _cancelled(self, state: TargetState, generation: int) -> None:
+        """An acquisition was dropped before it went live; one dropped because of a pause runs again on resume
+        (its target keeps its status)."""
+        with self._lock:
+            self.stats.acquisitions_cancelled += 1
+            if self._is_current(state, generation) and not self.enabled:
+                self._enqueue(state)
+
     def _fail(self, state: TargetState, generation: int, exc: BaseException) -> None:
         reason = _describe_failure(exc)
         self.on_event("error", f"target {state.target_id!r}: {reason}")
+        stale = None
         with self._lock:
             self.stats.errors += 1
             if self._may_change(state, generation):
-                if state.session is not None:
-                    session, state.session = state.session, None
-                    session.close()
-                state.status = TargetStatus.ERROR
-                state.reason = reason
-                state.last_mask = None
+                stale = state.failed(reason)
+        self._close_sessions([stale])
 
     def _track_loop(self, worker: _Worker) -> None:
         while True:
@@ -577,7 +691,7 @@ class LiveEngine:
                 if state.status == TargetStatus.TRACKING and mask is None:
                     reason = "not visible on this frame (occluded?); still tracking"
                 if mask is not None:
-                    state.live_until = frame.stamp if state.live_until is None else max(state.live_until, frame.stamp)
+                    state.shown_live(frame.stamp)
                 results.append(
                     FrameResult(
                         state.target_id,
@@ -659,33 +773,23 @@ class LiveEngine:
             if not self._may_change(state, generation):  # superseded, reset or paused: no state change
                 stale.append(reseeded)
             else:
-                state.last_index = frame.index
                 if reseeded is not None:
-                    stale.append(state.session)
-                    state.session = reseeded
+                    stale.append(state.reseeded(reseeded))
                     self.stats.track_corrections += 1
                 verdict = state.monitor.update(tracked, evidence, frame.stamp) if state.monitor else None
-                reason = verdict.reason if verdict is not None else None
-                state.holding = verdict is not None and verdict.hold
-                if reason is None:
-                    state.status, state.reason = TargetStatus.TRACKING, ""
-                    state.last_mask = tracked if tracked is not None and tracked.area > 0 else None
-                    if tracked is not None and verdict is not None:
-                        state.score = verdict.score
-                elif state.holding:  # unconfirmed: reported LOST without a mask, the track is kept
-                    state.status, state.reason, state.last_mask, state.score = TargetStatus.LOST, reason, None, 0.0
+                if verdict is None or verdict.reason is None:
+                    state.tracked(
+                        frame.index, tracked, verdict.score if tracked is not None and verdict is not None else None
+                    )
+                elif verdict.hold:
+                    state.unconfirmed(frame.index, verdict.reason)
                 else:
                     self.stats.lost_events += 1
                     self.on_event(
-                        "warn", f"target {state.target_id!r} lost: {reason}; re-running key-frame segmentation"
+                        "warn", f"target {state.target_id!r} lost: {verdict.reason}; re-running key-frame segmentation"
                     )
-                    stale.append(state.session)
-                    state.session = None
-                    state.holding = False
-                    state.status = TargetStatus.LOST
-                    state.reason = reason
-                    state.last_mask = None
-                    state.retry_at = time.monotonic() + self.pipeline.config.reacquire_interval_s
+                    retry_at = time.monotonic() + self.pipeline.config.reacquire_interval_s
+                    stale.append(state.lost(frame.index, verdict.reason, retry_at))
         self._close_sessions(stale)
 
 

@@ -63,15 +63,6 @@ class TrackerSession(abc.ABC):
     def step(self, frame: Frame, new_masks: Mapping[str, np.ndarray] | None = None) -> dict[str, TrackedMask]:
         """Advance to ``frame``; return every tracked object's mask on it (seeded objects return their seed)."""
 
-    @abc.abstractmethod
-    def remove(self, obj_id: str) -> None:
-        """Stop tracking one object without disturbing the others."""
-
-    @property
-    @abc.abstractmethod
-    def object_ids(self) -> list[str]:
-        """Ids currently tracked."""
-
     def close(self) -> None:  # noqa: B027 - optional hook, default no-op
         """Drop the session's memory."""
 

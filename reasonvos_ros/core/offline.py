@@ -6,17 +6,16 @@ frame is visited (no time budgets) and the key frame may lie anywhere in the cli
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .pipeline import DriftMonitor, Pipeline, PipelineConfig
+from .pipeline import EVERY_FRAME, Acquisition, DriftMonitor, Pipeline, PipelineConfig, Propagated
 from .registry import build_backend
-from .types import Frame, TargetStatus, TrackedMask
+from .types import Frame, TargetStatus
 
 DEFAULT_BACKENDS: dict[str, dict[str, Any]] = {
     "sampler": {"name": "detector", "options": {}},
@@ -64,10 +63,6 @@ def segment_clip(
             raise ValueError(f"frame {i} is {image.shape} {image.dtype}; expected {shape} uint8 like frame 0")
     if pipeline is None:
         pipeline = build_pipeline(backends)
-    # Offline: visit every frame in both passes, on a shallow copy (same backends) so that the caller's pipeline
-    # keeps its own configuration.
-    pipeline = copy.copy(pipeline)
-    pipeline.config = replace(pipeline.config, backward_budget_s=0.0, catchup_budget_s=0.0)
     stamps = list(stamps) if stamps is not None else [i / fps for i in range(len(frames_rgb))]
     frames = [Frame(i, stamps[i], image=image) for i, image in enumerate(frames_rgb)]
     masks = [np.zeros(shape[:2], bool) for _ in frames]
@@ -75,21 +70,24 @@ def segment_clip(
     # view and the tracker clings to the border): the rest of that pass stays empty.
     monitors: dict[str, DriftMonitor] = {}
     lost_passes: set[str] = set()
-
-    def emit(frame: Frame, tracked: TrackedMask | None, pass_name: str) -> None:
-        if pass_name == "key":
-            for name in ("backward", "catchup"):
-                monitors[name] = DriftMonitor(pipeline.config, tracked.area if tracked is not None else 0)
-        elif pass_name in lost_passes or monitors[pass_name].update(tracked) is not None:
-            lost_passes.add(pass_name)
-            return
-        if tracked is not None:
-            masks[frame.index] = tracked.mask
-
+    acquisition = None
     start = time.perf_counter()
-    acquisition = pipeline.acquire("clip", instruction, frames, emit=emit)
-    if acquisition.session is not None:
-        acquisition.session.close()
+    # Offline: every frame is visited in both passes (no time budgets).
+    for event in pipeline.acquire("clip", instruction, frames, budgets=EVERY_FRAME):
+        if isinstance(event, Acquisition):
+            acquisition = event
+            if event.session is not None:
+                event.session.close()  # no live tracking follows; free it before the backward pass
+        elif isinstance(event, Propagated):
+            tracked = event.tracked
+            if event.pass_name == "key":
+                for name in ("backward", "catchup"):
+                    monitors[name] = DriftMonitor(pipeline.config, tracked.area if tracked is not None else 0)
+            elif event.pass_name in lost_passes or monitors[event.pass_name].update(tracked) is not None:
+                lost_passes.add(event.pass_name)
+                continue
+            if tracked is not None:
+                masks[event.frame.index] = tracked.mask
     timings = dict(acquisition.timings)
     timings["total_s"] = time.perf_counter() - start
     seg = acquisition.segmentation

@@ -1,20 +1,24 @@
 """Sampler -> segmenter -> tracker orchestration for one target over a window of frames (ROS-free).
 
-``acquire`` resolves an instruction on a window: the sampler picks the key frame, the segmenter masks the object
-on it (with reference frames chosen by the configured strategy), a tracker session propagates the mask forward
-from the key frame to the newest frame ("catch-up"), and another session propagates it backward over the stored
-past. The forward session is returned so online tracking can continue from it. The live engine asks for the
-backward pass to be deferred (``defer_history``): it hands the forward session to live tracking first and runs
-the returned ``Acquisition.history`` afterwards, so the first live mask does not wait for the past. ``DriftMonitor`` decides
-when a track has become unreliable and the key-frame segmentation must be re-run.
+``Pipeline.acquire`` resolves an instruction on a window as a generator of events, which its caller iterates and
+stops by closing it (``events.close()``), like SAM 2's ``propagate_in_video``: the sampler picks the key frame
+(``KeyFrameChosen``), the segmenter masks the object on it with reference frames chosen by the configured strategy
+(``Segmented``), one tracker session propagates the mask forward from the key frame to the newest frame (the
+"catch-up", ``Propagated`` results) and is handed over to the caller for live tracking (the ``Acquisition``
+event), then another session propagates it backward over the stored past (more ``Propagated`` results). Both
+passes are the same routine (``Pipeline.propagate``) run in either ``Direction``. The first live mask therefore
+never waits for the past; a caller that wants no history closes the events after the hand-over. Closing them at
+any point closes every tracker session the acquisition still owns. ``DriftMonitor`` decides when a track has become
+unreliable and the key-frame segmentation must be re-run.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
@@ -25,10 +29,6 @@ from .geometry import interior_point, mask_bbox
 from .interfaces import FrameSampler, KeyframeSegmenter, Tracker, TrackerSession
 from .references import STRATEGIES, select_references
 from .types import Evidence, Frame, Segmentation, TargetStatus, TrackedMask, Understanding
-
-
-class Cancelled(Exception):
-    """The acquisition was superseded (new instruction, reset) and its result must be dropped."""
 
 
 @dataclass
@@ -108,7 +108,8 @@ class FrameResult:
 
 @dataclass
 class Acquisition:
-    """Outcome of resolving an instruction on a window."""
+    """The hand-over of an acquisition (one event of ``Pipeline.acquire``): the key-frame segmentation and, when
+    the object is present on the newest frame, the forward session, which from then on belongs to the caller."""
 
     key_frame: Frame
     segmentation: Segmentation
@@ -116,11 +117,88 @@ class Acquisition:
     last_frame: Frame
     seed_area: int
     last_mask: TrackedMask | None = None  # the forward session's mask on ``last_frame``
+    # Filled as the acquisition goes: the backward pass, which follows the hand-over, adds its own entries.
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
-    # The deferred backward pass (``acquire(defer_history=True)``): call it once live tracking has the forward
-    # session; it emits "backward" results and raises ``Cancelled`` when superseded. None when there is none.
-    history: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class KeyFrameChosen:
+    """Event: the sampler chose the key frame; the segmenter runs next (closing the events here skips it)."""
+
+    key_frame: Frame
+    references: list[int]
+
+
+@dataclass(frozen=True)
+class Segmented:
+    """Event: the key frame is segmented (the object found or not); every later result belongs to it."""
+
+    key_frame: Frame
+    segmentation: Segmentation
+
+
+@dataclass(frozen=True)
+class Propagated:
+    """Event: one mask of the acquisition, ``pass_name`` "key" (the seed on the key frame), "catchup" (forward
+    pass) or "backward"."""
+
+    frame: Frame
+    tracked: TrackedMask | None
+    pass_name: str
+
+
+AcquisitionEvent = KeyFrameChosen | Segmented | Propagated | Acquisition
+
+
+class Direction(enum.Enum):
+    """A propagation pass from the key frame; the value names its results and its timings/counts entries."""
+
+    FORWARD = "catchup"  # the key frame to the newest frame, for live tracking to continue from
+    BACKWARD = "backward"  # the key frame to the oldest stored frame (the history)
+
+    def frames(self, window: Sequence[Frame], key: int) -> list[Frame]:
+        """The frames this pass visits after the key frame, in the order it visits them."""
+        return list(window[key + 1 :]) if self is Direction.FORWARD else list(window[:key])[::-1]
+
+
+@dataclass(frozen=True)
+class PassBudgets:
+    """Wall-clock budgets of the two passes: the frame stride of each pass is planned so that it fits (0 = no
+    budget, every frame is visited, as offline evaluation does). ``backward`` False: no backward pass at all."""
+
+    catchup_s: float
+    backward_s: float
+    backward: bool = True
+
+    @classmethod
+    def of(cls, config: PipelineConfig) -> PassBudgets:
+        return cls(config.catchup_budget_s, config.backward_budget_s, config.backward_pass)
+
+
+EVERY_FRAME = PassBudgets(catchup_s=0.0, backward_s=0.0)
+
+
+def complete(events: Iterable[AcquisitionEvent]) -> Acquisition:
+    """Run an acquisition to its end (or go through its recorded events) and return its hand-over."""
+    handover = None
+    for event in events:
+        if isinstance(event, Acquisition):
+            handover = event
+    if handover is None:
+        raise ValueError("the events contain no Acquisition hand-over")
+    return handover
+
+
+def until_handover(events: Generator[AcquisitionEvent, None, None]) -> Acquisition:
+    """Run an acquisition up to its hand-over and stop it there (no backward pass); the caller owns the session."""
+    try:
+        for event in events:
+            if isinstance(event, Acquisition):
+                return event
+    finally:
+        events.close()
+    raise ValueError("the acquisition ended without a hand-over")
 
 
 class StepTimer:
@@ -248,38 +326,42 @@ class Pipeline:
         target_id: str,
         instruction: str,
         frames: Sequence[Frame],
-        emit: Callable[[Frame, TrackedMask | None, str], None] | None = None,
-        is_cancelled: Callable[[], bool] = lambda: False,
-        tracker_lock: AbstractContextManager | None = None,
-        on_key: Callable[[Frame, Segmentation], None] | None = None,
-        defer_history: bool = False,
+        budgets: PassBudgets | None = None,
+        step_lock: AbstractContextManager | None = None,
         history_after: float | None = None,
-    ) -> Acquisition:
-        """Resolve ``instruction`` on ``frames`` (oldest first).
+    ) -> Generator[AcquisitionEvent, None, None]:
+        """Resolve ``instruction`` on ``frames`` (oldest first) as a generator of events, in this order:
+        ``KeyFrameChosen``; ``Segmented``; when the object is present, ``Propagated`` on the key frame ("key") and on
+        the forward pass to the newest frame ("catchup"); the ``Acquisition`` hand-over (exactly one; its session,
+        if any, is the caller's from then on); then, when the object was found on the key frame and the backward
+        pass is on, the ``Propagated`` results of the backward pass, newest to oldest ("backward").
 
-        ``emit(frame, tracked, pass_name)`` receives every propagated mask in the order computed: the key frame
-        ("key"), then the backward pass newest-to-oldest ("backward"), then the forward catch-up ("catchup").
-        Raises ``Cancelled`` as soon as ``is_cancelled()`` turns true between steps. ``tracker_lock`` is held
-        while tracker sessions are stepped (not during the sampler and segmenter, which may take seconds).
-        ``on_key(key_frame, segmentation)`` is called once the key frame is segmented (present or not), before any
-        mask is emitted, so that the caller can label every result with the key frame and what was understood.
-        With ``defer_history`` the forward catch-up runs first and the backward pass is returned, not run, as
-        ``Acquisition.history`` (its tracker steps take ``tracker_lock`` one at a time, so live tracking of other
-        targets interleaves with it). ``config.backward_pass`` False skips the backward pass altogether.
-        ``history_after``: the backward pass stops at frames stamped at or before it (a re-acquisition: those frames
-        already have this target's live results, only the gap since the loss is revisited).
+        The caller stops the acquisition by closing the generator (``events.close()``): nothing is computed or
+        yielded after that, and the tracker sessions the acquisition still owns are closed. ``budgets``: the
+        passes' time budgets (default: the configured ones). ``step_lock`` is held while a session is stepped or
+        closed, one step at a time (not during the sampler and segmenter, which may take seconds, nor while the
+        caller handles an event), so live tracking of other targets interleaves with the passes.
+        ``history_after``: the backward pass stops at frames stamped at or before it (a re-acquisition: those
+        frames already have this target's live results, only the gap since the loss is revisited).
         """
-        guard = tracker_lock if tracker_lock is not None else nullcontext()
         if not frames:
             raise ValueError("cannot acquire on an empty window")
+        budgets = budgets if budgets is not None else PassBudgets.of(self.config)
+        lock = step_lock if step_lock is not None else nullcontext()
+        return self._acquisition(target_id, instruction, list(frames), budgets, lock, history_after)
+
+    def _acquisition(
+        self,
+        target_id: str,
+        instruction: str,
+        frames: list[Frame],
+        budgets: PassBudgets,
+        step_lock: AbstractContextManager,
+        history_after: float | None,
+    ) -> Generator[AcquisitionEvent, None, None]:
         cfg = self.config
         timings: dict[str, float] = {}
         counts: dict[str, int] = {}
-
-        def checkpoint() -> None:
-            if is_cancelled():
-                raise Cancelled
-
         start = time.perf_counter()
         choice = self.sampler.sample(frames, instruction)
         timings["sampler_s"] = time.perf_counter() - start
@@ -288,9 +370,9 @@ class Pipeline:
         references = list(choice.references) or select_references(
             cfg.reference_strategy, len(frames), choice.key, cfg.num_references
         )
-        checkpoint()
-
         key_frame = frames[choice.key]
+        yield KeyFrameChosen(key_frame, references)
+
         start = time.perf_counter()
         seg = check_segmentation(self.segmenter.segment(frames, choice.key, references, instruction), key_frame)
         timings["segmenter_s"] = time.perf_counter() - start
@@ -305,104 +387,120 @@ class Pipeline:
                 seg.details,
                 seg.understanding,
             )
-        if on_key:
-            on_key(key_frame, seg)
+        yield Segmented(key_frame, seg)
         if not seg.present:
-            return Acquisition(key_frame, seg, None, frames[-1], 0, None, timings, counts)
-        checkpoint()
-        if emit:
-            emit(key_frame, TrackedMask(seg.mask, float(seg.score)), "key")
+            yield Acquisition(key_frame, seg, None, frames[-1], 0, None, timings, counts)
+            return
+        yield Propagated(key_frame, TrackedMask(seg.mask, float(seg.score)), "key")
 
-        # Backward over the stored past (newest to oldest), in its own session, within its time budget.
-        past = list(frames[: choice.key])[::-1] if cfg.backward_pass else []
-        if history_after is not None:
-            past = [frame for frame in past if frame.stamp > history_after]
-
-        def run_history() -> None:
-            start = time.perf_counter()
-            self._backward_pass(target_id, key_frame, seg, past, emit, checkpoint, counts, guard)
-            timings["backward_s"] = time.perf_counter() - start
-
-        if past and not defer_history:
-            run_history()
-
-        # Forward from the key frame to the newest frame of the window; the session continues online.
-        start = time.perf_counter()
-        session, last, last_mask = self._forward_pass(
-            target_id, key_frame, seg, list(frames[choice.key + 1 :]), emit, checkpoint, counts, guard
-        )
-        elapsed = time.perf_counter() - start
-        timings["catchup_s"] = elapsed
-        # Frames of camera time covered per second of tracking: the figure that must reach live rate.
-        if elapsed > 0 and counts.get("catchup_covered"):
-            timings["catchup_covered_fps"] = counts["catchup_covered"] / elapsed
-        if last is not key_frame and cfg.redetect_interval_s > 0:
-            # The key frame is in the past: check the caught-up mask on the newest frame before it goes live (the
-            # object may have left since; a catch-up through its absence ends on background).
-            shown = last_mask.mask if last_mask is not None and last_mask.area > 0 else np.zeros_like(seg.mask)
-            evidence = self.verify(last, shown, seg) if shown.any() else Evidence(0.0, "the caught-up mask is empty")
-            if evidence is not None and evidence.correction is not None:
-                session.close()
-                with guard:
-                    session = self.reseed(target_id, last, evidence.correction)
-                last_mask = TrackedMask(evidence.correction, float(evidence.support))
-            elif evidence is not None and evidence.support <= 0.0:
-                session.close()
-                gone = Segmentation(
-                    np.zeros_like(seg.mask),
-                    seg.score,
-                    False,
-                    f"found on an earlier frame of the window, but not on the newest ({evidence.reason})",
-                    seg.details,
-                    seg.understanding,
-                )
-                return Acquisition(key_frame, gone, None, last, 0, None, timings, counts)
-        history = run_history if past and defer_history else None
-        return Acquisition(key_frame, seg, session, last, seed_area, last_mask, timings, counts, history)
-
-    def _backward_pass(self, target_id, key_frame, seg, past, emit, checkpoint, counts, guard) -> None:
-        """Backward over the stored past (``past`` is newest to oldest) in its own session, within budget; the
-        tracker lock ``guard`` is held per step."""
-        backward = self.tracker.new_session()
+        # The sessions this acquisition owns: closed here, whatever ends it, unless handed over to the caller.
+        forward: TrackerSession | None = None
+        backward: TrackerSession | None = None
         try:
-            with guard:
-                self.step_session(backward, key_frame, target_id, seg.mask)
-            # The pass ends on its last frame, here the oldest stored one.
-            visited = 0
-            for frame in budgeted(past, self.config.backward_budget_s, self.step_timer):
-                checkpoint()
-                with guard:
-                    tracked = self.step_session(backward, frame, target_id)
-                visited += 1
-                if emit:
-                    emit(frame, tracked, "backward")
-            counts["backward_frames"] = visited
-            counts["backward_covered"] = len(past)
-        finally:
-            backward.close()
-
-    def _forward_pass(self, target_id, key_frame, seg, future, emit, checkpoint, counts, guard):
-        """Forward from the key frame to the newest frame; returns the open session, last frame and its mask."""
-        session = self.tracker.new_session()
-        try:
-            with guard:
-                self.step_session(session, key_frame, target_id, seg.mask)
+            forward = self.tracker.new_session()
             last, last_mask = key_frame, TrackedMask(seg.mask, float(seg.score))
-            visited = 0
-            for frame in budgeted(future, self.config.catchup_budget_s, self.step_timer):
-                checkpoint()
-                with guard:
-                    tracked = self.step_session(session, frame, target_id)
-                last, last_mask = frame, tracked
-                visited += 1
-                if emit:
-                    emit(frame, tracked, "catchup")
-            counts["catchup_frames"] = visited
-            counts["catchup_covered"] = len(future)
-        except BaseException:
-            session.close()
-            raise
-        return session, last, last_mask
+            ahead = Direction.FORWARD.frames(frames, choice.key)
+            for event in self.propagate(
+                forward,
+                target_id,
+                key_frame,
+                seg.mask,
+                Direction.FORWARD,
+                ahead,
+                budgets.catchup_s,
+                step_lock,
+                timings,
+                counts,
+            ):
+                last, last_mask = event.frame, event.tracked
+                yield event
+            elapsed = timings["catchup_s"]
+            # Frames of camera time covered per second of tracking: the figure that must reach live rate.
+            if elapsed > 0 and counts.get("catchup_covered"):
+                timings["catchup_covered_fps"] = counts["catchup_covered"] / elapsed
+            handover = Acquisition(key_frame, seg, forward, last, seed_area, last_mask, timings, counts)
+            if last is not key_frame and cfg.redetect_interval_s > 0:
+                # The key frame is in the past: check the caught-up mask on the newest frame before it goes live
+                # (the object may have left since; a catch-up through its absence ends on background).
+                shown = last_mask.mask if last_mask is not None and last_mask.area > 0 else np.zeros_like(seg.mask)
+                evidence = (
+                    self.verify(last, shown, seg) if shown.any() else Evidence(0.0, "the caught-up mask is empty")
+                )
+                if evidence is not None and (evidence.correction is not None or evidence.support <= 0.0):
+                    with step_lock:
+                        forward.close()
+                    forward = None
+                if evidence is not None and evidence.correction is not None:
+                    with step_lock:
+                        forward = self.reseed(target_id, last, evidence.correction)
+                    handover.session = forward
+                    handover.last_mask = TrackedMask(evidence.correction, float(evidence.support))
+                elif evidence is not None and evidence.support <= 0.0:
+                    gone = Segmentation(
+                        np.zeros_like(seg.mask),
+                        seg.score,
+                        False,
+                        f"found on an earlier frame of the window, but not on the newest ({evidence.reason})",
+                        seg.details,
+                        seg.understanding,
+                    )
+                    handover = Acquisition(key_frame, gone, None, last, 0, None, timings, counts)
+            forward = None  # the caller's from here on (or already closed)
+            yield handover
+
+            past = Direction.BACKWARD.frames(frames, choice.key) if budgets.backward else []
+            if history_after is not None:
+                past = [frame for frame in past if frame.stamp > history_after]
+            if past:
+                backward = self.tracker.new_session()
+                yield from self.propagate(
+                    backward,
+                    target_id,
+                    key_frame,
+                    seg.mask,
+                    Direction.BACKWARD,
+                    past,
+                    budgets.backward_s,
+                    step_lock,
+                    timings,
+                    counts,
+                )
+        finally:
+            for session in (forward, backward):
+                if session is not None:
+                    with step_lock:
+                        session.close()
+
+    def propagate(
+        self,
+        session: TrackerSession,
+        target_id: str,
+        key_frame: Frame,
+        seed: np.ndarray,
+        direction: Direction,
+        frames: Sequence[Frame],
+        budget_s: float,
+        step_lock: AbstractContextManager,
+        timings: dict[str, float],
+        counts: dict[str, int],
+    ) -> Iterator[Propagated]:
+        """One pass, either direction: seed ``session`` with ``seed`` on ``key_frame``, then step it through
+        ``frames`` (in the order of the pass, see ``Direction.frames``) at the stride that fits ``budget_s`` (0 = every
+        frame), always ending on the last one; yields each mask. ``step_lock`` is held per step, never across a
+        yield. Once the pass is through, ``timings`` gets "<pass>_s" (its duration) and ``counts`` "<pass>_frames"
+        (frames stepped) and "<pass>_covered" (frames the pass spans), <pass> being the direction's value."""
+        start = time.perf_counter()
+        with step_lock:
+            self.step_session(session, key_frame, target_id, seed)
+        visited = 0
+        for frame in budgeted(frames, budget_s, self.step_timer):
+            with step_lock:
+                tracked = self.step_session(session, frame, target_id)
+            visited += 1
+            yield Propagated(frame, tracked, direction.value)
+        counts[f"{direction.value}_frames"] = visited
+        counts[f"{direction.value}_covered"] = len(frames)
+        timings[f"{direction.value}_s"] = time.perf_counter() - start
 
 
 class DriftMonitor:

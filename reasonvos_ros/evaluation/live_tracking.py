@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.pipeline import Pipeline, TrackGuard, redetect_due
+from ..core.pipeline import Pipeline, TrackGuard, redetect_due, until_handover
 from ..core.types import Frame, TargetStatus, TrackedMask
 from .metrics import boundary_f_measure
 
@@ -58,7 +58,7 @@ def replay_live(
             frame = frames[position]
             if session is None and wait <= 0:
                 window = list(frames[max(0, position - window_frames + 1) : position + 1])
-                acquisition = pipeline.acquire(target_id, instruction, window, defer_history=True)
+                acquisition = until_handover(pipeline.acquire(target_id, instruction, window))
                 if acquisition.session is None:
                     status, reason, wait = TargetStatus.NOT_PRESENT, acquisition.segmentation.reason, retry_frames
                     out.append(LiveFrame(status, None, 0.0, 0.0, reason))

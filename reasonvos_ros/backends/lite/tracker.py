@@ -430,13 +430,6 @@ class OpenCVTrackerSession(TrackerSession):
         mask[crop] = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
         return mask
 
-    def remove(self, obj_id: str) -> None:
-        self._objects.pop(obj_id, None)
-
-    @property
-    def object_ids(self) -> list[str]:
-        return list(self._objects)
-
     def close(self) -> None:
         self._objects.clear()
         self._prev_gray, self._prev_uid = None, None
