@@ -259,6 +259,11 @@ def check_segmentation(seg: Segmentation, frame: Frame) -> Segmentation:
     return seg
 
 
+def not_present(seg: Segmentation, reason: str) -> Segmentation:
+    """``seg`` turned into "not present" for ``reason``; what the segmenter understood is kept."""
+    return Segmentation(np.zeros_like(seg.mask), seg.score, False, reason, seg.details, seg.understanding)
+
+
 def check_tracked(obj_id: str, tracked: TrackedMask, frame: Frame) -> TrackedMask:
     expected = frame.image.shape[:2]
     mask = np.asarray(tracked.mask)
@@ -379,19 +384,20 @@ class Pipeline:
         counts["key_position"] = choice.key
         seed_area = int(seg.mask.sum())
         if seg.present and seed_area < cfg.min_mask_area_px:
-            seg = Segmentation(
-                np.zeros_like(seg.mask),
-                seg.score,
-                False,
-                f"mask of {seed_area} px is too small",
-                seg.details,
-                seg.understanding,
-            )
+            seg = not_present(seg, f"mask of {seed_area} px is too small")
         yield Segmented(key_frame, seg)
         if not seg.present:
             yield Acquisition(key_frame, seg, None, frames[-1], 0, None, timings, counts)
             return
         yield Propagated(key_frame, TrackedMask(seg.mask, float(seg.score)), "key")
+
+        def run_pass(
+            session: TrackerSession, direction: Direction, visits: list[Frame], budget_s: float
+        ) -> Iterator[Propagated]:
+            """One pass from this key frame (the same routine both ways)."""
+            return self.propagate(
+                session, target_id, key_frame, seg.mask, direction, visits, budget_s, step_lock, timings, counts
+            )
 
         # The sessions this acquisition owns: closed here, whatever ends it, unless handed over to the caller.
         forward: TrackerSession | None = None
@@ -400,18 +406,7 @@ class Pipeline:
             forward = self.tracker.new_session()
             last, last_mask = key_frame, TrackedMask(seg.mask, float(seg.score))
             ahead = Direction.FORWARD.frames(frames, choice.key)
-            for event in self.propagate(
-                forward,
-                target_id,
-                key_frame,
-                seg.mask,
-                Direction.FORWARD,
-                ahead,
-                budgets.catchup_s,
-                step_lock,
-                timings,
-                counts,
-            ):
+            for event in run_pass(forward, Direction.FORWARD, ahead, budgets.catchup_s):
                 last, last_mask = event.frame, event.tracked
                 yield event
             elapsed = timings["catchup_s"]
@@ -436,15 +431,8 @@ class Pipeline:
                     handover.session = forward
                     handover.last_mask = TrackedMask(evidence.correction, float(evidence.support))
                 elif evidence is not None and evidence.support <= 0.0:
-                    gone = Segmentation(
-                        np.zeros_like(seg.mask),
-                        seg.score,
-                        False,
-                        f"found on an earlier frame of the window, but not on the newest ({evidence.reason})",
-                        seg.details,
-                        seg.understanding,
-                    )
-                    handover = Acquisition(key_frame, gone, None, last, 0, None, timings, counts)
+                    reason = f"found on an earlier frame of the window, but not on the newest ({evidence.reason})"
+                    handover = Acquisition(key_frame, not_present(seg, reason), None, last, 0, None, timings, counts)
             forward = None  # the caller's from here on (or already closed)
             yield handover
 
@@ -453,18 +441,7 @@ class Pipeline:
                 past = [frame for frame in past if frame.stamp > history_after]
             if past:
                 backward = self.tracker.new_session()
-                yield from self.propagate(
-                    backward,
-                    target_id,
-                    key_frame,
-                    seg.mask,
-                    Direction.BACKWARD,
-                    past,
-                    budgets.backward_s,
-                    step_lock,
-                    timings,
-                    counts,
-                )
+                yield from run_pass(backward, Direction.BACKWARD, past, budgets.backward_s)
         finally:
             for session in (forward, backward):
                 if session is not None:
