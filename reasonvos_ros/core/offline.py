@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .pipeline import DriftMonitor, Pipeline, PipelineConfig
+from .config import PipelineConfig
+from .pipeline import DriftMonitor, Pipeline
 from .registry import build_backend
 from .types import Frame, TargetStatus, TrackedMask
 
