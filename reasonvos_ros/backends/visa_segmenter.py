@@ -148,17 +148,8 @@ class VisaSegmenter(KeyframeSegmenter):
         from reasonvos_ros.models.weights import resolve_device_dtype
 
         self.device, self.dtype = resolve_device_dtype(options.device, options.dtype, option_prefix="VISA option ")
-        self.min_area_fraction = options.min_area_fraction
-        self.min_area_pixels = options.min_area_pixels
-        self.min_score = options.min_score
-        self.min_iou_prediction = options.min_iou_prediction
-        self.max_references = options.max_references
-        self.lowercase_instruction = options.lowercase_instruction
-        self.seed = options.seed
-        self.embedding_cache_size = options.embedding_cache_size
+        # Without a seed the visual tokens of a frame differ between calls: nothing to cache.
         self.visual_cache_size = options.visual_cache_size if options.seed is not None else 0
-        self.strict = options.strict
-        self.progress = options.progress
         if options.num_threads is not None:
             torch.set_num_threads(options.num_threads)
         self.lock = threading.RLock()
@@ -182,8 +173,8 @@ class VisaSegmenter(KeyframeSegmenter):
                 self.paths["clip_dir"],
                 device=self.device,
                 dtype=self.dtype,
-                strict=self.strict,
-                progress=self.progress,
+                strict=self.options.strict,
+                progress=self.options.progress,
             )
         except VisaCheckpointError as exc:
             raise BackendUnavailable(f"cannot load VISA: {exc}") from exc
@@ -206,13 +197,13 @@ class VisaSegmenter(KeyframeSegmenter):
 
     def _noise_fn(self, frame_indices: Sequence[int]):
         """Density noise for a batch of frames: one generator per frame, seeded with (seed, Frame.index)."""
-        if self.seed is None:
+        if self.options.seed is None:
             return None
         generators: dict[int, torch.Generator] = {}
 
         def draw(position: int, stage: int, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
             if position not in generators:
-                mixed = (self.seed * 1_000_003 + int(frame_indices[position])) % (2**63)
+                mixed = (self.options.seed * 1_000_003 + int(frame_indices[position])) % (2**63)
                 generators[position] = torch.Generator(device="cpu").manual_seed(mixed)
             draws = torch.rand(shape, generator=generators[position], dtype=torch.float32)
             return draws.to(like.device, like.dtype)
@@ -250,9 +241,9 @@ class VisaSegmenter(KeyframeSegmenter):
             self.cache_hits["sam"] += 1
             return self._embeddings[cache_key]
         result = self.model.encode_keyframe(image)
-        if self.embedding_cache_size:
+        if self.options.embedding_cache_size:
             self._embeddings[cache_key] = result
-            while len(self._embeddings) > self.embedding_cache_size:
+            while len(self._embeddings) > self.options.embedding_cache_size:
                 self._embeddings.popitem(last=False)
         return result
 
@@ -268,13 +259,13 @@ class VisaSegmenter(KeyframeSegmenter):
             if self.model is None:
                 self._load()
             timings: dict[str, float] = {}
-            refs = _thin(references, self.max_references)
+            refs = _thin(references, self.options.max_references)
             key_image = np.asarray(frames[key].image)
             if key_image.ndim != 3 or key_image.shape[2] != 3 or key_image.dtype != np.uint8:
                 raise ValueError(f"key frame must be HxWx3 uint8 RGB, got {key_image.dtype} {key_image.shape}")
             try:
                 input_ids = build_prompt_ids(
-                    self.tokenizer, instruction, len(refs), lowercase=self.lowercase_instruction
+                    self.tokenizer, instruction, len(refs), lowercase=self.options.lowercase_instruction
                 )
             except ValueError as exc:
                 raise ConfigError(f"VISA prompt: {exc}") from exc
@@ -301,10 +292,10 @@ class VisaSegmenter(KeyframeSegmenter):
             mask,
             logits,
             iou,
-            self.min_area_fraction,
-            self.min_area_pixels,
-            self.min_score,
-            self.min_iou_prediction,
+            self.options.min_area_fraction,
+            self.options.min_area_pixels,
+            self.options.min_score,
+            self.options.min_iou_prediction,
         )
         details: dict[str, Any] = {
             "area_px": int(mask.sum()),

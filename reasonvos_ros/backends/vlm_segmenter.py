@@ -120,12 +120,6 @@ class VlmSamSegmenter(KeyframeSegmenter):
                 "directory, e.g. facebook/sam2.1-hiera-large; `reasonvos weights` lists them) or "
                 "options.sam_checkpoint (an original segment-anything checkpoint such as sam_vit_h_4b8939.pth)"
             )
-        self.key_max_pixels = options.key_max_pixels
-        self.reference_max_pixels = options.reference_max_pixels
-        self.max_references = options.max_references
-        self.min_area_pixels = options.min_area_pixels
-        self.box_margin = options.box_margin
-        self.min_box_side_px = options.min_box_side_px
         self.lock = threading.RLock()
         if options.model_dir:
             from reasonvos_ros.models.vlm.chat import QwenImageChat
@@ -186,7 +180,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
         from reasonvos_ros.models.vlm.chat import ChatImage
         from reasonvos_ros.models.vlm.grounding import PromptFrame
 
-        refs = [r for r in _thin(sorted(set(references) - {key}), self.max_references)]
+        refs = [r for r in _thin(sorted(set(references) - {key}), self.options.max_references)]
         order = sorted([*refs, key], key=lambda position: (frames[position].stamp, position))
         key_stamp = frames[key].stamp
         prompt_frames, images = [], []
@@ -196,7 +190,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
             images.append(
                 ChatImage(
                     np.asarray(frames[position].image),
-                    max_pixels=self.key_max_pixels if is_key else self.reference_max_pixels,
+                    max_pixels=self.options.key_max_pixels if is_key else self.options.reference_max_pixels,
                 )
             )
         key_label = next(f.label for f in prompt_frames if f.is_key)
@@ -218,7 +212,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
         with self.lock:
             timings: dict[str, float] = {}
             prompt_frames, images, key_label, order = self.build_parts(frames, key, references)
-            key_seen = seen_size(key_image.shape, self.family, self.key_max_pixels, images[0].min_pixels)
+            key_seen = seen_size(key_image.shape, self.family, self.options.key_max_pixels, images[0].min_pixels)
             captions, tail = build_question(instruction, prompt_frames, self.convention, key_seen)
             parts: list[Any] = []
             for caption, image in zip(captions, images):
@@ -235,7 +229,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
                 convention=self.convention,
                 seen_size=reply.seen_sizes[key_index],
                 frame_size=(width, height),
-                min_box_side_px=self.min_box_side_px,
+                min_box_side_px=self.options.min_box_side_px,
             )
             details: dict[str, Any] = {
                 "vlm_answer": reply.text[:2000],
@@ -270,7 +264,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
         area = int(np.count_nonzero(mask))
         details["area_px"] = area
         details["iou_prediction"] = iou
-        if area < self.min_area_pixels:
+        if area < self.options.min_area_pixels:
             reason = f"SAM mask for the VLM's {'box' if answer.box_xyxy else 'points'} too small ({area} px)"
             return Segmentation(empty, score, False, reason, details, understanding)
         return Segmentation(mask, score, True, "", details, understanding)
@@ -292,7 +286,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
         reply = self.chat.chat(
             [
                 f"Frame {key_label} (key frame):",
-                ChatImage(marked, max_pixels=self.key_max_pixels),
+                ChatImage(marked, max_pixels=self.options.key_max_pixels),
                 mark_question(instruction, answer.label, len(candidates)),
             ]
         )
@@ -314,7 +308,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
             return mask
         height, width = mask.shape
         x1, y1, x2, y2 = box
-        grow_x, grow_y = self.box_margin * (x2 - x1), self.box_margin * (y2 - y1)
+        grow_x, grow_y = self.options.box_margin * (x2 - x1), self.options.box_margin * (y2 - y1)
         keep = np.zeros_like(mask)
         keep[
             max(0, int(np.floor(y1 - grow_y))) : min(height, int(np.ceil(y2 + grow_y))),

@@ -18,6 +18,7 @@ from ..core.config import PipelineConfig
 from ..core.errors import ConfigError
 from ..core.options import OptionSpec, json_object, spec_of
 from ..core.options import check_value as check_option_value
+from ..core.registry import ROLES
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,14 @@ class Param:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
+
+
+def backend_parameters(role: str, default: str, description: str, example: str = "") -> tuple[Param, Param]:
+    """The ``<role>`` parameter (choices: the registry's names) and its ``<role>_options`` JSON parameter."""
+    return (
+        Param(role, default, description, choices=tuple(ROLES[role][0])),
+        Param(f"{role}_options", "{}", f"JSON object of options for the {role} backend{example}"),
+    )
 
 
 def pipeline_parameters() -> tuple[Param, ...]:
@@ -94,29 +103,23 @@ PARAMETERS: tuple[Param, ...] = (
     Param("window_jpeg_quality", 90, "JPEG quality of stored window frames", 50, 100),
     # ---- targets and backends
     Param("max_targets", 4, "maximum number of targets tracked at once (instructions for more are rejected)", 1, 32),
-    Param(
-        "sampler",
-        "detector",
-        "key-frame sampler backend: latest, uniform, detector (lite, CPU), vlm (video LLM)",
-        choices=("latest", "uniform", "detector", "vlm", "scripted"),
+    *backend_parameters(
+        "sampler", "detector", "key-frame sampler backend: latest, uniform, detector (lite, CPU), vlm (video LLM)"
     ),
-    Param("sampler_options", "{}", "JSON object of options for the sampler backend"),
-    Param(
+    *backend_parameters(
         "segmenter",
         "lite",
         "key-frame segmenter backend: lite (SSD detector + GrabCut, CPU), visa, or vlm_sam (Qwen2.5-VL / "
         "Qwen3-VL grounding + SAM 2.1 / SAM 3 tracker mask; in process or via an OpenAI-compatible server)",
-        choices=("lite", "visa", "vlm_sam", "scripted"),
+        " (e.g. VISA weight paths)",
     ),
-    Param("segmenter_options", "{}", "JSON object of options for the segmenter backend (e.g. VISA weight paths)"),
-    Param(
+    *backend_parameters(
         "tracker",
         "opencv",
         "tracker backend: opencv (box tracker + optical flow, CPU), xmem, or sam2_video (SAM 2.1 / EdgeTAM / SAM 3 "
         "tracker video models from transformers)",
-        choices=("opencv", "xmem", "sam2_video", "scripted"),
+        " (e.g. the XMem checkpoint)",
     ),
-    Param("tracker_options", "{}", "JSON object of options for the tracker backend (e.g. the XMem checkpoint)"),
     # ---- pipeline policy: the fields of PipelineConfig, in their order
     *pipeline_parameters(),
     # ---- outputs
