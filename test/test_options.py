@@ -65,6 +65,7 @@ def test_wrong_type_names_the_option_and_the_types(values, message):
     ("values", "message"),
     [
         ({"ratio": 1.5}, "ratio must be in [0.0, 1.0], got 1.5"),
+        ({"ratio": float("nan")}, "ratio must be in [0.0, 1.0], got nan"),
         ({"count": 0}, "count must be >= 1, got 0"),
         ({"mode": "medium"}, "mode must be one of fast, slow, got 'medium'"),
         ({"flag": "sometimes"}, "flag must be one of true, false, auto, got 'sometimes'"),

@@ -129,13 +129,14 @@ def conform(value: Any, hint: Any, name: str) -> Any:
 
 
 def check_limits(value: Any, spec: OptionSpec, name: str) -> None:
-    """Choices, then the inclusive range (None and values of other types than the limits' pass)."""
+    """Choices, then the inclusive range; the range applies to numbers only (None, text and flags pass)."""
     if spec.choices and value is not None and not _among(value, spec.choices):
         raise ConfigError(f"{name} must be one of {choices_text(spec.choices)}, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     low, high = spec.low, spec.high
-    if (low is not None and value < low) or (high is not None and value > high):
+    # Written as "not inside" so that NaN, which compares false with everything, is out of any range.
+    if (low is not None and not value >= low) or (high is not None and not value <= high):
         if low is not None and high is not None:
             raise ConfigError(f"{name} must be in [{low}, {high}], got {value}")
         if low is not None:
