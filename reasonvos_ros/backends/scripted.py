@@ -181,6 +181,7 @@ class ScriptedTracker(Tracker):
 
     def __init__(self, options: ScriptedTrackerOptions | None = None, /, **values: Any) -> None:
         self.options = ScriptedTrackerOptions.build(options, values)
+        # Plain attributes as well as the frozen options: tests turn these knobs while a run goes on.
         self.delay_s = self.options.delay_s
         self.confidence = self.options.confidence
         self.fail_after = self.options.fail_after
