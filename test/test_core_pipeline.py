@@ -8,6 +8,7 @@ from scenes import square_scene
 
 from reasonvos_ros.backends.scripted import ScriptedSampler, ScriptedSegmenter, ScriptedTracker
 from reasonvos_ros.core import references
+from reasonvos_ros.core.config import PipelineConfig
 from reasonvos_ros.core.errors import BackendFailure, ConfigError
 from reasonvos_ros.core.geometry import Intrinsics, deproject, interior_point, mask_bbox, robust_depth
 from reasonvos_ros.core.offline import segment_clip
@@ -18,7 +19,6 @@ from reasonvos_ros.core.pipeline import (
     KeyFrameChosen,
     PassBudgets,
     Pipeline,
-    PipelineConfig,
     Propagated,
     Segmented,
     complete,
@@ -139,7 +139,7 @@ def test_window_rejects_bad_frames_and_config():
 
 # ---- pipeline ---------------------------------------------------------------------------------------------
 def scripted_pipeline(position="latest", **config):
-    sampler, segmenter, tracker = ScriptedSampler(position), ScriptedSegmenter(), ScriptedTracker()
+    sampler, segmenter, tracker = ScriptedSampler(position=position), ScriptedSegmenter(), ScriptedTracker()
     return Pipeline(sampler, segmenter, tracker, PipelineConfig(**config)), sampler, segmenter, tracker
 
 
@@ -382,8 +382,8 @@ def test_segment_clip_leaves_the_callers_pipeline_configuration_alone():
 class _BrokenSegmenter(ScriptedSegmenter):
     """A backend whose constructor has a bug that raises TypeError (not a bad option)."""
 
-    def __init__(self, score: float = 0.9) -> None:
-        super().__init__(score=score)
+    def __init__(self, options=None, /, **values) -> None:
+        super().__init__(options, **values)
         len(None)  # the bug
 
 

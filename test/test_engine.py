@@ -8,8 +8,9 @@ import pytest
 from scenes import square_scene
 
 from reasonvos_ros.backends.scripted import ScriptedSampler, ScriptedSegmenter, ScriptedTracker
+from reasonvos_ros.core.config import PipelineConfig
 from reasonvos_ros.core.engine import LiveEngine, validate_instruction
-from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig
+from reasonvos_ros.core.pipeline import Pipeline
 from reasonvos_ros.core.types import Evidence, TargetStatus
 from reasonvos_ros.core.window import RollingWindow
 

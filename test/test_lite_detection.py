@@ -115,9 +115,11 @@ def test_sampler_picks_a_visible_frame_and_segmenter_reuses_detections(clip):
     assert clip.visible_fraction[choice.key] == 1.0  # never a frame where the pillar hides part of the dog
     assert choice.confidence > 0.5
     scores = dict(zip(choice.details["scanned"], choice.details["scores"]))
-    assert scores[choice.key] >= max(scores.values()) - sampler.tie_tolerance
+    assert scores[choice.key] >= max(scores.values()) - sampler.options.tie_tolerance
     # Ties go to the newest frame.
-    assert all(score < scores[choice.key] - sampler.tie_tolerance for p, score in scores.items() if p > choice.key)
+    assert all(
+        score < scores[choice.key] - sampler.options.tie_tolerance for p, score in scores.items() if p > choice.key
+    )
     before = segmenter.detector.forward_count
     seg = segmenter.segment(frames, choice.key, [], "the animal that barks")
     assert segmenter.detector is sampler.detector and segmenter.detector.forward_count == before

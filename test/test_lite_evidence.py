@@ -10,7 +10,8 @@ import pytest
 
 from reasonvos_ros.backends.lite.segmenter import DetectorGrabCutSegmenter, appearance_similarity, box_iou
 from reasonvos_ros.backends.scripted import ScriptedSampler, ScriptedSegmenter, ScriptedTracker
-from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig, TrackGuard, complete, redetect_due, until_handover
+from reasonvos_ros.core.config import PipelineConfig
+from reasonvos_ros.core.pipeline import Pipeline, TrackGuard, complete, redetect_due, until_handover
 from reasonvos_ros.core.types import Evidence, Frame, Segmentation, TargetStatus, TrackedMask
 from reasonvos_ros.data.composite import make_composite_clip, make_two_object_clip
 from reasonvos_ros.data.media import media_available
@@ -176,11 +177,11 @@ def test_acquisition_on_a_past_key_frame_is_checked_on_the_newest_frame():
     images, _ = square_scene(12)
     frames = [Frame(i, i / 10.0, image=image) for i, image in enumerate(images)]
     segmenter = _DoubtingSegmenter(doubt_from=0)  # the object is not confirmed on the newest frame
-    pipeline = Pipeline(ScriptedSampler(0.0), segmenter, ScriptedTracker(), PipelineConfig())
+    pipeline = Pipeline(ScriptedSampler(position=0.0), segmenter, ScriptedTracker(), PipelineConfig())
     acquisition = until_handover(pipeline.acquire("t", "the red one", frames))
     assert acquisition.session is None and not acquisition.segmentation.present
     assert "not on the newest" in acquisition.segmentation.reason
     assert acquisition.segmentation.understanding is not None
     # Key frame = newest frame: nothing to check.
-    pipeline = Pipeline(ScriptedSampler("latest"), _DoubtingSegmenter(0), ScriptedTracker(), PipelineConfig())
+    pipeline = Pipeline(ScriptedSampler(position="latest"), _DoubtingSegmenter(0), ScriptedTracker(), PipelineConfig())
     assert complete(pipeline.acquire("t", "the red one", frames)).session is not None

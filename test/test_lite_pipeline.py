@@ -8,7 +8,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig, Propagated, complete
+from reasonvos_ros.core.config import PipelineConfig
+from reasonvos_ros.core.pipeline import Pipeline, Propagated, complete
 from reasonvos_ros.core.registry import build_backend
 from reasonvos_ros.data.composite import make_composite_clip, mask_iou
 from reasonvos_ros.data.media import media_available

@@ -140,6 +140,29 @@ def test_params_yaml_values_validate_and_every_parameter_is_documented():
         assert f"`{param.name}`" in readme, f"README does not document parameter {param.name}"
 
 
+def test_generated_parameter_docs_and_backend_option_tables_are_up_to_date():
+    """config/perception.yaml and the README's two generated blocks equal what tools/gen_param_docs.py writes
+    from the parameter table, PipelineConfig and every registered backend's Options."""
+    import importlib.util
+
+    from reasonvos_ros.core.options import option_rows
+    from reasonvos_ros.core.registry import ROLES, backend_options_type
+
+    spec = importlib.util.spec_from_file_location("gen_param_docs", ROOT / "tools" / "gen_param_docs.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    hint = "out of date: run python tools/gen_param_docs.py"
+    assert (ROOT / "config" / "perception.yaml").read_text() == generator.render_yaml(), f"perception.yaml {hint}"
+    readme = (ROOT / "README.md").read_text()
+    assert readme == generator.render_readme(readme), f"README tables {hint}"
+    options_block = readme.split("<!-- backend-options:start -->")[1].split("<!-- backend-options:end -->")[0]
+    for role, (table, _) in ROLES.items():
+        for name in table:
+            section = options_block.split(f"#### `{role}: {name}`")[1].split("####")[0]
+            for row in option_rows(backend_options_type(role, name)):
+                assert f"| `{row.name}` |" in section, f"README lacks option {row.name} of {role} {name}"
+
+
 def test_parameter_validation_messages_name_the_parameter():
     import pytest
 

@@ -42,8 +42,9 @@ def test_replacing_a_target_while_another_is_acquired_does_not_deadlock():
     from scenes import square_scene
 
     from reasonvos_ros.backends.scripted import ScriptedSampler, ScriptedSegmenter, ScriptedTracker
+    from reasonvos_ros.core.config import PipelineConfig
     from reasonvos_ros.core.engine import LiveEngine
-    from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig
+    from reasonvos_ros.core.pipeline import Pipeline
     from reasonvos_ros.core.types import TargetStatus
     from reasonvos_ros.core.window import RollingWindow
 

@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from reasonvos_ros.backends.scripted import ScriptedSampler, ScriptedSegmenter
+from reasonvos_ros.core.config import PipelineConfig
 from reasonvos_ros.core.errors import BackendUnavailable, ConfigError
 from reasonvos_ros.core.interfaces import Tracker
-from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig, Propagated, complete
+from reasonvos_ros.core.pipeline import Pipeline, Propagated, complete
 from reasonvos_ros.core.registry import build_backend
 from reasonvos_ros.core.types import Frame
 from reasonvos_ros.models.sam2_video.families import FAMILIES, Normalisation, tiny_config
@@ -394,7 +395,10 @@ def test_stored_state_stays_bounded_over_hundreds_of_frames(model_dir):
 def test_backward_and_forward_through_the_pipeline(model_dir):
     tracker = make_tracker(model_dir)
     pipeline = Pipeline(
-        ScriptedSampler(0.5), ScriptedSegmenter(), tracker, PipelineConfig(backward_budget_s=0, catchup_budget_s=0)
+        ScriptedSampler(position=0.5),
+        ScriptedSegmenter(),
+        tracker,
+        PipelineConfig(backward_budget_s=0, catchup_budget_s=0),
     )
     frames = []
     for frame in video(16, start=100):
@@ -579,7 +583,10 @@ def test_sessions_share_the_image_encoder_output_of_a_frame(model_dir):
     tracker = make_tracker(model_dir)
     tracker.model.vision_encoder.register_forward_hook(lambda *args: calls.append(1))
     pipeline = Pipeline(
-        ScriptedSampler(0.5), ScriptedSegmenter(), tracker, PipelineConfig(backward_budget_s=0, catchup_budget_s=0)
+        ScriptedSampler(position=0.5),
+        ScriptedSegmenter(),
+        tracker,
+        PipelineConfig(backward_budget_s=0, catchup_budget_s=0),
     )
     red = [
         Frame(f.index, f.stamp, np.where(f.image[..., :1] > 240, [255, 0, 0], f.image).astype(np.uint8)) for f in frames

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from reasonvos_ros.backends.scripted import ScriptedSampler, ScriptedTracker
+from reasonvos_ros.core.config import PipelineConfig
 from reasonvos_ros.core.errors import BackendFailure, BackendUnavailable, ConfigError
-from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig, Segmented, complete
+from reasonvos_ros.core.pipeline import Pipeline, Segmented, complete
 from reasonvos_ros.core.registry import build_backend
 from reasonvos_ros.core.types import Frame
 from reasonvos_ros.models.vlm.chat import ChatImage, QwenImageChat, seen_size
@@ -146,7 +147,7 @@ def test_pipeline_end_to_end_carries_the_understanding(tiny):
         '"explanation": "red", "confidence": 0.6}',
     )
     pipeline = Pipeline(
-        ScriptedSampler("latest"),
+        ScriptedSampler(position="latest"),
         seg_backend,
         ScriptedTracker(),
         PipelineConfig(num_references=3, reference_strategy="global", min_mask_area_px=1),

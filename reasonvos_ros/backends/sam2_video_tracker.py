@@ -18,27 +18,30 @@ first factor is the model's own "the object is visible" probability (the same lo
 is negative), the second its estimate of the chosen mask's quality. Both drop when the tracker loses the object,
 which is what the pipeline's drift monitor needs.
 
-Options (all keyword): ``model_dir`` (required), ``device`` ("auto" = CUDA if available), ``dtype`` ("auto" =
-bfloat16 on CUDA, float32 on CPU; or "float32", "bfloat16", "float16"), ``max_conditioning_frames`` (4: seeds
-kept per object, newest first), ``mask_threshold`` (0.0, on the mask logits), ``feature_cache_size`` (1: image-encoder
-outputs of the most recent frames shared between sessions, keyed by ``Frame.uid``, so that the sessions of several
-targets stepping the same frame run the encoder once; the last two seeding frames are kept apart, so both pipeline
-passes encode the key frame once; 0 disables sharing), ``num_threads`` (None = leave torch's setting).
+The options are ``Sam2VideoOptions`` (``model_dir`` is required).
 """
 
 from __future__ import annotations
 
-import pathlib
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from reasonvos_ros.core.errors import BackendUnavailable, ConfigError
 from reasonvos_ros.core.interfaces import Tracker, TrackerSession
+from reasonvos_ros.core.options import (
+    OptionSet,
+    device_option,
+    dtype_option,
+    num_threads_option,
+    option,
+    weights_path,
+)
 from reasonvos_ros.core.types import Frame, TrackedMask
 from reasonvos_ros.models.sam2_video.families import (
     FAMILIES,
@@ -146,67 +149,75 @@ TRACKER_MODEL_SETS: tuple[dict, ...] = (
 )
 
 
-class Sam2VideoTracker(Tracker):
-    """Tracker backend over transformers' SAM 2-style video models; see the module docstring for the options."""
+@dataclass(frozen=True)
+class Sam2VideoOptions(OptionSet):
+    model_dir: str | None = option(
+        None,
+        "Hugging Face model directory (config.json + *.safetensors), e.g. a download of facebook/sam2.1-hiera-small "
+        "(required)",
+    )
+    device: str = device_option()
+    dtype: str = dtype_option()
+    max_conditioning_frames: int = option(4, "seeds kept per object, newest first", low=1)
+    mask_threshold: float = option(0.0, "threshold on the mask logits")
+    feature_cache_size: int = option(
+        1,
+        "image-encoder outputs of this many recent frames shared between sessions (0: no sharing; the last two "
+        "seeding frames are kept apart)",
+        low=0,
+    )
+    num_threads: int | None = num_threads_option()
 
-    def __init__(
-        self,
-        model_dir: str | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        max_conditioning_frames: int = 4,
-        mask_threshold: float = 0.0,
-        feature_cache_size: int = 1,
-        num_threads: int | None = None,
-    ) -> None:
-        if not model_dir:
-            raise BackendUnavailable(
-                "the sam2_video tracker needs options.model_dir: a Hugging Face model directory such as a download "
-                "of facebook/sam2.1-hiera-small (see `reasonvos weights`)"
-            )
-        device_, dtype_ = resolve_device_dtype(device, dtype, option_prefix="sam2_video option ")
-        if num_threads is not None:
-            torch.set_num_threads(int(num_threads))
-        self.model_dir = pathlib.Path(model_dir).expanduser()
+
+class Sam2VideoTracker(Tracker):
+    """Tracker backend over transformers' SAM 2-style video models; see the module docstring, and
+    ``Sam2VideoOptions`` for the options."""
+
+    Options = Sam2VideoOptions
+
+    def __init__(self, options: Sam2VideoOptions | None = None, /, **values: Any) -> None:
+        options = Sam2VideoOptions.build(options, values)
+        self.model_dir = weights_path(
+            options.model_dir,
+            option_name="model_dir",
+            backend="sam2_video",
+            role="tracker",
+            label="sam2_video",
+            what="a Hugging Face model directory such as a download of facebook/sam2.1-hiera-small "
+            "(see `reasonvos weights`)",
+        )
+        device_, dtype_ = resolve_device_dtype(options.device, options.dtype, option_prefix="sam2_video option ")
         config = read_hf_config(self.model_dir, "tracker", " (set the tracker's options.model_dir)")
         family = family_for_model_type(config.get("model_type"), str(self.model_dir / "config.json"))
-        _check_tuning(max_conditioning_frames)
         model = load_model(self.model_dir, family, device_, dtype_)
         norm = read_normalisation(self.model_dir, family, int(model.config.image_size))
-        self._setup(model, family, norm, device_, dtype_, max_conditioning_frames, mask_threshold, feature_cache_size)
+        self._setup(model, family, norm, device_, dtype_, options)
 
     @classmethod
     def from_model(
-        cls,
-        model,
-        family: Family,
-        device: str = "auto",
-        dtype: str = "auto",
-        max_conditioning_frames: int = 4,
-        mask_threshold: float = 0.0,
-        feature_cache_size: int = 1,
+        cls, model, family: Family, options: Sam2VideoOptions | None = None, /, **values: Any
     ) -> Sam2VideoTracker:
         """A tracker over a model built in memory (benchmarks of full-size configurations with random weights);
-        the family's default normalisation. Production code loads from a directory with ``Sam2VideoTracker(...)``."""
-        device_, dtype_ = resolve_device_dtype(device, dtype, option_prefix="sam2_video option ")
-        _check_tuning(max_conditioning_frames)
+        the family's default normalisation; ``model_dir`` is not used. Production code loads from a directory with
+        ``Sam2VideoTracker(...)``."""
+        options = Sam2VideoOptions.build(options, values)
+        device_, dtype_ = resolve_device_dtype(options.device, options.dtype, option_prefix="sam2_video option ")
         tracker = cls.__new__(cls)
         tracker.model_dir = None
         norm = Normalisation(int(model.config.image_size), family.image_mean, family.image_std)
         model = model.to(device=device_, dtype=dtype_).eval()
-        tracker._setup(
-            model, family, norm, device_, dtype_, max_conditioning_frames, mask_threshold, feature_cache_size
-        )
+        tracker._setup(model, family, norm, device_, dtype_, options)
         return tracker
 
-    def _setup(self, model, family, norm, device, dtype, conditioning, threshold, feature_cache_size) -> None:
-        if int(feature_cache_size) < 0:
-            raise ConfigError(f"sam2_video option feature_cache_size must be >= 0, got {feature_cache_size}")
+    def _setup(self, model, family, norm, device, dtype, options: Sam2VideoOptions) -> None:
+        if options.num_threads is not None:
+            torch.set_num_threads(options.num_threads)
+        self.options = options
         self.model, self.family, self.norm = model, family, norm
         self.device, self.dtype = device, dtype
-        self.max_conditioning_frames = int(conditioning)
-        self.mask_threshold = float(threshold)
-        self.feature_cache_size = int(feature_cache_size)
+        self.max_conditioning_frames = options.max_conditioning_frames
+        self.mask_threshold = options.mask_threshold
+        self.feature_cache_size = options.feature_cache_size
         # Image-encoder outputs shared between sessions, keyed by (Frame.uid, frame size): the recent frames
         # (every target's session steps the newest frame) and, apart, the last two seeding frames (both pipeline
         # passes start at the key frame, and a long backward pass must not evict it).
@@ -360,11 +371,6 @@ class Sam2VideoSession(TrackerSession):
 
     def memory_bytes(self) -> int:
         return 0 if self.core is None else self.core.stored_bytes()
-
-
-def _check_tuning(max_conditioning_frames: int) -> None:
-    if int(max_conditioning_frames) < 1:
-        raise ConfigError(f"sam2_video option max_conditioning_frames must be >= 1, got {max_conditioning_frames}")
 
 
 def _clone(value):

@@ -17,11 +17,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ..core.errors import BackendFailure
+from ..core.errors import BackendFailure, ConfigError
 from ..core.interfaces import FrameSampler, KeyframeSegmenter, Tracker, TrackerSession
+from ..core.options import OptionSet, option
 from ..core.types import Frame, KeyframeChoice, Segmentation, TrackedMask, Understanding
 
 COLOURS = {"red": 0, "green": 1, "blue": 2}
@@ -42,12 +45,31 @@ def colour_in(text: str) -> int | None:
     return None
 
 
+def _delay_option() -> Any:
+    return option(0.0, "seconds each call sleeps (tests of cancellation, skipping and catch-up)", low=0.0)
+
+
+@dataclass(frozen=True)
+class ScriptedSamplerOptions(OptionSet):
+    position: str | float = option(
+        "latest", "key frame: 'latest', 'first', or a fraction in [0, 1] of the window", low=0.0, high=1.0
+    )
+    delay_s: float = _delay_option()
+
+    def check(self) -> None:
+        if isinstance(self.position, str) and self.position not in ("latest", "first"):
+            raise ConfigError(f"position must be 'latest', 'first' or a number in [0, 1], got {self.position!r}")
+
+
 class ScriptedSampler(FrameSampler):
     """Key frame = ``position`` ("latest", "first", or a fraction in [0, 1] of the window)."""
 
-    def __init__(self, position: str | float = "latest", delay_s: float = 0.0) -> None:
-        self.position = position
-        self.delay_s = float(delay_s)
+    Options = ScriptedSamplerOptions
+
+    def __init__(self, options: ScriptedSamplerOptions | None = None, /, **values: Any) -> None:
+        self.options = ScriptedSamplerOptions.build(options, values)
+        self.position = self.options.position
+        self.delay_s = self.options.delay_s
         self.calls: list[tuple[int, str]] = []
 
     def sample(self, frames: Sequence[Frame], instruction: str) -> KeyframeChoice:
@@ -64,10 +86,19 @@ class ScriptedSampler(FrameSampler):
         return KeyframeChoice(key=key, confidence=1.0, details={"sampler": "scripted"})
 
 
+@dataclass(frozen=True)
+class ScriptedSegmenterOptions(OptionSet):
+    delay_s: float = _delay_option()
+    score: float = option(0.9, "score of every mask it returns", low=0.0, high=1.0)
+
+
 class ScriptedSegmenter(KeyframeSegmenter):
-    def __init__(self, delay_s: float = 0.0, score: float = 0.9) -> None:
-        self.delay_s = float(delay_s)
-        self.score = float(score)
+    Options = ScriptedSegmenterOptions
+
+    def __init__(self, options: ScriptedSegmenterOptions | None = None, /, **values: Any) -> None:
+        self.options = ScriptedSegmenterOptions.build(options, values)
+        self.delay_s = self.options.delay_s
+        self.score = self.options.score
         self.calls: list[tuple[int, tuple[int, ...], str]] = []
         self.released = 0
 
@@ -129,11 +160,24 @@ class ScriptedTrackerSession(TrackerSession):
         self.closed = True
 
 
+@dataclass(frozen=True)
+class ScriptedTrackerOptions(OptionSet):
+    delay_s: float = _delay_option()
+    confidence: float = option(0.95, "confidence of every mask it returns", low=0.0, high=1.0)
+    fail_after: int | None = option(
+        None, "steps a session takes before every further step raises (fault injection; null: never)", low=0
+    )
+
+
 class ScriptedTracker(Tracker):
-    def __init__(self, delay_s: float = 0.0, confidence: float = 0.95, fail_after: int | None = None) -> None:
-        self.delay_s = float(delay_s)
-        self.confidence = float(confidence)
-        self.fail_after = fail_after
+    Options = ScriptedTrackerOptions
+
+    def __init__(self, options: ScriptedTrackerOptions | None = None, /, **values: Any) -> None:
+        self.options = ScriptedTrackerOptions.build(options, values)
+        # Plain attributes as well as the frozen options: tests turn these knobs while a run goes on.
+        self.delay_s = self.options.delay_s
+        self.confidence = self.options.confidence
+        self.fail_after = self.options.fail_after
         self.sessions: list[ScriptedTrackerSession] = []
         self.lock = threading.Lock()
 

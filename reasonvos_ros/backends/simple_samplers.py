@@ -13,9 +13,11 @@ Both return empty ``references`` (the pipeline fills them) and ``confidence=None
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from ..core.errors import ConfigError
 from ..core.interfaces import FrameSampler
+from ..core.options import OptionSet, option
 from ..core.types import Frame, KeyframeChoice
 
 
@@ -25,25 +27,39 @@ def _check_frames(frames: Sequence[Frame], name: str) -> int:
     return len(frames)
 
 
+@dataclass(frozen=True)
+class LatestOptions(OptionSet):
+    """The "latest" sampler has no options."""
+
+
 class LatestFrameSampler(FrameSampler):
     """Key frame = the newest frame of the window."""
+
+    Options = LatestOptions
+
+    def __init__(self, options: LatestOptions | None = None, /, **values: Any) -> None:
+        self.options = LatestOptions.build(options, values)
 
     def sample(self, frames: Sequence[Frame], instruction: str) -> KeyframeChoice:
         count = _check_frames(frames, "latest")
         return KeyframeChoice(key=count - 1, references=[], confidence=None, details={"sampler": "latest"})
 
 
+@dataclass(frozen=True)
+class UniformOptions(OptionSet):
+    position: float = option(
+        0.5, "fraction of the window where the key frame is (0 = oldest, 0.5 = middle, 1 = newest)", low=0.0, high=1.0
+    )
+
+
 class UniformFrameSampler(FrameSampler):
     """Key frame = the frame at a fixed fraction ``position`` of the window (0.5: the middle)."""
 
-    def __init__(self, position: float = 0.5) -> None:
-        try:
-            position = float(position)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"uniform sampler: position must be a number in [0, 1], got {position!r}") from exc
-        if not 0.0 <= position <= 1.0:
-            raise ConfigError(f"uniform sampler: position must be in [0, 1], got {position}")
-        self.position = position
+    Options = UniformOptions
+
+    def __init__(self, options: UniformOptions | None = None, /, **values: Any) -> None:
+        self.options = UniformOptions.build(options, values)
+        self.position = self.options.position
 
     def sample(self, frames: Sequence[Frame], instruction: str) -> KeyframeChoice:
         count = _check_frames(frames, "uniform")

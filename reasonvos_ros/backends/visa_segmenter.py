@@ -22,30 +22,19 @@ the segmentation is reported ``present=False`` with an empty mask when
 
 ``Segmentation.details`` carries the area, the IoU prediction, the prompt length and per-stage timings.
 
-Options: ``visa_dir`` (merged VISA checkpoint directory, with tokenizer), ``sam_checkpoint``
-(``sam_vit_h_4b8939.pth``), ``clip_dir`` (openai/clip-vit-large-patch14 directory), ``device`` ("auto" = CUDA if
-available), ``dtype`` ("auto" = bfloat16 on CUDA, float32 on CPU; "float16", "bfloat16", "float32"),
-``min_area_fraction`` (0.0005), ``min_area_pixels`` (1), ``min_score`` (0.0), ``min_iou_prediction`` (None),
-``max_references`` (11; more references are thinned evenly), ``lowercase_instruction`` (True, as VISA's evaluation),
-``seed`` (0: the clustering's tie-breaking density noise for a frame is drawn from a generator seeded with
-(seed, ``Frame.index``), so a frame always gets the same visual tokens and results are reproducible up to BLAS
-rounding (see ``models.visa.ctm`` on near-tied tokens); None uses
-torch's global RNG like the official code and disables the visual-token cache), ``visual_cache_size`` (32 frames
-whose projected visual tokens are kept, keyed by ``Frame.index``: reference frames shared by successive queries
-are encoded once), ``embedding_cache_size`` (2 key frames whose SAM image embeddings are kept), ``strict`` (True:
-refuse checkpoints with missing/unexpected keys), ``progress`` (tqdm bars while loading), ``num_threads`` (None =
-leave torch's setting).
+The options are ``VisaOptions``: the three weight paths are required; a ``seed`` of null uses torch's global RNG
+like the official code and disables the visual-token cache.
 
 ``release()`` unloads the model (GPU and host memory); the next ``segment`` reloads it from disk.
 """
 
 from __future__ import annotations
 
-import pathlib
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,6 +42,14 @@ import torch
 
 from reasonvos_ros.core.errors import BackendFailure, BackendUnavailable, ConfigError
 from reasonvos_ros.core.interfaces import KeyframeSegmenter
+from reasonvos_ros.core.options import (
+    OptionSet,
+    device_option,
+    dtype_option,
+    num_threads_option,
+    option,
+    weights_path,
+)
 from reasonvos_ros.core.types import Frame, Segmentation
 
 
@@ -90,68 +87,71 @@ def decide_presence(
     return True, score, ""
 
 
-class VisaSegmenter(KeyframeSegmenter):
-    """VISA key-frame segmenter; see the module docstring for the behaviour and options."""
+# The three weight paths VISA needs: option name -> what the path is.
+VISA_WEIGHTS = {
+    "visa_dir": "the path to the merged VISA checkpoint directory (config.json, tokenizer, weights)",
+    "sam_checkpoint": "the path to sam_vit_h_4b8939.pth",
+    "clip_dir": "the path to the openai/clip-vit-large-patch14 directory",
+}
 
-    def __init__(
-        self,
-        visa_dir: str | None = None,
-        sam_checkpoint: str | None = None,
-        clip_dir: str | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        min_area_fraction: float = 0.0005,
-        min_area_pixels: int = 1,
-        min_score: float = 0.0,
-        min_iou_prediction: float | None = None,
-        max_references: int = 11,
-        lowercase_instruction: bool = True,
-        seed: int | None = 0,
-        visual_cache_size: int = 32,
-        embedding_cache_size: int = 2,
-        strict: bool = True,
-        progress: bool = True,
-        num_threads: int | None = None,
-    ) -> None:
-        paths = {}
-        for option, value, what in (
-            ("visa_dir", visa_dir, "the merged VISA checkpoint directory (config.json, tokenizer, weights)"),
-            ("sam_checkpoint", sam_checkpoint, "sam_vit_h_4b8939.pth"),
-            ("clip_dir", clip_dir, "the openai/clip-vit-large-patch14 directory"),
-        ):
-            if not value:
-                raise BackendUnavailable(f"the visa segmenter needs options.{option}: the path to {what}")
-            path = pathlib.Path(value).expanduser()
-            if not path.exists():
-                raise BackendUnavailable(f"VISA {option} not found: {path} (set the segmenter's options.{option})")
-            paths[option] = path
-        if not 0.0 <= float(min_area_fraction) < 1.0:
-            raise ConfigError(f"VISA option min_area_fraction must be in [0, 1), got {min_area_fraction}")
-        if int(min_area_pixels) < 1:
-            raise ConfigError(f"VISA option min_area_pixels must be >= 1, got {min_area_pixels}")
-        if not 0.0 <= float(min_score) <= 1.0:
-            raise ConfigError(f"VISA option min_score must be in [0, 1], got {min_score}")
-        if int(max_references) < 0:
-            raise ConfigError(f"VISA option max_references must be >= 0, got {max_references}")
-        if int(embedding_cache_size) < 0 or int(visual_cache_size) < 0:
-            raise ConfigError("VISA options embedding_cache_size and visual_cache_size must be >= 0")
+
+@dataclass(frozen=True)
+class VisaOptions(OptionSet):
+    visa_dir: str | None = option(None, "merged VISA checkpoint directory, with tokenizer (required)")
+    sam_checkpoint: str | None = option(None, "SAM ViT-H checkpoint sam_vit_h_4b8939.pth (required)")
+    clip_dir: str | None = option(None, "openai/clip-vit-large-patch14 directory (required)")
+    device: str = device_option()
+    dtype: str = dtype_option()
+    min_area_fraction: float = option(
+        0.0005, "masks covering less of the frame are 'not present' (must be < 1)", low=0.0, high=1.0
+    )
+    min_area_pixels: int = option(1, "masks with fewer pixels are 'not present'", low=1)
+    min_score: float = option(
+        0.0, "masks whose mean sigmoid of the logits over the mask is lower are 'not present'", low=0.0, high=1.0
+    )
+    min_iou_prediction: float | None = option(
+        None, "masks with a lower SAM IoU prediction are 'not present' (null: off; VISA did not train that head)"
+    )
+    max_references: int = option(11, "more reference frames are thinned evenly", low=0)
+    lowercase_instruction: bool = option(True, "lower-case the instruction, as VISA's evaluation did")
+    seed: int | None = option(
+        0,
+        "a frame's clustering noise is drawn from a generator seeded with (seed, frame index): reproducible visual "
+        "tokens (null: torch's global RNG, as the official code, and no visual-token cache)",
+    )
+    visual_cache_size: int = option(
+        32, "frames whose projected visual tokens are kept (reference frames of successive queries)", low=0
+    )
+    embedding_cache_size: int = option(2, "key frames whose SAM image embeddings are kept", low=0)
+    strict: bool = option(True, "refuse checkpoints with missing or unexpected keys")
+    progress: bool = option(True, "progress bars while loading")
+    num_threads: int | None = num_threads_option()
+
+    def check(self) -> None:
+        if self.min_area_fraction >= 1.0:
+            raise ConfigError(f"min_area_fraction must be in [0, 1), got {self.min_area_fraction}")
+
+
+class VisaSegmenter(KeyframeSegmenter):
+    """VISA key-frame segmenter; see the module docstring for the behaviour, and ``VisaOptions``."""
+
+    Options = VisaOptions
+
+    def __init__(self, options: VisaOptions | None = None, /, **values: Any) -> None:
+        self.options = options = VisaOptions.build(options, values)
+        self.paths = {
+            name: weights_path(
+                getattr(options, name), option_name=name, backend="visa", role="segmenter", label="VISA", what=what
+            )
+            for name, what in VISA_WEIGHTS.items()
+        }
         from reasonvos_ros.models.weights import resolve_device_dtype
 
-        self.device, self.dtype = resolve_device_dtype(device, dtype, option_prefix="VISA option ")
-        self.paths = paths
-        self.min_area_fraction = float(min_area_fraction)
-        self.min_area_pixels = int(min_area_pixels)
-        self.min_score = float(min_score)
-        self.min_iou_prediction = None if min_iou_prediction is None else float(min_iou_prediction)
-        self.max_references = int(max_references)
-        self.lowercase_instruction = bool(lowercase_instruction)
-        self.seed = None if seed is None else int(seed)
-        self.embedding_cache_size = int(embedding_cache_size)
-        self.visual_cache_size = int(visual_cache_size) if seed is not None else 0
-        self.strict = bool(strict)
-        self.progress = bool(progress)
-        if num_threads is not None:
-            torch.set_num_threads(int(num_threads))
+        self.device, self.dtype = resolve_device_dtype(options.device, options.dtype, option_prefix="VISA option ")
+        # Without a seed the visual tokens of a frame differ between calls: nothing to cache.
+        self.visual_cache_size = options.visual_cache_size if options.seed is not None else 0
+        if options.num_threads is not None:
+            torch.set_num_threads(options.num_threads)
         self.lock = threading.RLock()
         self.model = None
         self.tokenizer = None
@@ -173,8 +173,8 @@ class VisaSegmenter(KeyframeSegmenter):
                 self.paths["clip_dir"],
                 device=self.device,
                 dtype=self.dtype,
-                strict=self.strict,
-                progress=self.progress,
+                strict=self.options.strict,
+                progress=self.options.progress,
             )
         except VisaCheckpointError as exc:
             raise BackendUnavailable(f"cannot load VISA: {exc}") from exc
@@ -197,13 +197,13 @@ class VisaSegmenter(KeyframeSegmenter):
 
     def _noise_fn(self, frame_indices: Sequence[int]):
         """Density noise for a batch of frames: one generator per frame, seeded with (seed, Frame.index)."""
-        if self.seed is None:
+        if self.options.seed is None:
             return None
         generators: dict[int, torch.Generator] = {}
 
         def draw(position: int, stage: int, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
             if position not in generators:
-                mixed = (self.seed * 1_000_003 + int(frame_indices[position])) % (2**63)
+                mixed = (self.options.seed * 1_000_003 + int(frame_indices[position])) % (2**63)
                 generators[position] = torch.Generator(device="cpu").manual_seed(mixed)
             draws = torch.rand(shape, generator=generators[position], dtype=torch.float32)
             return draws.to(like.device, like.dtype)
@@ -241,9 +241,9 @@ class VisaSegmenter(KeyframeSegmenter):
             self.cache_hits["sam"] += 1
             return self._embeddings[cache_key]
         result = self.model.encode_keyframe(image)
-        if self.embedding_cache_size:
+        if self.options.embedding_cache_size:
             self._embeddings[cache_key] = result
-            while len(self._embeddings) > self.embedding_cache_size:
+            while len(self._embeddings) > self.options.embedding_cache_size:
                 self._embeddings.popitem(last=False)
         return result
 
@@ -259,13 +259,13 @@ class VisaSegmenter(KeyframeSegmenter):
             if self.model is None:
                 self._load()
             timings: dict[str, float] = {}
-            refs = _thin(references, self.max_references)
+            refs = _thin(references, self.options.max_references)
             key_image = np.asarray(frames[key].image)
             if key_image.ndim != 3 or key_image.shape[2] != 3 or key_image.dtype != np.uint8:
                 raise ValueError(f"key frame must be HxWx3 uint8 RGB, got {key_image.dtype} {key_image.shape}")
             try:
                 input_ids = build_prompt_ids(
-                    self.tokenizer, instruction, len(refs), lowercase=self.lowercase_instruction
+                    self.tokenizer, instruction, len(refs), lowercase=self.options.lowercase_instruction
                 )
             except ValueError as exc:
                 raise ConfigError(f"VISA prompt: {exc}") from exc
@@ -292,10 +292,10 @@ class VisaSegmenter(KeyframeSegmenter):
             mask,
             logits,
             iou,
-            self.min_area_fraction,
-            self.min_area_pixels,
-            self.min_score,
-            self.min_iou_prediction,
+            self.options.min_area_fraction,
+            self.options.min_area_pixels,
+            self.options.min_score,
+            self.options.min_iou_prediction,
         )
         details: dict[str, Any] = {
             "area_px": int(mask.sum()),

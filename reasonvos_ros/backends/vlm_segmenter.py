@@ -25,16 +25,10 @@ What the statuses mean (the pipeline maps them to the target's status):
 gave none; ``details["confidence_reported"]`` says which); ``score`` is SAM's IoU prediction clipped to [0, 1];
 ``details`` has the raw answer, the parsed box/points, parser notes and per-stage timings.
 
-Options: ``model_dir`` (in-process VLM checkpoint directory) or ``server_url`` + ``server_model`` + ``family``
-("qwen2_5_vl" / "qwen3_vl") + ``api_key`` (optional) + ``timeout_s`` (30) + ``retries`` (1) + ``jpeg_quality``
-(90); ``sam_dir`` (Sam2Model / Sam3TrackerModel directory) or, as the fallback, ``sam_checkpoint`` (an original
-segment-anything ``.pth`` such as ``sam_vit_h_4b8939.pth``, run by the project's own SAM); ``device`` / ``dtype`` ("auto": CUDA + bfloat16 when
-available, else CPU float32; ``sam_device`` defaults to ``device``); ``key_max_pixels`` (1003520 = 1280 x 28 x 28),
-``reference_max_pixels`` (200704 = 256 x 28 x 28), ``max_references`` (4), ``max_new_tokens`` (192),
-``min_area_pixels`` (16), ``box_margin`` (0.1 of the box side), ``min_box_side_px`` (2); the optional second
-step (``models.vlm.candidates``): ``candidates_dir`` (a ``Sam3Model`` directory, e.g. facebook/sam3; off when
-unset), ``candidate_threshold`` (0.3), ``max_candidates`` (9) -- SAM 3's candidates for the noun phrase are
-numbered on the key frame and a second VLM call picks one; its pick replaces the box-prompted mask, anything
+The options are ``VlmSamOptions``: the VLM runs in process (``model_dir``) or behind a server (``server_url``,
+``server_model``, ``family``); SAM comes from ``sam_dir`` or, as the fallback, ``sam_checkpoint``; the optional
+second step (``models.vlm.candidates``, on when ``candidates_dir`` is set): SAM 3's candidates for the noun phrase
+are numbered on the key frame and a second VLM call picks one; its pick replaces the box-prompted mask, anything
 else keeps it (``details["mask_source"]``, ``details["mark_status"]``, timings ``candidates_s`` / ``mark_vlm_s``).
 """
 
@@ -43,115 +37,134 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from reasonvos_ros.core.errors import BackendFailure, BackendUnavailable, ConfigError
 from reasonvos_ros.core.interfaces import KeyframeSegmenter
+from reasonvos_ros.core.options import OptionSet, device_option, dtype_option, option
 from reasonvos_ros.core.types import Frame, Segmentation, Understanding
+from reasonvos_ros.models.vlm.grounding import CONVENTION_BY_FAMILY
 
 from .visa_segmenter import _thin
 
 
-class VlmSamSegmenter(KeyframeSegmenter):
-    """See the module docstring."""
+@dataclass(frozen=True)
+class VlmSamOptions(OptionSet):
+    model_dir: str | None = option(None, "Qwen2.5-VL / Qwen3-VL checkpoint directory run in process (or server_url)")
+    sam_dir: str | None = option(
+        None, "Sam2Model / Sam3TrackerModel directory, e.g. facebook/sam2.1-hiera-large (or sam_checkpoint)"
+    )
+    sam_checkpoint: str | None = option(
+        None, "fallback to sam_dir: an original segment-anything checkpoint such as sam_vit_h_4b8939.pth"
+    )
+    server_url: str | None = option(None, "OpenAI-compatible server, e.g. http://gpu-host:8000/v1 (or model_dir)")
+    server_model: str | None = option(None, "with server_url: the model as the server names it")
+    family: str | None = option(
+        None,
+        "with server_url: the served VLM's family (fixes the coordinate convention)",
+        choices=tuple(CONVENTION_BY_FAMILY),
+    )
+    api_key: str | None = option(None, "with server_url: bearer token, if the server wants one")
+    timeout_s: float = option(30.0, "with server_url: seconds per request (> 0)", low=0.0, high=3600.0)
+    retries: int = option(1, "with server_url: retries after a failed request", low=0)
+    jpeg_quality: int = option(90, "with server_url: JPEG quality of the images sent", low=10, high=100)
+    device: str = device_option()
+    dtype: str = dtype_option()
+    sam_device: str | None = option(None, "device of the SAM model (null: device)")
+    key_max_pixels: int = option(1280 * 28 * 28, "pixels of the key frame the VLM sees at most", low=28 * 28)
+    reference_max_pixels: int = option(
+        256 * 28 * 28, "pixels of each reference frame the VLM sees at most", low=28 * 28
+    )
+    max_references: int = option(4, "reference frames shown besides the key frame (thinned evenly)", low=0)
+    max_new_tokens: int = option(192, "longest VLM answer in tokens", low=1)
+    min_area_pixels: int = option(16, "smaller SAM masks are 'not present'", low=1)
+    box_margin: float = option(
+        0.1, "the mask is clipped to the VLM's box grown by this fraction of its side", low=0.0, high=1.0
+    )
+    min_box_side_px: float = option(2.0, "boxes with a shorter side are unusable answers", low=0.0)
+    candidates_dir: str | None = option(
+        None, "Sam3Model directory (e.g. facebook/sam3) for the second step (null: off)"
+    )
+    candidate_threshold: float = option(
+        0.3, "second step: SAM 3 candidates under this score are dropped", low=0.0, high=1.0
+    )
+    max_candidates: int = option(9, "second step: at most this many numbered candidates", low=1)
 
-    def __init__(
-        self,
-        model_dir: str | None = None,
-        sam_dir: str | None = None,
-        sam_checkpoint: str | None = None,
-        server_url: str | None = None,
-        server_model: str | None = None,
-        family: str | None = None,
-        api_key: str | None = None,
-        timeout_s: float = 30.0,
-        retries: int = 1,
-        jpeg_quality: int = 90,
-        device: str = "auto",
-        dtype: str = "auto",
-        sam_device: str | None = None,
-        key_max_pixels: int = 1280 * 28 * 28,
-        reference_max_pixels: int = 256 * 28 * 28,
-        max_references: int = 4,
-        max_new_tokens: int = 192,
-        min_area_pixels: int = 16,
-        box_margin: float = 0.1,
-        min_box_side_px: float = 2.0,
-        candidates_dir: str | None = None,
-        candidate_threshold: float = 0.3,
-        max_candidates: int = 9,
-    ) -> None:
+
+class VlmSamSegmenter(KeyframeSegmenter):
+    """See the module docstring, and ``VlmSamOptions`` for the options."""
+
+    Options = VlmSamOptions
+
+    def __init__(self, options: VlmSamOptions | None = None, /, **values: Any) -> None:
         import transformers
 
-        from reasonvos_ros.models.vlm.grounding import CONVENTION_BY_FAMILY
-
+        self.options = options = VlmSamOptions.build(options, values)
         if int(transformers.__version__.split(".")[0]) < 5:
             raise BackendUnavailable(
                 f"the vlm_sam segmenter needs transformers >= 5 (Qwen3-VL, SAM 3, SAM 2 image models without "
                 f"torchvision); installed {transformers.__version__} (the project is tested with constraints.txt's)"
             )
-        if bool(model_dir) == bool(server_url):
+        if bool(options.model_dir) == bool(options.server_url):
             raise BackendUnavailable(
                 "the vlm_sam segmenter needs exactly one of options.model_dir (a Qwen2.5-VL / Qwen3-VL checkpoint "
                 "directory, run in process) or options.server_url (an OpenAI-compatible server, e.g. "
                 "http://gpu-host:8000/v1); `reasonvos weights` lists the model sets"
             )
-        if bool(sam_dir) == bool(sam_checkpoint):
+        if bool(options.sam_dir) == bool(options.sam_checkpoint):
             raise BackendUnavailable(
                 "the vlm_sam segmenter needs exactly one of options.sam_dir (a Sam2Model or Sam3TrackerModel "
                 "directory, e.g. facebook/sam2.1-hiera-large; `reasonvos weights` lists them) or "
                 "options.sam_checkpoint (an original segment-anything checkpoint such as sam_vit_h_4b8939.pth)"
             )
-        if int(key_max_pixels) < 28 * 28 or int(reference_max_pixels) < 28 * 28:
-            raise ConfigError("key_max_pixels and reference_max_pixels must be >= 784")
-        if int(max_references) < 0 or int(min_area_pixels) < 1 or not 0 <= float(box_margin) <= 1:
-            raise ConfigError(
-                f"bad vlm_sam options: max_references {max_references} (>= 0), min_area_pixels {min_area_pixels} "
-                f"(>= 1), box_margin {box_margin} (0..1)"
-            )
-        self.key_max_pixels = int(key_max_pixels)
-        self.reference_max_pixels = int(reference_max_pixels)
-        self.max_references = int(max_references)
-        self.min_area_pixels = int(min_area_pixels)
-        self.box_margin = float(box_margin)
-        self.min_box_side_px = float(min_box_side_px)
         self.lock = threading.RLock()
-        if model_dir:
+        if options.model_dir:
             from reasonvos_ros.models.vlm.chat import QwenImageChat
 
-            self.chat = QwenImageChat(model_dir, device=device, dtype=dtype, max_new_tokens=max_new_tokens)
+            self.chat = QwenImageChat(
+                options.model_dir, device=options.device, dtype=options.dtype, max_new_tokens=options.max_new_tokens
+            )
             self.family = self.chat.family
-            if family and family != self.family:
-                raise ConfigError(f"options.family {family!r} contradicts the checkpoint's model_type {self.family!r}")
+            if options.family and options.family != self.family:
+                raise ConfigError(
+                    f"options.family {options.family!r} contradicts the checkpoint's model_type {self.family!r}"
+                )
         else:
             from reasonvos_ros.models.vlm.remote import OpenAIChatClient
 
             self.chat = OpenAIChatClient(
-                server_url,
-                model=server_model or "",
-                family=family or "",
-                api_key=api_key,
-                timeout_s=timeout_s,
-                retries=retries,
-                max_new_tokens=max_new_tokens,
-                jpeg_quality=jpeg_quality,
+                options.server_url,
+                model=options.server_model or "",
+                family=options.family or "",
+                api_key=options.api_key,
+                timeout_s=options.timeout_s,
+                retries=options.retries,
+                max_new_tokens=options.max_new_tokens,
+                jpeg_quality=options.jpeg_quality,
             )
-            self.family = family
+            self.family = options.family
         self.convention = CONVENTION_BY_FAMILY[self.family]
         from reasonvos_ros.models.vlm.sam_prompt import BoxPromptSam, OriginalSamBoxPrompter
 
-        if sam_dir:
-            self.sam = BoxPromptSam(sam_dir, device=sam_device or device, dtype=dtype)
+        if options.sam_dir:
+            self.sam = BoxPromptSam(options.sam_dir, device=options.sam_device or options.device, dtype=options.dtype)
         else:
-            self.sam = OriginalSamBoxPrompter(sam_checkpoint, device=sam_device or device, dtype=dtype)
+            self.sam = OriginalSamBoxPrompter(
+                options.sam_checkpoint, device=options.sam_device or options.device, dtype=options.dtype
+            )
         self.candidates = None
-        if candidates_dir:
+        if options.candidates_dir:
             from reasonvos_ros.models.vlm.candidates import Sam3TextCandidates
 
             self.candidates = Sam3TextCandidates(
-                candidates_dir, sam_device or device, dtype, candidate_threshold, max_candidates
+                options.candidates_dir,
+                options.sam_device or options.device,
+                options.dtype,
+                options.candidate_threshold,
+                options.max_candidates,
             )
 
     def release(self) -> None:
@@ -167,7 +180,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
         from reasonvos_ros.models.vlm.chat import ChatImage
         from reasonvos_ros.models.vlm.grounding import PromptFrame
 
-        refs = [r for r in _thin(sorted(set(references) - {key}), self.max_references)]
+        refs = [r for r in _thin(sorted(set(references) - {key}), self.options.max_references)]
         order = sorted([*refs, key], key=lambda position: (frames[position].stamp, position))
         key_stamp = frames[key].stamp
         prompt_frames, images = [], []
@@ -177,7 +190,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
             images.append(
                 ChatImage(
                     np.asarray(frames[position].image),
-                    max_pixels=self.key_max_pixels if is_key else self.reference_max_pixels,
+                    max_pixels=self.options.key_max_pixels if is_key else self.options.reference_max_pixels,
                 )
             )
         key_label = next(f.label for f in prompt_frames if f.is_key)
@@ -199,7 +212,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
         with self.lock:
             timings: dict[str, float] = {}
             prompt_frames, images, key_label, order = self.build_parts(frames, key, references)
-            key_seen = seen_size(key_image.shape, self.family, self.key_max_pixels, images[0].min_pixels)
+            key_seen = seen_size(key_image.shape, self.family, self.options.key_max_pixels, images[0].min_pixels)
             captions, tail = build_question(instruction, prompt_frames, self.convention, key_seen)
             parts: list[Any] = []
             for caption, image in zip(captions, images):
@@ -216,7 +229,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
                 convention=self.convention,
                 seen_size=reply.seen_sizes[key_index],
                 frame_size=(width, height),
-                min_box_side_px=self.min_box_side_px,
+                min_box_side_px=self.options.min_box_side_px,
             )
             details: dict[str, Any] = {
                 "vlm_answer": reply.text[:2000],
@@ -251,7 +264,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
         area = int(np.count_nonzero(mask))
         details["area_px"] = area
         details["iou_prediction"] = iou
-        if area < self.min_area_pixels:
+        if area < self.options.min_area_pixels:
             reason = f"SAM mask for the VLM's {'box' if answer.box_xyxy else 'points'} too small ({area} px)"
             return Segmentation(empty, score, False, reason, details, understanding)
         return Segmentation(mask, score, True, "", details, understanding)
@@ -273,7 +286,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
         reply = self.chat.chat(
             [
                 f"Frame {key_label} (key frame):",
-                ChatImage(marked, max_pixels=self.key_max_pixels),
+                ChatImage(marked, max_pixels=self.options.key_max_pixels),
                 mark_question(instruction, answer.label, len(candidates)),
             ]
         )
@@ -295,7 +308,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
             return mask
         height, width = mask.shape
         x1, y1, x2, y2 = box
-        grow_x, grow_y = self.box_margin * (x2 - x1), self.box_margin * (y2 - y1)
+        grow_x, grow_y = self.options.box_margin * (x2 - x1), self.options.box_margin * (y2 - y1)
         keep = np.zeros_like(mask)
         keep[
             max(0, int(np.floor(y1 - grow_y))) : min(height, int(np.ceil(y2 + grow_y))),

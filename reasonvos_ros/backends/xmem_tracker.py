@@ -15,27 +15,24 @@ frame. ``TrackedMask.confidence`` = mean, over the returned mask's pixels, of th
 probability (so in [0, 1]; 0 for an empty mask). It is high when the prediction is decisive and drops when the
 object's pixels are contested by the background or other objects, which is what the pipeline's lost check needs.
 
-Options (all keyword): ``checkpoint`` (path, required), ``device`` ("auto" = CUDA if available), ``size`` (480),
-``mem_every`` (5), ``top_k`` (30), ``deep_update_every`` (-1: with memory frames), ``enable_long_term`` (True),
-``min_mid_term_frames`` (5), ``max_mid_term_frames`` (10), ``num_prototypes`` (128), ``max_long_term_elements``
-(10000), ``count_long_term_usage`` (True: long-term memory is bounded by usage), ``autocast`` ("auto" = on CUDA
-only; True on CPU uses bfloat16), ``autocast_dtype`` ("float16"), ``channels_last`` ("auto" = on CUDA),
-``feature_cache_size`` (4), ``num_threads`` (None = leave torch's setting).
+The options are ``XMemOptions`` (``checkpoint``, the path of ``XMem.pth``, is required).
 """
 
 from __future__ import annotations
 
 import contextlib
-import pathlib
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from reasonvos_ros.core.errors import BackendUnavailable, ConfigError
 from reasonvos_ros.core.interfaces import Tracker, TrackerSession
+from reasonvos_ros.core.options import OptionSet, device_option, num_threads_option, option, weights_path
 from reasonvos_ros.core.types import Frame, TrackedMask
 from reasonvos_ros.models.weights import resolve_device, resolve_dtype
 from reasonvos_ros.models.xmem.checkpoint import CheckpointError, load_network
@@ -45,80 +42,88 @@ from reasonvos_ros.models.xmem.network import KeyFeatures, XMemNetwork
 _SEED_CACHE_SIZE = 2
 
 
-def _auto_flag(value: bool | str, on_cuda: bool, name: str) -> bool:
-    if value == "auto":
-        return on_cuda
-    if isinstance(value, bool):
-        return value
-    raise ConfigError(f"XMem option {name} must be true, false or 'auto', got {value!r}")
+_AUTO_FLAG = (True, False, "auto")
+
+
+def _auto_flag(value: bool | str, on_cuda: bool) -> bool:
+    return on_cuda if value == "auto" else bool(value)
+
+
+@dataclass(frozen=True)
+class XMemOptions(OptionSet):
+    checkpoint: str | None = option(None, "path of XMem.pth (required; published with XMem's releases)")
+    device: str = device_option()
+    size: int | None = option(480, "frames are resized so that their shorter side is this (null: input size)", low=16)
+    mem_every: int = option(5, "every n-th frame becomes a memory frame", low=1)
+    top_k: int = option(30, "memory readout keeps the top k matches", low=1)
+    deep_update_every: int = option(-1, "deep update of the sensory memory every n frames (-1: with memory frames)")
+    enable_long_term: bool = option(True, "use the long-term memory (consolidated prototypes)")
+    min_mid_term_frames: int = option(5, "working-memory frames kept when consolidating", low=1)
+    max_mid_term_frames: int = option(10, "working-memory frames that trigger a consolidation", low=1)
+    num_prototypes: int = option(128, "long-term prototypes made per consolidation", low=1)
+    max_long_term_elements: int = option(10000, "long-term memory size bound", low=1)
+    count_long_term_usage: bool = option(True, "bound the long-term memory by usage (else oldest first)")
+    autocast: bool | str = option(
+        "auto", "mixed precision (auto: on CUDA only; true on CPU uses bfloat16)", choices=_AUTO_FLAG
+    )
+    autocast_dtype: str = option("float16", "autocast dtype on CUDA: float16 or bfloat16")
+    channels_last: bool | str = option("auto", "channels-last memory format (auto: on CUDA)", choices=_AUTO_FLAG)
+    feature_cache_size: int = option(
+        4, "key-encoder features of this many recent frames shared between sessions (0: no sharing)", low=0
+    )
+    num_threads: int | None = num_threads_option()
 
 
 class XMemTracker(Tracker):
-    """XMem tracker backend; see the module docstring for the options."""
+    """XMem tracker backend; see the module docstring, and ``XMemOptions`` for the options."""
 
-    def __init__(
-        self,
-        checkpoint: str | None = None,
-        device: str = "auto",
-        size: int | None = 480,
-        mem_every: int = 5,
-        top_k: int = 30,
-        deep_update_every: int = -1,
-        enable_long_term: bool = True,
-        min_mid_term_frames: int = 5,
-        max_mid_term_frames: int = 10,
-        num_prototypes: int = 128,
-        max_long_term_elements: int = 10000,
-        count_long_term_usage: bool = True,
-        autocast: bool | str = "auto",
-        autocast_dtype: str = "float16",
-        channels_last: bool | str = "auto",
-        feature_cache_size: int = 4,
-        num_threads: int | None = None,
-    ) -> None:
-        if not checkpoint:
-            raise BackendUnavailable(
-                "the xmem tracker needs options.checkpoint: the path to XMem.pth (published with XMem's releases)"
-            )
-        path = pathlib.Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise BackendUnavailable(f"XMem checkpoint not found: {path} (set the tracker's options.checkpoint)")
-        if size is not None and int(size) < 16:
-            raise ConfigError(f"XMem option size must be >= 16 or null, got {size}")
-        if feature_cache_size < 0:
-            raise ConfigError(f"XMem option feature_cache_size must be >= 0, got {feature_cache_size}")
+    Options = XMemOptions
+
+    def __init__(self, options: XMemOptions | None = None, /, **values: Any) -> None:
+        self.options = options = XMemOptions.build(options, values)
+        path = weights_path(
+            options.checkpoint,
+            option_name="checkpoint",
+            backend="xmem",
+            role="tracker",
+            label="XMem",
+            what="the path to XMem.pth (published with XMem's releases)",
+            kind="file",
+        )
         try:
             self.settings = InferenceSettings.from_options(
-                mem_every=int(mem_every),
-                deep_update_every=int(deep_update_every),
-                top_k=int(top_k),
-                enable_long_term=bool(enable_long_term),
-                count_long_term_usage=bool(count_long_term_usage),
-                min_mid_term_frames=int(min_mid_term_frames),
-                max_mid_term_frames=int(max_mid_term_frames),
-                num_prototypes=int(num_prototypes),
-                max_long_term_elements=int(max_long_term_elements),
+                mem_every=options.mem_every,
+                deep_update_every=options.deep_update_every,
+                top_k=options.top_k,
+                enable_long_term=options.enable_long_term,
+                count_long_term_usage=options.count_long_term_usage,
+                min_mid_term_frames=options.min_mid_term_frames,
+                max_mid_term_frames=options.max_mid_term_frames,
+                num_prototypes=options.num_prototypes,
+                max_long_term_elements=options.max_long_term_elements,
             )
         except ValueError as exc:
             raise ConfigError(f"bad XMem option: {exc}") from exc
-        self.device = resolve_device(device, option="XMem option device")
+        self.device = resolve_device(options.device, option="XMem option device")
         on_cuda = self.device.type == "cuda"
-        self.autocast = _auto_flag(autocast, on_cuda, "autocast")
+        self.autocast = _auto_flag(options.autocast, on_cuda)
         half = (torch.float16, torch.bfloat16)
-        gpu_dtype = resolve_dtype(autocast_dtype, self.device, option="XMem option autocast_dtype", allowed=half)
+        gpu_dtype = resolve_dtype(
+            options.autocast_dtype, self.device, option="XMem option autocast_dtype", allowed=half
+        )
         # CPU autocast runs in bfloat16 only.
         self.autocast_dtype = gpu_dtype if on_cuda else torch.bfloat16
-        self.channels_last = _auto_flag(channels_last, on_cuda, "channels_last")
-        if num_threads is not None:
-            torch.set_num_threads(int(num_threads))
+        self.channels_last = _auto_flag(options.channels_last, on_cuda)
+        if options.num_threads is not None:
+            torch.set_num_threads(options.num_threads)
         try:
             network = load_network(path)
         except CheckpointError as exc:
             raise BackendUnavailable(f"unusable XMem checkpoint: {exc}") from exc
         self.checkpoint = path
-        self.size = None if size is None else int(size)
+        self.size = options.size
         self.network: XMemNetwork = network
-        self.feature_cache_size = int(feature_cache_size)
+        self.feature_cache_size = options.feature_cache_size
         self._cache: OrderedDict[tuple, tuple[torch.Tensor, KeyFeatures]] = OrderedDict()
         self._seed_cache: OrderedDict[tuple, tuple[torch.Tensor, KeyFeatures]] = OrderedDict()
         self.cache_hits = 0

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .pipeline import EVERY_FRAME, Acquisition, DriftMonitor, Pipeline, PipelineConfig, Propagated
+from .config import PipelineConfig
+from .pipeline import EVERY_FRAME, Acquisition, DriftMonitor, Pipeline, Propagated
 from .registry import build_backend
 from .types import Frame, TargetStatus
 

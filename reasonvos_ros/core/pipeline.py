@@ -24,61 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import BackendFailure, ConfigError
+from .config import PipelineConfig
+from .errors import BackendFailure
 from .geometry import interior_point, mask_bbox
 from .interfaces import FrameSampler, KeyframeSegmenter, Tracker, TrackerSession
-from .references import STRATEGIES, select_references
+from .references import select_references
 from .types import Evidence, Frame, Segmentation, TargetStatus, TrackedMask, Understanding
-
-
-@dataclass
-class PipelineConfig:
-    """Tunables of the orchestration; every field is also a node parameter (see config/perception.yaml)."""
-
-    reference_strategy: str = "global_local"
-    num_references: int = 11
-    # Wall-clock budgets of the two propagation passes; a frame stride is chosen so each pass fits its budget
-    # at the measured tracker speed (0 = no budget: visit every frame, as offline evaluation does).
-    backward_budget_s: float = 2.0
-    catchup_budget_s: float = 1.0
-    # False: no backward pass at all (no results on past frames; the first live mask comes sooner).
-    backward_pass: bool = True
-    # Lost/drift detection (see DriftMonitor).
-    lost_min_confidence: float = 0.35
-    lost_min_area_ratio: float = 0.15
-    lost_max_area_ratio: float = 6.0
-    lost_border_area_ratio: float = 0.35
-    lost_patience: int = 3
-    min_mask_area_px: int = 16
-    # Independent evidence during live tracking (KeyframeSegmenter.verify, e.g. the detector re-run): every this
-    # many seconds of camera time, on the same frame for every target (0 = never).
-    redetect_interval_s: float = 0.4
-    # Re-acquisition pacing.
-    reacquire_interval_s: float = 1.0
-    not_present_retry_s: float = 3.0
-
-    def validate(self) -> None:
-        if self.reference_strategy not in STRATEGIES:
-            raise ConfigError(
-                f"reference_strategy must be one of {', '.join(STRATEGIES)}, got {self.reference_strategy!r}"
-            )
-        checks = {
-            "num_references": (self.num_references, 0, 64),
-            "backward_budget_s": (self.backward_budget_s, 0.0, 600.0),
-            "catchup_budget_s": (self.catchup_budget_s, 0.0, 600.0),
-            "lost_min_confidence": (self.lost_min_confidence, 0.0, 1.0),
-            "lost_min_area_ratio": (self.lost_min_area_ratio, 0.0, 1.0),
-            "lost_max_area_ratio": (self.lost_max_area_ratio, 1.0, 1000.0),
-            "lost_border_area_ratio": (self.lost_border_area_ratio, 0.0, 1.0),
-            "lost_patience": (self.lost_patience, 1, 1000),
-            "min_mask_area_px": (self.min_mask_area_px, 0, 10**7),
-            "redetect_interval_s": (self.redetect_interval_s, 0.0, 60.0),
-            "reacquire_interval_s": (self.reacquire_interval_s, 0.0, 3600.0),
-            "not_present_retry_s": (self.not_present_retry_s, 0.0, 3600.0),
-        }
-        for name, (value, low, high) in checks.items():
-            if not (low <= value <= high):
-                raise ConfigError(f"{name} must be in [{low}, {high}], got {value}")
 
 
 @dataclass

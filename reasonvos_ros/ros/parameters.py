@@ -1,19 +1,24 @@
 """The perception node's parameters: one table with type, default, range and description for each.
 
 The node declares every entry with a ParameterDescriptor (description + range), ``config/perception.yaml``
-lists every entry (a test keeps the two in sync), and ``NodeSettings.from_values`` validates them with messages
-that name the parameter. ROS-free apart from the descriptor construction, which imports rclpy lazily.
+lists every entry (``tools/gen_param_docs.py`` writes it, a test keeps the two in sync), and
+``NodeSettings.from_values`` validates them with messages that name the parameter. The pipeline-policy entries
+are the fields of ``core.config.PipelineConfig`` (default, range and description declared there once), and every
+value goes through the one checker of ``core.options``. ROS-free apart from the descriptor construction, which
+imports rclpy lazily.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.config import PipelineConfig
 from ..core.errors import ConfigError
-from ..core.pipeline import PipelineConfig
-from ..core.references import STRATEGIES
+from ..core.options import OptionSpec, json_object, spec_of
+from ..core.options import check_value as check_option_value
+from ..core.registry import ROLES
 
 
 @dataclass(frozen=True)
@@ -26,7 +31,24 @@ class Param:
     choices: tuple[str, ...] = ()
 
 
-_PIPELINE = PipelineConfig()
+def backend_parameters(role: str, default: str, description: str, example: str = "") -> tuple[Param, Param]:
+    """The ``<role>`` parameter (choices: the registry's names) and its ``<role>_options`` JSON parameter."""
+    return (
+        Param(role, default, description, choices=tuple(ROLES[role][0])),
+        Param(f"{role}_options", "{}", f"JSON object of options for the {role} backend{example}"),
+    )
+
+
+def pipeline_parameters() -> tuple[Param, ...]:
+    """One parameter per field of PipelineConfig, with the field's default, limits and description."""
+    params = []
+    for config_field in dataclasses.fields(PipelineConfig):
+        spec = spec_of(config_field)
+        params.append(
+            Param(config_field.name, config_field.default, spec.description, spec.low, spec.high, spec.choices)
+        )
+    return tuple(params)
+
 
 PARAMETERS: tuple[Param, ...] = (
     # ---- inputs
@@ -81,122 +103,25 @@ PARAMETERS: tuple[Param, ...] = (
     Param("window_jpeg_quality", 90, "JPEG quality of stored window frames", 50, 100),
     # ---- targets and backends
     Param("max_targets", 4, "maximum number of targets tracked at once (instructions for more are rejected)", 1, 32),
-    Param(
-        "sampler",
-        "detector",
-        "key-frame sampler backend: latest, uniform, detector (lite, CPU), vlm (video LLM)",
-        choices=("latest", "uniform", "detector", "vlm", "scripted"),
+    *backend_parameters(
+        "sampler", "detector", "key-frame sampler backend: latest, uniform, detector (lite, CPU), vlm (video LLM)"
     ),
-    Param("sampler_options", "{}", "JSON object of options for the sampler backend"),
-    Param(
+    *backend_parameters(
         "segmenter",
         "lite",
         "key-frame segmenter backend: lite (SSD detector + GrabCut, CPU), visa, or vlm_sam (Qwen2.5-VL / "
         "Qwen3-VL grounding + SAM 2.1 / SAM 3 tracker mask; in process or via an OpenAI-compatible server)",
-        choices=("lite", "visa", "vlm_sam", "scripted"),
+        " (e.g. VISA weight paths)",
     ),
-    Param("segmenter_options", "{}", "JSON object of options for the segmenter backend (e.g. VISA weight paths)"),
-    Param(
+    *backend_parameters(
         "tracker",
         "opencv",
         "tracker backend: opencv (box tracker + optical flow, CPU), xmem, or sam2_video (SAM 2.1 / EdgeTAM / SAM 3 "
         "tracker video models from transformers)",
-        choices=("opencv", "xmem", "sam2_video", "scripted"),
+        " (e.g. the XMem checkpoint)",
     ),
-    Param("tracker_options", "{}", "JSON object of options for the tracker backend (e.g. the XMem checkpoint)"),
-    # ---- pipeline policy
-    Param(
-        "reference_strategy",
-        _PIPELINE.reference_strategy,
-        "reference frames for the segmenter: " + ", ".join(STRATEGIES),
-        choices=STRATEGIES,
-    ),
-    Param("num_references", _PIPELINE.num_references, "number of reference frames (VISA release: 11)", 0, 64),
-    Param(
-        "backward_pass",
-        _PIPELINE.backward_pass,
-        "propagate a new key-frame mask backward over the stored past (results on '~/results_history'); it runs "
-        "after live tracking has resumed; after a loss only the frames since the target's last live mask are revisited; "
-        "false turns it off",
-    ),
-    Param(
-        "backward_budget_s",
-        _PIPELINE.backward_budget_s,
-        "time budget of the backward pass over the stored past; frames are skipped to fit (0 = visit all; "
-        "'backward_pass: false' turns the pass off)",
-        0.0,
-        600.0,
-    ),
-    Param(
-        "catchup_budget_s",
-        _PIPELINE.catchup_budget_s,
-        "time budget of the forward catch-up from the key frame to "
-        "the newest frame; frames are skipped to fit (0 = visit all)",
-        0.0,
-        600.0,
-    ),
-    Param(
-        "lost_min_confidence",
-        _PIPELINE.lost_min_confidence,
-        "tracker confidence under which a frame counts as suspicious",
-        0.0,
-        1.0,
-    ),
-    Param(
-        "lost_min_area_ratio",
-        _PIPELINE.lost_min_area_ratio,
-        "mask area (relative to the key-frame mask) under which a frame counts as suspicious",
-        0.0,
-        1.0,
-    ),
-    Param(
-        "lost_max_area_ratio",
-        _PIPELINE.lost_max_area_ratio,
-        "mask area (relative to the key-frame mask) over which a frame counts as suspicious",
-        1.0,
-        1000.0,
-    ),
-    Param(
-        "lost_border_area_ratio",
-        _PIPELINE.lost_border_area_ratio,
-        "a mask touching the image border and smaller than this (relative to the key-frame mask) counts as "
-        "suspicious: the object is leaving the view",
-        0.0,
-        1.0,
-    ),
-    Param(
-        "redetect_interval_s",
-        _PIPELINE.redetect_interval_s,
-        "seconds of camera time between independent checks of live tracks (lite: the detector re-run and "
-        "associated with each mask by box overlap and colour; a contradicted mask is LOST, a drifted one "
-        "re-seeded); 0 = never",
-        0.0,
-        60.0,
-    ),
-    Param(
-        "lost_patience", _PIPELINE.lost_patience, "consecutive suspicious frames that declare a target lost", 1, 1000
-    ),
-    Param(
-        "min_mask_area_px",
-        _PIPELINE.min_mask_area_px,
-        "key-frame masks smaller than this count as not present",
-        0,
-        10_000_000,
-    ),
-    Param(
-        "reacquire_interval_s",
-        _PIPELINE.reacquire_interval_s,
-        "delay before re-running the key-frame segmentation of a lost target",
-        0.0,
-        3600.0,
-    ),
-    Param(
-        "not_present_retry_s",
-        _PIPELINE.not_present_retry_s,
-        "delay between searches for a target that was not present",
-        0.0,
-        3600.0,
-    ),
+    # ---- pipeline policy: the fields of PipelineConfig, in their order
+    *pipeline_parameters(),
     # ---- outputs
     Param(
         "publish_history",
@@ -250,10 +175,7 @@ class NodeSettings:
             role: {"name": checked[role], "options": backend_options(role, checked[f"{role}_options"])}
             for role in ("sampler", "segmenter", "tracker")
         }
-        pipeline = PipelineConfig(
-            **{name: checked[name] for name in PipelineConfig.__dataclass_fields__ if name in checked}
-        )
-        pipeline.validate()
+        pipeline = PipelineConfig(**{name: checked[name] for name in PipelineConfig.names()})
         return cls(checked, pipeline, backends)
 
 
@@ -263,29 +185,17 @@ def check_value(param: Param, value: Any) -> Any:
     Returns the value (an int given for a float parameter becomes a float); raises ConfigError with the message
     that both configure and a rejected ``ros2 param set`` report.
     """
-    expected = type(param.default)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(f"parameter '{param.name}' must be {expected.__name__}, got {type(value).__name__} {value!r}")
-    if param.choices and value not in param.choices:
-        raise ConfigError(f"parameter '{param.name}' must be one of {', '.join(param.choices)}, got {value!r}")
-    if param.low is not None and not (param.low <= value <= param.high):
-        raise ConfigError(f"parameter '{param.name}' must be in [{param.low}, {param.high}], got {value}")
+    spec = OptionSpec(param.description, param.low, param.high, param.choices)
+    value = check_option_value(value, type(param.default), spec, f"parameter '{param.name}'")
     if param.name.endswith("_options"):
         backend_options(param.name[: -len("_options")], value)
     return value
 
 
 def backend_options(role: str, raw: str) -> dict[str, Any]:
-    """The JSON object of a ``<role>_options`` parameter (an empty string means no options)."""
-    try:
-        options = json.loads(raw) if raw.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"parameter '{role}_options' is not valid JSON: {exc}") from exc
-    if not isinstance(options, dict):
-        raise ConfigError(f"parameter '{role}_options' must be a JSON object, got {raw!r}")
-    return options
+    """The JSON object of a ``<role>_options`` parameter (an empty string means no options); the names and
+    values are checked against the backend's options when the registry builds it, at configure."""
+    return json_object(raw, f"parameter '{role}_options'")
 
 
 PARAMETERS_BY_NAME = {param.name: param for param in PARAMETERS}

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from reasonvos_ros.core.errors import BackendUnavailable
+from reasonvos_ros.core.options import OptionSet, option
 from reasonvos_ros.core.types import Frame
 
 from .coco import COCO_ID_TO_NAME, COCO_NAME_TO_ID
@@ -172,6 +173,27 @@ class SSDMobileNetDetector:
     def clear_cache(self) -> None:
         with self._lock:
             self._cache.clear()
+
+
+@dataclass(frozen=True)
+class DetectorOptions(OptionSet):
+    """Options of ``SSDMobileNetDetector``, given as the ``detector`` option of the "detector" sampler and the
+    "lite" segmenter (equal options share one detector and its cache)."""
+
+    graph_path: str | None = option(None, f"frozen TF graph (null: the file shipped in {WEIGHTS_PACKAGE})")
+    text_graph_path: str | None = option(None, f"OpenCV text graph (null: the file shipped in {WEIGHTS_PACKAGE})")
+    input_size: int = option(300, "network input side in pixels (300, as trained)", low=32)
+    score_threshold: float = option(0.2, "detections under this score are dropped", low=0.0, high=1.0)
+    cache_size: int = option(512, "how many frames' detections are remembered", low=0)
+
+
+def detector_option() -> DetectorOptions:
+    return option(DetectorOptions(), "options of the SSD-MobileNet-v2 detector (shared when equal)")
+
+
+def shared_detector_for(options: DetectorOptions) -> SSDMobileNetDetector:
+    """The process-wide detector for these options."""
+    return shared_detector(**options.as_dict())
 
 
 @functools.lru_cache(maxsize=4)

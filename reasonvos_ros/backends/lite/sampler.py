@@ -19,14 +19,16 @@ present".
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from reasonvos_ros.core.interfaces import FrameSampler
+from reasonvos_ros.core.options import OptionSet, option
 from reasonvos_ros.core.types import Frame, KeyframeChoice
 
-from .detector import shared_detector
-from .text_to_category import DEFAULT_MIN_CONFIDENCE, DEFAULT_THRESHOLD, TextToCategory
+from .detector import DetectorOptions, detector_option, shared_detector_for
+from .text_to_category import TextToCategory, min_understanding_option, text_threshold_option
 
 SCANS = ("recent_first", "window")
 
@@ -52,54 +54,41 @@ def _at_border(box, shape, margin: float = 2.0) -> bool:
     return bool(box[0] <= margin or box[1] <= margin or box[2] >= width - margin or box[3] >= height - margin)
 
 
+@dataclass(frozen=True)
+class DetectorSamplerOptions(OptionSet):
+    stride: int = option(1, "scan every n-th frame, counting back from the newest", low=1)
+    max_frames: int = option(16, "at most this many detector runs per call (0 = no limit)", low=0)
+    min_score: float = option(0.3, "detections under this score do not count", low=0.0, high=1.0)
+    good_score: float = option(
+        0.5,
+        "recent_first: the scan stops at the first frame, newest first, with a detection this good",
+        low=0.0,
+        high=1.0,
+    )
+    max_scan_s: float = option(0.6, "wall-clock budget of the scan after its first frame (0 = none)", low=0.0)
+    scan: str = option(
+        "recent_first", "recent_first: newest first, stop at a good frame; window: every planned frame", choices=SCANS
+    )
+    tie_tolerance: float = option(
+        0.05, "scores this close to the best are ties, resolved towards the newest frame", low=0.0, high=1.0
+    )
+    text_threshold: float = text_threshold_option()
+    min_understanding_confidence: float = min_understanding_option()
+    detector: DetectorOptions = detector_option()
+
+
 class DetectorFrameSampler(FrameSampler):
-    """Options:
+    """Key frame = a recent frame where the instructed category is detected (see the module docstring); the
+    options are ``DetectorSamplerOptions``."""
 
-    ``stride`` (scan every n-th frame, counting back from the newest; default 1), ``max_frames`` (at most this
-    many detector runs per call, 0 = no limit; default 16), ``min_score`` (detections under it do not count;
-    default 0.3), ``good_score`` (``scan="recent_first"`` stops at the first frame, newest first, with a detection
-    this good; default 0.5), ``max_scan_s`` (wall-clock budget of the scan after its first frame, 0 = none;
-    default 0.6), ``scan`` ("recent_first" or "window"), ``tie_tolerance`` (scores this close to the best are
-    ties, resolved towards the newest frame; default 0.05), ``text_threshold`` and ``min_understanding_confidence``
-    (instruction reading, see ``TextToCategory``), ``detector`` (options of ``SSDMobileNetDetector``, shared with
-    the segmenter when equal).
-    """
+    Options = DetectorSamplerOptions
 
-    def __init__(
-        self,
-        stride: int = 1,
-        max_frames: int = 16,
-        min_score: float = 0.3,
-        good_score: float = 0.5,
-        max_scan_s: float = 0.6,
-        scan: str = "recent_first",
-        tie_tolerance: float = 0.05,
-        text_threshold: float = DEFAULT_THRESHOLD,
-        min_understanding_confidence: float = DEFAULT_MIN_CONFIDENCE,
-        detector: Mapping[str, Any] | None = None,
-    ) -> None:
-        if stride < 1:
-            raise ValueError(f"stride must be >= 1, got {stride}")
-        if max_frames < 0:
-            raise ValueError(f"max_frames must be >= 0, got {max_frames}")
-        if not 0.0 <= min_score <= 1.0 or not 0.0 <= tie_tolerance <= 1.0 or not 0.0 <= good_score <= 1.0:
-            raise ValueError(
-                f"min_score, good_score and tie_tolerance must be in [0, 1], got {min_score}, {good_score}, "
-                f"{tie_tolerance}"
-            )
-        if scan not in SCANS:
-            raise ValueError(f"scan must be one of {SCANS}, got {scan!r}")
-        if max_scan_s < 0:
-            raise ValueError(f"max_scan_s must be >= 0, got {max_scan_s}")
-        self.stride = int(stride)
-        self.max_frames = int(max_frames)
-        self.min_score = float(min_score)
-        self.good_score = float(good_score)
-        self.max_scan_s = float(max_scan_s)
-        self.scan = scan
-        self.tie_tolerance = float(tie_tolerance)
-        self.detector = shared_detector(**dict(detector or {}))
-        self.text = TextToCategory(threshold=text_threshold, min_confidence=min_understanding_confidence)
+    def __init__(self, options: DetectorSamplerOptions | None = None, /, **values: Any) -> None:
+        self.options = options = DetectorSamplerOptions.build(options, values)
+        self.detector = shared_detector_for(options.detector)
+        self.text = TextToCategory(
+            threshold=options.text_threshold, min_confidence=options.min_understanding_confidence
+        )
 
     def sample(self, frames: Sequence[Frame], instruction: str) -> KeyframeChoice:
         if not frames:
@@ -116,17 +105,19 @@ class DetectorFrameSampler(FrameSampler):
         if match.category is None:
             details["reason"] = match.reason
             return KeyframeChoice(key=newest, confidence=0.0, details=details)
-        planned = positions_to_scan(len(frames), self.stride, self.max_frames)
+        planned = positions_to_scan(len(frames), self.options.stride, self.options.max_frames)
         scores: dict[int, float] = {}
         start = time.perf_counter()
         for position in reversed(planned):  # newest first
             best = self.detector.detect_frame(frames[position]).best(match.categories)
-            scores[position] = best[1] if best is not None and best[1] >= self.min_score else 0.0
-            if self.scan == "recent_first":
+            scores[position] = best[1] if best is not None and best[1] >= self.options.min_score else 0.0
+            if self.options.scan == "recent_first":
                 # A box cut by the image border may be an object half out of view: a poor key frame, look on.
-                if scores[position] >= self.good_score and not _at_border(best[0], frames[position].image.shape):
+                if scores[position] >= self.options.good_score and not _at_border(
+                    best[0], frames[position].image.shape
+                ):
                     break
-                if self.max_scan_s > 0 and time.perf_counter() - start > self.max_scan_s:
+                if self.options.max_scan_s > 0 and time.perf_counter() - start > self.options.max_scan_s:
                     break
         scanned = sorted(scores)
         details["scanned"] = scanned
@@ -134,8 +125,8 @@ class DetectorFrameSampler(FrameSampler):
         top = max(scores.values())
         if top <= 0.0:
             details["reason"] = (
-                f"no {' or '.join(match.categories)} detected with score >= {self.min_score} in {len(scanned)} frames"
+                f"no {' or '.join(match.categories)} detected with score >= {self.options.min_score} in {len(scanned)} frames"
             )
             return KeyframeChoice(key=newest, confidence=0.0, details=details)
-        key = max(p for p, score in scores.items() if score >= top - self.tie_tolerance)
+        key = max(p for p, score in scores.items() if score >= top - self.options.tie_tolerance)
         return KeyframeChoice(key=key, confidence=scores[key], details=details)

@@ -24,17 +24,20 @@ as a correction; no such detection contradicts the mask (support 0).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
+from reasonvos_ros.core.errors import ConfigError
 from reasonvos_ros.core.interfaces import KeyframeSegmenter
+from reasonvos_ros.core.options import OptionSet, option
 from reasonvos_ros.core.types import Evidence, Frame, Segmentation
 
-from .detector import shared_detector
-from .text_to_category import DEFAULT_MIN_CONFIDENCE, DEFAULT_THRESHOLD, TextToCategory
+from .detector import DetectorOptions, detector_option, shared_detector_for
+from .text_to_category import TextToCategory, min_understanding_option, text_threshold_option
 
 REFINEMENTS = ("grabcut", "box")
 
@@ -132,54 +135,44 @@ def grabcut_from_box(
     return largest_component(mask & inside)
 
 
+@dataclass(frozen=True)
+class LiteSegmenterOptions(OptionSet):
+    min_score: float = option(0.3, "weakest detection accepted", low=0.0, high=1.0)
+    refine: str = option("grabcut", "grabcut: GrabCut mask inside the box; box: the filled box", choices=REFINEMENTS)
+    grabcut_iterations: int = option(3, "GrabCut iterations", low=1)
+    context_margin: float = option(0.3, "crop margin around the box, as a fraction of its size", low=0.0)
+    grabcut_max_side: int = option(192, "GrabCut runs on the crop downscaled to at most this many pixels", low=16)
+    min_fill: float = option(0.15, "a GrabCut mask covering less of the box falls back to the box", low=0.0, high=1.0)
+    text_threshold: float = text_threshold_option()
+    min_understanding_confidence: float = min_understanding_option()
+    verify_min_score: float = option(0.3, "weakest detection the live re-check counts", low=0.0, high=1.0)
+    verify_support_iou: float = option(
+        0.45, "box IoU from which a detection supports the tracked mask as it is (> 0)", low=0.0, high=1.0
+    )
+    verify_min_appearance: float = option(
+        0.5,
+        "colour similarity a detection needs to be taken as the target when it overlaps the mask little",
+        low=0.0,
+        high=1.0,
+    )
+    detector: DetectorOptions = detector_option()
+
+    def check(self) -> None:
+        if self.verify_support_iou <= 0.0:
+            raise ConfigError(f"verify_support_iou must be in (0, 1], got {self.verify_support_iou}")
+
+
 class DetectorGrabCutSegmenter(KeyframeSegmenter):
-    """Options:
+    """Detector box refined by GrabCut (see the module docstring); the options are ``LiteSegmenterOptions``."""
 
-    ``min_score`` (weakest detection accepted; default 0.3), ``refine`` ("grabcut", or "box" for the filled
-    box), ``grabcut_iterations`` (default 3), ``context_margin`` (crop margin around the box as a fraction of
-    its size; default 0.3), ``grabcut_max_side`` (default 192 px), ``min_fill`` (a GrabCut mask covering less of
-    the box falls back to the box; default 0.15), ``text_threshold`` and ``min_understanding_confidence``
-    (instruction reading, see ``TextToCategory``), ``verify_min_score`` (weakest detection ``verify`` counts;
-    default 0.3), ``verify_support_iou`` (box IoU from which a detection supports the mask as it is; default
-    0.45), ``verify_min_appearance`` (colour similarity a detection needs to be taken as the target when it does
-    not overlap the mask well; default 0.5), ``detector`` (options of ``SSDMobileNetDetector``; equal options
-    share the sampler's detector and cache).
-    """
+    Options = LiteSegmenterOptions
 
-    def __init__(
-        self,
-        min_score: float = 0.3,
-        refine: str = "grabcut",
-        grabcut_iterations: int = 3,
-        context_margin: float = 0.3,
-        grabcut_max_side: int = 192,
-        min_fill: float = 0.15,
-        text_threshold: float = DEFAULT_THRESHOLD,
-        min_understanding_confidence: float = DEFAULT_MIN_CONFIDENCE,
-        verify_min_score: float = 0.3,
-        verify_support_iou: float = 0.45,
-        verify_min_appearance: float = 0.5,
-        detector: Mapping[str, Any] | None = None,
-    ) -> None:
-        if refine not in REFINEMENTS:
-            raise ValueError(f"refine must be one of {REFINEMENTS}, got {refine!r}")
-        if not 0.0 <= min_score <= 1.0 or not 0.0 <= min_fill <= 1.0:
-            raise ValueError(f"min_score and min_fill must be in [0, 1], got {min_score}, {min_fill}")
-        if grabcut_iterations < 1 or grabcut_max_side < 16 or context_margin < 0:
-            raise ValueError("grabcut_iterations must be >= 1, grabcut_max_side >= 16, context_margin >= 0")
-        self.min_score = float(min_score)
-        self.refine = refine
-        self.grabcut_iterations = int(grabcut_iterations)
-        self.context_margin = float(context_margin)
-        self.grabcut_max_side = int(grabcut_max_side)
-        self.min_fill = float(min_fill)
-        if not 0.0 <= verify_min_score <= 1.0 or not 0.0 < verify_support_iou <= 1.0:
-            raise ValueError("verify_min_score must be in [0, 1] and verify_support_iou in (0, 1]")
-        self.verify_min_score = float(verify_min_score)
-        self.verify_support_iou = float(verify_support_iou)
-        self.verify_min_appearance = float(verify_min_appearance)
-        self.detector = shared_detector(**dict(detector or {}))
-        self.text = TextToCategory(threshold=text_threshold, min_confidence=min_understanding_confidence)
+    def __init__(self, options: LiteSegmenterOptions | None = None, /, **values: Any) -> None:
+        self.options = options = LiteSegmenterOptions.build(options, values)
+        self.detector = shared_detector_for(options.detector)
+        self.text = TextToCategory(
+            threshold=options.text_threshold, min_confidence=options.min_understanding_confidence
+        )
 
     def segment(self, frames: Sequence[Frame], key: int, references: Sequence[int], instruction: str) -> Segmentation:
         if not 0 <= key < len(frames):
@@ -199,12 +192,12 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             reason = f"not something the lite detector can find: {match.explanation}"
             return Segmentation(empty, 0.0, False, reason, details, understood)
         best = self.detector.detect_frame(frame).best(match.categories)
-        if best is None or best[1] < self.min_score:
+        if best is None or best[1] < self.options.min_score:
             found = "nothing" if best is None else f"only score {best[1]:.2f}"
             wanted = " or ".join(match.categories)
             reason = (
                 f"understood '{understood.target_phrase}', but no {wanted} detected on the key frame ({found}; need "
-                f">= {self.min_score})"
+                f">= {self.options.min_score})"
             )
             return Segmentation(empty, 0.0, False, reason, details, understood)
         box, score = best
@@ -214,11 +207,16 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
         box_mask[y0:y1, x0:x1] = True
         method = "box"
         mask = box_mask
-        if self.refine == "grabcut":
+        if self.options.refine == "grabcut":
             cut = grabcut_from_box(
-                image, box, self.grabcut_iterations, self.context_margin, self.grabcut_max_side, seed=frame.index
+                image,
+                box,
+                self.options.grabcut_iterations,
+                self.options.context_margin,
+                self.options.grabcut_max_side,
+                seed=frame.index,
             )
-            if cut.sum() >= self.min_fill * max(1, box_mask.sum()):
+            if cut.sum() >= self.options.min_fill * max(1, box_mask.sum()):
                 mask, method = cut, "grabcut"
         details["method"] = method
         details["appearance"] = appearance_histogram(image, mask)
@@ -236,7 +234,7 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             return None  # not one of this segmenter's segmentations
         wanted = " or ".join(categories)
         found = self.detector.detect_frame(frame).of_categories(categories)
-        keep = found.scores >= self.verify_min_score
+        keep = found.scores >= self.options.verify_min_score
         boxes, scores = found.boxes[keep], found.scores[keep]
         rows = np.flatnonzero(mask.any(axis=1))
         if rows.size == 0:
@@ -253,7 +251,7 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
         located = None
         if int(np.count_nonzero(overlaps >= 0.1)) == 1 and consistent:
             located = tuple(float(v) for v in boxes[best])
-        if overlaps[best] >= self.verify_support_iou and consistent:
+        if overlaps[best] >= self.options.verify_support_iou and consistent:
             support = float(overlaps[best])
             return Evidence(support, f"a {wanted} detection overlaps the mask (box IoU {support:.2f})", None, located)
         # The mask matches no detection, or one away from where the target's motion leads (the track jumped to a
@@ -280,11 +278,11 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             # Colours like the target's, or a large part of the mask (a mask grown over a neighbour, or lagging);
             # squarely on the predicted path, colours need only be roughly alike.
             on_course = on_path is not None and on_path[index] >= 0.3
-            needed = 0.6 * self.verify_min_appearance if on_course else self.verify_min_appearance
+            needed = 0.6 * self.options.verify_min_appearance if on_course else self.options.verify_min_appearance
             if similarity >= needed or overlaps[index] >= (0.2 if on_course else 0.3):
                 candidates.append((similarity + closeness, index, similarity))
         if not candidates:
-            if overlaps[best] >= self.verify_support_iou:
+            if overlaps[best] >= self.options.verify_support_iou:
                 # A detection supports the mask but not the motion, and nothing is on the path: the target may
                 # have turned. Weak support: the mask stays, the score drops.
                 support = 0.5 * float(overlaps[best])
@@ -297,14 +295,19 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
                 f"target",
             )
         _, index, similarity = max(candidates)
-        if overlaps[index] >= self.verify_support_iou:
+        if overlaps[index] >= self.options.verify_support_iou:
             support = float(overlaps[index])
             return Evidence(support, f"a {wanted} detection overlaps the mask (box IoU {support:.2f})", None, located)
         corrected = grabcut_from_box(
-            image, boxes[index], self.grabcut_iterations, self.context_margin, self.grabcut_max_side, seed=frame.index
+            image,
+            boxes[index],
+            self.options.grabcut_iterations,
+            self.options.context_margin,
+            self.options.grabcut_max_side,
+            seed=frame.index,
         )
         x0, y0, x1, y1 = (round(float(v)) for v in boxes[index])
-        if corrected.sum() < self.min_fill * max(1, (x1 - x0) * (y1 - y0)):
+        if corrected.sum() < self.options.min_fill * max(1, (x1 - x0) * (y1 - y0)):
             corrected = np.zeros_like(mask)
             corrected[y0:y1, x0:x1] = True
         return Evidence(

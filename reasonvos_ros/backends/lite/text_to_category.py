@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from reasonvos_ros.core.errors import BackendUnavailable
+from reasonvos_ros.core.options import option
 from reasonvos_ros.core.types import Understanding
 
 from .coco import CATEGORY_DESCRIPTIONS, COCO_NAME_TO_ID, NON_COCO_DESCRIPTIONS
@@ -54,6 +55,28 @@ DEFAULT_THRESHOLD = 0.45
 SYNONYM_THRESHOLD = 0.75
 # Answers less sure than this are refused (NOT_PRESENT) instead of guessed.
 DEFAULT_MIN_CONFIDENCE = 0.5
+
+
+def text_threshold_option():
+    """The backend option of ``TextToCategory``'s ``threshold`` (the "detector" sampler and "lite" segmenter)."""
+    return option(
+        DEFAULT_THRESHOLD,
+        "cosine similarity an instruction's embedding needs to match a COCO category",
+        low=-1.0,
+        high=1.0,
+    )
+
+
+def min_understanding_option():
+    """The backend option of ``TextToCategory``'s ``min_confidence``."""
+    return option(
+        DEFAULT_MIN_CONFIDENCE,
+        "readings of the instruction less sure than this are refused (not present) instead of guessed",
+        low=0.0,
+        high=1.0,
+    )
+
+
 # How sure each kind of reading is; the labelled table of test/test_lite_text.py measures how often each is
 # right (printed by benchmarks/understanding_lite.py).
 CONFIDENCE = {

@@ -35,12 +35,14 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
 
-from reasonvos_ros.core.errors import BackendUnavailable
+from reasonvos_ros.core.errors import BackendUnavailable, ConfigError
 from reasonvos_ros.core.interfaces import Tracker, TrackerSession
+from reasonvos_ros.core.options import OptionSet, option
 from reasonvos_ros.core.types import Frame, TrackedMask
 
 BOX_TRACKERS = ("kcf", "csrt", "mosse", "medianflow", "none")
@@ -139,17 +141,29 @@ class _ObjectState:
 
 
 @dataclass(frozen=True)
-class OpenCVTrackerOptions:
-    box_tracker: str = "csrt"
-    flow_preset: str = "fast"
-    max_side: int = 320
-    graph_cut: bool = True
-    fb_threshold: float = 1.0
-    lost_tracker_term: float = 0.3
-    area_window: int = 5
-    shape_decay: float = 0.98
-    csrt_template_size: int = 200
-    csrt_segmentation: bool = True
+class OpenCVTrackerOptions(OptionSet):
+    box_tracker: str = option(
+        "csrt", "OpenCV box tracker giving each object's motion (none: flow only)", choices=BOX_TRACKERS
+    )
+    flow_preset: str = option("fast", "DIS optical flow preset", choices=tuple(FLOW_PRESETS))
+    max_side: int = option(320, "processing resolution: longer image side in pixels", low=32)
+    graph_cut: bool = option(True, "refine with the frozen-colour-model GrabCut (false: flow warp only)")
+    fb_threshold: float = option(
+        1.0, "forward-backward flow error (px at processing resolution) under which a pixel's flow is reliable (> 0)"
+    )
+    lost_tracker_term: float = option(
+        0.3, "tracker term of the confidence when the box tracker reports failure", low=0.0, high=1.0
+    )
+    area_window: int = option(5, "frames in the area-stability median", low=1)
+    shape_decay: float = option(
+        0.98, "per-step decay of the remembered full-view area, so a shrinking object's shape memory is renewed"
+    )
+    csrt_template_size: int = option(200, "CSRT's learning resolution (px)", low=32, high=1000)
+    csrt_segmentation: bool = option(True, "CSRT's colour segmentation")
+
+    def check(self) -> None:
+        if self.fb_threshold <= 0 or not 0.0 < self.shape_decay <= 1.0:
+            raise ConfigError("fb_threshold must be > 0 and shape_decay in (0, 1]")
 
 
 @dataclass
@@ -437,60 +451,16 @@ class OpenCVTrackerSession(TrackerSession):
 
 
 class OpenCVTracker(Tracker):
-    """Factory of ``OpenCVTrackerSession`` (see the module docstring). Options:
-
-    ``box_tracker``: "csrt" (default), "kcf", "mosse", "medianflow" or "none"; ``flow_preset``: DIS preset
-    "ultrafast", "fast" (default) or "medium"; ``max_side``: processing resolution (longer side, default 320 px);
-    ``graph_cut``: refine with the frozen-colour-model GrabCut (default True; False = flow warp only);
-    ``fb_threshold``: forward-backward flow error (px at processing resolution) under which a pixel's flow is
-    reliable (default 1.0); ``lost_tracker_term``: tracker term of the confidence when the box tracker reports
-    failure (default 0.3); ``area_window``: frames in the area-stability median (default 5); ``shape_decay``:
-    per-step decay of the remembered full-view area, so a shrinking object's shape memory is renewed (0.98);
-    ``csrt_template_size`` / ``csrt_segmentation``: CSRT's learning resolution (px) and colour segmentation.
-    """
+    """Factory of ``OpenCVTrackerSession`` (see the module docstring); the options are ``OpenCVTrackerOptions``."""
 
     concurrent_sessions = True  # each session owns its OpenCV objects; the shared per-frame cache is locked
 
-    def __init__(
-        self,
-        box_tracker: str = "csrt",
-        flow_preset: str = "fast",
-        max_side: int = 320,
-        graph_cut: bool = True,
-        fb_threshold: float = 1.0,
-        lost_tracker_term: float = 0.3,
-        area_window: int = 5,
-        shape_decay: float = 0.98,
-        csrt_template_size: int = 200,
-        csrt_segmentation: bool = True,
-    ) -> None:
-        if box_tracker not in BOX_TRACKERS:
-            raise ValueError(f"box_tracker must be one of {BOX_TRACKERS}, got {box_tracker!r}")
-        if flow_preset not in FLOW_PRESETS:
-            raise ValueError(f"flow_preset must be one of {tuple(FLOW_PRESETS)}, got {flow_preset!r}")
-        if max_side < 32:
-            raise ValueError(f"max_side must be >= 32, got {max_side}")
-        if not 0.0 <= lost_tracker_term <= 1.0 or not 0.0 < shape_decay <= 1.0:
-            raise ValueError("lost_tracker_term must be in [0, 1] and shape_decay in (0, 1]")
-        if fb_threshold <= 0 or area_window < 1:
-            raise ValueError("fb_threshold must be > 0 and area_window >= 1")
-        if not 32 <= csrt_template_size <= 1000:
-            raise ValueError(f"csrt_template_size must be in [32, 1000], got {csrt_template_size}")
-        if box_tracker != "none":
-            make_box_tracker(box_tracker)  # fail now, not on the first seed, when this OpenCV build lacks it
-        self.options = OpenCVTrackerOptions(
-            box_tracker=box_tracker,
-            flow_preset=flow_preset,
-            max_side=int(max_side),
-            graph_cut=bool(graph_cut),
-            fb_threshold=float(fb_threshold),
-            lost_tracker_term=float(lost_tracker_term),
-            area_window=int(area_window),
-            shape_decay=float(shape_decay),
-            csrt_template_size=int(csrt_template_size),
-            csrt_segmentation=bool(csrt_segmentation),
-        )
+    Options = OpenCVTrackerOptions
 
+    def __init__(self, options: OpenCVTrackerOptions | None = None, /, **values: Any) -> None:
+        self.options = OpenCVTrackerOptions.build(options, values)
+        if self.options.box_tracker != "none":
+            make_box_tracker(self.options.box_tracker)  # fail now, not on the first seed, when OpenCV lacks it
         self.shared = SharedFrameWork()  # per-frame work (resize, flow) shared by all this tracker's sessions
 
     def new_session(self) -> OpenCVTrackerSession:

@@ -34,6 +34,7 @@ import importlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +42,7 @@ import numpy as np
 
 from ...core.errors import BackendFailure, ConfigError
 from ...core.interfaces import FrameSampler
+from ...core.options import OptionSet, device_option, dtype_option, option
 from ...core.types import Frame, KeyframeChoice
 from .parsing import aggregate_answers, position_to_index
 
@@ -125,73 +127,82 @@ def resolve_answer_fn(answer_fn: Any, options: Mapping[str, Any] | None = None) 
     return target
 
 
-class VideoLLMFrameSampler(FrameSampler):
-    """TFS backend: K sampled percentage answers from a video LLM, parsed and averaged (see module docstring).
+@dataclass(frozen=True)
+class TfsOptions(OptionSet):
+    """Options of the "vlm" sampler; the model options are used with ``model_dir`` only."""
 
-    Options (all keyword): ``model_dir`` or ``answer_fn`` (+ ``answer_fn_options``); ``k`` (10), ``max_frames``
-    (16), ``seed`` (None: unseeded; an int makes every call deterministic for the same frames and instruction),
-    ``question`` ("paper", "released" or a format string with ``{instruction}``). Model options, used with
-    ``model_dir`` only: ``device`` ("auto"), ``dtype`` ("auto": bf16/fp16 on CUDA, fp32 on CPU), ``temperature``
-    (0.6; 0 = greedy), ``top_p`` (0.9), ``top_k`` (0 = off), ``max_new_tokens`` (24), ``min_pixels``/``max_pixels``
-    per frame (56*56 / 224*224), ``generation`` ("prefix_cache", "num_return_sequences", "sequential"),
-    ``system_prompt``, ``attn_implementation``, ``trust_remote_code`` (False).
-    """
+    model_dir: str | Path | None = option(None, "local Qwen2-VL / Qwen2.5-VL checkpoint directory (or answer_fn)")
+    answer_fn: Any = option(
+        None, "answer generator 'package.module:attribute' (from code also a callable; or model_dir): see docs/tfs.md"
+    )
+    answer_fn_options: dict[str, Any] | None = option(
+        None, "keyword options with which answer_fn is called to build it"
+    )
+    k: int = option(10, "answers sampled per call", low=1)
+    max_frames: int = option(16, "the window is shown subsampled to at most this many frames", low=1)
+    seed: int | None = option(None, "an int makes every call deterministic for the same frames (null: unseeded)")
+    question: str = option(
+        "paper", "question template: " + ", ".join(QUESTION_TEMPLATES) + ", or a format string with {instruction}"
+    )
+    device: str | None = device_option()
+    dtype: str | None = dtype_option()
+    temperature: float = option(0.6, "sampling temperature (0: greedy)", low=0.0)
+    top_p: float = option(0.9, "nucleus sampling mass, in (0, 1]", low=0.0, high=1.0)
+    top_k: int = option(0, "top-k sampling (0: off)", low=0)
+    max_new_tokens: int = option(24, "longest answer in tokens", low=1)
+    min_pixels: int = option(56 * 56, "pixels per shown frame at least", low=1)
+    max_pixels: int = option(224 * 224, "pixels per shown frame at most", low=1)
+    generation: str = option(
+        "prefix_cache",
+        "how the K answers are generated: prefix_cache (one prefill, its KV cache repeated), num_return_sequences "
+        "or sequential",
+    )
+    system_prompt: str | None = option(None, "system prompt of the chat (null: the model's usual one)")
+    attn_implementation: str | None = option(None, "transformers attention implementation (null: its default)")
+    trust_remote_code: bool = option(False, "run code shipped with the checkpoint (only for checkpoints you trust)")
 
-    def __init__(
-        self,
-        model_dir: str | Path | None = None,
-        answer_fn: Any = None,
-        answer_fn_options: Mapping[str, Any] | None = None,
-        k: int = 10,
-        max_frames: int = 16,
-        seed: int | None = None,
-        question: str = "paper",
-        device: str | None = "auto",
-        dtype: str | None = "auto",
-        temperature: float = 0.6,
-        top_p: float = 0.9,
-        top_k: int = 0,
-        max_new_tokens: int = 24,
-        min_pixels: int = 56 * 56,
-        max_pixels: int = 224 * 224,
-        generation: str = "prefix_cache",
-        system_prompt: str | None = None,
-        attn_implementation: str | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
-        if (model_dir is None) == (answer_fn is None):
-            raise ConfigError("the 'vlm' sampler needs exactly one of model_dir (a Qwen2-VL checkpoint) or answer_fn")
-        if int(k) < 1:
-            raise ConfigError(f"k must be >= 1, got {k}")
-        if int(max_frames) < 1:
-            raise ConfigError(f"max_frames must be >= 1, got {max_frames}")
-        if answer_fn_options is not None and answer_fn is None:
+    def check(self) -> None:
+        if self.answer_fn_options is not None and self.answer_fn is None:
             raise ConfigError("answer_fn_options given without answer_fn")
-        format_question(question, "x")  # validates the template now rather than on the first frame
-        self.k = int(k)
-        self.max_frames = int(max_frames)
-        self.seed = None if seed is None else int(seed)
-        self.question = question
-        if model_dir is not None:
+        format_question(self.question, "x")  # validates the template now rather than on the first frame
+
+
+class VideoLLMFrameSampler(FrameSampler):
+    """TFS backend: K sampled percentage answers from a video LLM, parsed and averaged (see module docstring);
+    the options are ``TfsOptions``."""
+
+    Options = TfsOptions
+
+    def __init__(self, options: TfsOptions | None = None, /, **values: Any) -> None:
+        self.options = options = TfsOptions.build(options, values)
+        # Checked here, not by TfsOptions: like the weight paths of the other backends, where the answers come from
+        # is required when the sampler is built, while the option defaults leave it open.
+        if (options.model_dir is None) == (options.answer_fn is None):
+            raise ConfigError("the 'vlm' sampler needs exactly one of model_dir (a Qwen2-VL checkpoint) or answer_fn")
+        self.k = options.k
+        self.max_frames = options.max_frames
+        self.seed = options.seed
+        self.question = options.question
+        if options.model_dir is not None:
             from .qwen import DEFAULT_SYSTEM_PROMPT, QwenVideoAnswerer
 
             self.answerer: Callable[..., list[str]] = QwenVideoAnswerer(
-                model_dir,
-                device=device,
-                dtype=dtype,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                max_new_tokens=max_new_tokens,
-                min_pixels=min_pixels,
-                max_pixels=max_pixels,
-                generation=generation,
-                system_prompt=DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt,
-                attn_implementation=attn_implementation,
-                trust_remote_code=trust_remote_code,
+                options.model_dir,
+                device=options.device,
+                dtype=options.dtype,
+                temperature=options.temperature,
+                top_p=options.top_p,
+                top_k=options.top_k,
+                max_new_tokens=options.max_new_tokens,
+                min_pixels=options.min_pixels,
+                max_pixels=options.max_pixels,
+                generation=options.generation,
+                system_prompt=DEFAULT_SYSTEM_PROMPT if options.system_prompt is None else options.system_prompt,
+                attn_implementation=options.attn_implementation,
+                trust_remote_code=options.trust_remote_code,
             )
         else:
-            self.answerer = resolve_answer_fn(answer_fn, answer_fn_options)
+            self.answerer = resolve_answer_fn(options.answer_fn, options.answer_fn_options)
 
     def sample(self, frames: Sequence[Frame], instruction: str) -> KeyframeChoice:
         if len(frames) == 0:
