@@ -13,17 +13,13 @@ deactivate stops them and frees accelerator memory; cleanup unloads the backends
 from __future__ import annotations
 
 import contextlib
-import functools
-import math
 import os
-import re
 import signal
 import sys
 import threading
 import time
 import traceback
-from collections import OrderedDict, deque
-from dataclasses import dataclass
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -44,13 +40,13 @@ from std_srvs.srv import SetBool
 
 from ..core.engine import LiveEngine
 from ..core.errors import ReasonVosError
-from ..core.frame_size import FrameSizeGate, SizeDecision
-from ..core.geometry import Intrinsics, deproject, robust_depth
+from ..core.geometry import deproject, robust_depth
 from ..core.image_header import ImageHeaderError, declared_size
+from ..core.ingest import DepthSyncSettings, FrameDepth, FrameMeta, RgbdIngest, UnreadableInput
 from ..core.overlay import OverlayTarget, draw_overlay
 from ..core.pipeline import FrameResult
 from ..core.registry import build_backend
-from ..core.sync import ApproximateTimeSynchronizer
+from ..core.rejections import CallbackFailures, CallbackGuard, RejectionCounter
 from ..core.types import Frame
 from ..core.window import RollingWindow
 from ..msg import Instruction, TargetResult, TargetResultArray
@@ -67,71 +63,9 @@ from .parameters import APPLIED_AT_START, PARAMETERS, NodeSettings, check_change
 from .topic_names import target_topic_token
 
 NODE_NAME = "reasonvos_perception"
-DEPTH_CACHE_FRAMES = 8  # depth is only needed for the newest frames (3D points of live results)
-# A stamp this much older than its stream's previous one starts a new time line (bag loop, simulation reset);
-# the rolling window uses the same threshold to clear itself. Smaller steps back are out-of-order messages.
-TIME_JUMP_BACK_S = 1.0
-MAX_LOGGED_CHARS = 300  # rejected inputs can be megabytes (a 1 MB instruction): log lines show the start only
 # Instructions arrive in bursts (10,000 distinct ids from a script): the subscription queue holds a burst, so each
 # instruction is accepted or rejected with a count; what DDS still reports lost is counted as well.
 INSTRUCTION_QUEUE_DEPTH = 1000
-FRAME_SIZE_CONFIRM_FRAMES = 3  # consecutive frames of a new size that mean the camera changed resolution
-
-
-@dataclass
-class FrameMeta:
-    header: Any
-    depth_m: np.ndarray | None = None
-    intrinsics: Intrinsics | None = None
-
-
-# Sender-controlled parts of rejection messages: quoted text (repr of names, ids) and numbers.
-_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
-
-class RejectionCounter:
-    """Counts rejected inputs per category (reported in diagnostics) and rate-limits their log lines.
-
-    Log lines are rate-limited per kind of problem: the message with what the sender controls masked (quoted
-    text such as encoding names and target ids, numbers), so varying that text cannot flood the log; and at most
-    ``kinds_per_period`` kinds per category are logged per period. The counts always cover every rejection."""
-
-    def __init__(self, logger, period_s: float = 5.0, kinds_per_period: int = 4) -> None:
-        self.logger = logger
-        self.period_s = period_s
-        self.kinds_per_period = kinds_per_period
-        self.counts: dict[str, int] = {}
-        self._last_log: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def kind_of(category: str, message: str) -> str:
-        masked = _QUOTED.sub("'…'", message)
-        return category + ":" + _NUMBER.sub("#", masked)[:80]
-
-    def reject(self, category: str, message: str) -> None:
-        now = time.monotonic()
-        key = self.kind_of(category, message)
-        with self._lock:
-            self.counts[category] = self.counts.get(category, 0) + 1
-            if now - self._last_log.get(key, -1e9) < self.period_s:
-                return
-            prefix = category + ":"
-            recent = sum(1 for k, t in self._last_log.items() if k.startswith(prefix) and now - t < self.period_s)
-            if recent >= self.kinds_per_period:
-                return
-            self._last_log[key] = now
-            if len(self._last_log) > 1000:  # forget old kinds (the keys are bounded per period, not in total)
-                self._last_log = {k: t for k, t in self._last_log.items() if now - t < self.period_s}
-            count = self.counts[category]
-        if len(message) > MAX_LOGGED_CHARS:
-            message = message[:MAX_LOGGED_CHARS] + f"... ({len(message)} characters)"
-        self.logger.warning(f"rejected {category} ({count} so far): {message}")
-
-    def total(self) -> int:
-        with self._lock:
-            return sum(self.counts.values())
 
 
 def _time_msg(seconds: float | None) -> TimeMsg:
@@ -141,30 +75,12 @@ def _time_msg(seconds: float | None) -> TimeMsg:
     return TimeMsg(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
 
 
-class CallbackFailures:
-    """Exceptions that escaped a callback: counted per kind (callback + exception type), logged once per kind
-    with the traceback, and contained (an exception reaching the executor would end the node)."""
-
-    def __init__(self, logger) -> None:
-        self.logger = logger
-        self.counts: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def record(self, callback: str, exc: BaseException) -> None:
-        kind = f"{callback}:{type(exc).__name__}"
-        with self._lock:
-            self.counts[kind] = self.counts.get(kind, 0) + 1
-            first = self.counts[kind] == 1
-        if first:
-            text = "".join(traceback.format_exception(exc))[-4000:]
-            self.logger.error(
-                f"unexpected {type(exc).__name__} in the {callback} callback (contained; counted as "
-                f"callback_errors[{kind}] in diagnostics, logged once): {exc}\n{text}"
-            )
-
-    def total(self) -> int:
-        with self._lock:
-            return sum(self.counts.values())
+def _depth_metres(msg: Any) -> Any:
+    """Decode a depth message for the ingest, which decodes only depth matched to an accepted colour frame."""
+    try:
+        return depth_msg_to_metres(msg)
+    except ConversionError as exc:
+        raise UnreadableInput(str(exc)) from None
 
 
 class PerceptionNode(LifecycleNode):
@@ -178,7 +94,8 @@ class PerceptionNode(LifecycleNode):
         self.configure_error: str | None = None  # why the last configure failed (None: it did not)
         self.rejections = RejectionCounter(self.get_logger())
         self.callback_failures = CallbackFailures(self.get_logger())
-        self._frame_sizes = FrameSizeGate(FRAME_SIZE_CONFIRM_FRAMES)
+        self._guard = CallbackGuard(self.callback_failures, lambda: self.context.ok())
+        self.ingest = RgbdIngest(self.rejections, self._on_frame, self._on_new_timeline, self._on_time_jump)
         self._instructions_lost = 0
         self._instructions_repeated = 0
         # Held by the input callbacks and by deactivate/cleanup while they take the inputs apart, so a callback
@@ -187,8 +104,6 @@ class PerceptionNode(LifecycleNode):
         # Held while results are published and while the publishers are destroyed: nothing is published by a
         # deactivated node, nor through a destroyed publisher.
         self._publish_lock = threading.Lock()
-        self._callbacks_in_flight = 0  # guarded callbacks running now (shutdown waits for them, bounded)
-        self._callbacks_done = threading.Condition()
         self.settings: NodeSettings | None = None
         self.engine: LiveEngine | None = None
         self.window: RollingWindow | None = None
@@ -198,17 +113,8 @@ class PerceptionNode(LifecycleNode):
         self._point_outputs: dict[str, Any] = {}
         self._node_timers: list[Any] = []
         self._node_services: list[Any] = []
-        self._depth_cache: OrderedDict[int, FrameMeta] = OrderedDict()
-        self._sync: ApproximateTimeSynchronizer | None = None
-        self._input_times: deque[float] = deque(maxlen=120)
-        self._frames_received = 0
-        self._received_at_last_sync = 0  # _frames_received when a colour frame last found its depth + camera_info
-        self._last_stamps: dict[str, float] = {}  # per input stream, to drop duplicates / out-of-order messages
-        self._newest_stamp = -math.inf  # newest stamp accepted on any stream since the last jump back
-        self._time_jumps = 0
         self._last_debug = 0.0
         self._publish_latency: deque[float] = deque(maxlen=200)
-        self._ingest_cost: deque[float] = deque(maxlen=200)
         self._lock = threading.Lock()
         self._inputs_group = MutuallyExclusiveCallbackGroup()
         self._control_group = ReentrantCallbackGroup()
@@ -225,36 +131,11 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------------------------------------ containment
     def _guarded(self, name: str, callback, *, service: bool = False):
-        """``callback`` with every exception contained: counted and logged once per kind (see CallbackFailures).
-        A service callback answers ``success = False`` with the reason instead."""
-
-        @functools.wraps(callback)
-        def guarded(*args):
-            with self._callbacks_done:
-                self._callbacks_in_flight += 1
-            try:
-                return callback(*args)
-            except Exception as exc:
-                if self.context.ok():  # else: shutting down, the context went away under the callback
-                    self.callback_failures.record(name, exc)
-                if not service:
-                    return None
-                response = args[1]
-                response.success = False
-                if hasattr(response, "message"):
-                    response.message = f"internal error: {type(exc).__name__}: {exc}"[:MAX_LOGGED_CHARS]
-                return response
-            finally:
-                with self._callbacks_done:
-                    self._callbacks_in_flight -= 1
-                    self._callbacks_done.notify_all()
-
-        return guarded
+        return self._guard.wrap(name, callback, service=service)
 
     def wait_for_callbacks(self, timeout: float) -> bool:
         """Wait until no callback of this node runs (after the executor stopped dispatching); False on timeout."""
-        with self._callbacks_done:
-            return self._callbacks_done.wait_for(lambda: self._callbacks_in_flight == 0, timeout)
+        return self._guard.wait_idle(timeout)
 
     def _guard_change_state_service(self) -> None:
         """rclpy's ChangeState service raises RCLError out of the executor for a transition that is invalid in the
@@ -367,8 +248,11 @@ class PerceptionNode(LifecycleNode):
                 image_type, image_topic, guard("image", self._on_image), camera_qos, callback_group=group
             )
         ]
+        depth_sync = DepthSyncSettings(
+            s.sync_queue_size, s.sync_slop_s, self.resolve_topic_name("depth"), self.resolve_topic_name("camera_info")
+        )
+        self.ingest.open(self.window, depth_sync if s.use_depth else None)
         if s.use_depth:
-            self._sync = ApproximateTimeSynchronizer(3, s.sync_queue_size, s.sync_slop_s, self._on_synced)
             subs.append(
                 self.create_subscription(
                     Image, "depth", guard("depth", self._on_depth), camera_qos, callback_group=group
@@ -458,13 +342,9 @@ class PerceptionNode(LifecycleNode):
             for pub in outputs:
                 self.destroy_publisher(pub)
             self._input_subs, self._node_timers = [], []
-            self._sync = None
+            self.ingest.close()
             if self.window is not None:
                 self.window.clear()
-            self._depth_cache.clear()
-            self._last_stamps.clear()
-            self._newest_stamp = -math.inf
-            self._frame_sizes.reset()
 
     def _unload(self) -> None:
         with self._io_lock:
@@ -479,9 +359,7 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------------------------------------ inputs
     def _on_image(self, msg: Any) -> None:
-        start = time.perf_counter()
-        self._frames_received += 1
-        self._input_times.append(time.monotonic())
+        started = self.ingest.image_arrived()
         with self._io_lock:
             if self.window is None or not self._input_subs:  # a transition took the inputs apart meanwhile
                 return
@@ -492,15 +370,8 @@ class PerceptionNode(LifecycleNode):
             except ConversionError as exc:
                 self.rejections.reject("image", str(exc))
                 return
-            stamp = stamp_to_seconds(msg.header.stamp)
-            if not self._accept_stamp("image", stamp):
-                return
-            if self._sync is not None:
-                self._sync.add(0, stamp, (msg.header, rgb))
-                self._warn_if_unsynchronised()
-            else:
-                self._ingest(msg.header, rgb, None, None)
-        self._ingest_cost.append(time.perf_counter() - start)
+            self.ingest.add_image(msg.header, stamp_to_seconds(msg.header.stamp), rgb)
+        self.ingest.image_done(started)
 
     def _oversized(self, msg: Any, stream: str) -> bool:
         """True (rejected and counted) for an image over ``max_image_pixels``, judged before any decoding: for
@@ -523,141 +394,28 @@ class PerceptionNode(LifecycleNode):
             return True
         return False
 
-    def _warn_if_unsynchronised(self) -> None:
-        """With use_depth, frames without a matching depth + camera_info never reach the window: say so when a run
-        of colour frames found no match at all (a real misconfiguration), not for the occasional best-effort drop
-        of one stream, which only costs that frame."""
-        streak = self._frames_received - self._received_at_last_sync
-        if streak > 2 * self.settings.sync_queue_size:
-            newest = {name: self._last_stamps.get(name) for name in ("image", "depth", "camera_info")}
-            seen = ", ".join(
-                f"{name} {stamp:.3f} s" if stamp is not None else f"no {name}" for name, stamp in newest.items()
-            )
-            self.rejections.reject(
-                "unsynchronised_image",
-                f"the last {streak} colour frames found no depth + camera_info within {self.settings.sync_slop_s} s "
-                f"(newest stamps: {seen}); check that '{self.resolve_topic_name('depth')}' and "
-                f"'{self.resolve_topic_name('camera_info')}' are published with the colour image's stamps, or set "
-                "use_depth false",
-            )
-            self._received_at_last_sync = self._frames_received  # report again only after another full run
-
     def _on_depth(self, msg: Image) -> None:
         with self._io_lock:
-            if self._sync is None or self._oversized(msg, "depth"):
-                return
-            stamp = stamp_to_seconds(msg.header.stamp)
-            if self._accept_stamp("depth", stamp):
-                self._sync.add(1, stamp, msg)
+            if self.ingest.uses_depth and not self._oversized(msg, "depth"):
+                self.ingest.add_depth(stamp_to_seconds(msg.header.stamp), lambda: _depth_metres(msg))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._io_lock:
-            if self._sync is None:
-                return
-            stamp = stamp_to_seconds(msg.header.stamp)
-            if self._accept_stamp("camera_info", stamp):
-                self._sync.add(2, stamp, msg)
+            self.ingest.add_camera_info(stamp_to_seconds(msg.header.stamp), msg.k, msg.p)
 
-    def _accept_stamp(self, stream: str, stamp: float) -> bool:
-        """False (rejected and counted) for a stamp not newer than the stream's previous one. A jump back by more
-        than TIME_JUMP_BACK_S starts a new time line instead: the synchroniser restarts (it would otherwise drop
-        every message older than the last set it delivered) and the window clears itself."""
-        last = self._last_stamps.get(stream)
-        if last is not None and stamp <= last:
-            if last - stamp <= TIME_JUMP_BACK_S:
-                self.rejections.reject(
-                    stream,
-                    f"stamp {stamp:.3f} s is not newer than the previous {stream} message ({last:.3f} s): "
-                    "duplicate or out of order; dropped",
-                )
-                return False
-            # All streams of a camera jump; the first one restarts the synchroniser, the others catch up (they
-            # land near the newest stamp of the new time line).
-            if stamp < self._newest_stamp - TIME_JUMP_BACK_S:
-                self._newest_stamp = stamp
-                self._time_jumps += 1
-                if self._sync is not None:
-                    self._sync.reset()
-                self.get_logger().warning(
-                    f"time jumped back {last - stamp:.1f} s on '{stream}' (bag loop or clock reset): "
-                    "starting a new time line with an empty window",
-                    throttle_duration_sec=5.0,
-                )
-        self._last_stamps[stream] = stamp
-        self._newest_stamp = max(self._newest_stamp, stamp)
-        return True
-
-    def _on_synced(self, image, depth, info) -> None:
-        self._received_at_last_sync = self._frames_received
-        header, rgb = image.payload
-        self._ingest(header, rgb, depth.payload, info.payload)
-
-    def _ingest(self, header: Any, rgb: np.ndarray, depth_msg: Image | None, info_msg: CameraInfo | None) -> None:
-        decision = self._frame_sizes.check(rgb.shape[:2])
-        if decision is SizeDecision.REJECT:
-            current = self._frame_sizes.size
-            self.rejections.reject(
-                "frame_size",
-                f"frame is {rgb.shape[1]}x{rgb.shape[0]}, the stream is {current[1]}x{current[0]}; dropped (after "
-                f"{FRAME_SIZE_CONFIRM_FRAMES} frames in a row of a new size the node starts a new timeline)",
-            )
-            return
-        if decision is SizeDecision.NEW_TIMELINE:
-            self.window.clear()
-            with self._lock:
-                self._depth_cache.clear()
-        meta = FrameMeta(header)
-        if depth_msg is not None:
-            meta.depth_m, meta.intrinsics = self._depth_and_intrinsics(depth_msg, info_msg, rgb.shape[:2])
-        try:
-            # The window keeps only the header: depth (1.2 MB per 640x480 frame, not counted in window_max_mb) lives
-            # in the small cache below, which is all the 3D points of live results need.
-            frame = self.window.add(rgb, stamp_to_seconds(header.stamp), FrameMeta(header))
-        except ValueError as exc:
-            self.rejections.reject("image", str(exc))
-            frame = None
-        if decision is SizeDecision.NEW_TIMELINE:
-            # The camera changed resolution (a driver reconfigure): tracker sessions hold the old size, so every
-            # target starts over with its instruction on the frames of the new size.
-            self.engine.new_timeline(f"camera resolution changed to {rgb.shape[1]}x{rgb.shape[0]}")
-            self.get_logger().warning(
-                f"camera resolution changed to {rgb.shape[1]}x{rgb.shape[0]}: new timeline, window cleared, "
-                "targets re-acquiring"
-            )
-        if frame is None:
-            return
-        if meta.depth_m is not None:
-            with self._lock:
-                self._depth_cache[frame.index] = meta
-                while len(self._depth_cache) > DEPTH_CACHE_FRAMES:
-                    self._depth_cache.popitem(last=False)
+    def _on_frame(self, frame: Frame) -> None:
         self.engine.notify_frame()
 
-    def _depth_and_intrinsics(self, depth_msg, info_msg, shape) -> tuple[np.ndarray | None, Intrinsics | None]:
-        try:
-            depth = depth_msg_to_metres(depth_msg)
-        except ConversionError as exc:
-            self.rejections.reject("depth", str(exc))
-            return None, None
-        if depth.shape != tuple(shape):
-            self.rejections.reject(
-                "depth",
-                f"depth is {depth.shape[1]}x{depth.shape[0]}, colour is {shape[1]}x{shape[0]}; "
-                "depth must be registered to the colour image",
-            )
-            return None, None
-        if not np.isfinite(depth).any():
-            self.rejections.reject("depth", "depth image has no valid pixel (all NaN/Inf/0)")
-        try:
-            # Rectified images: P holds the intrinsics of the rectified camera; fall back to K when P is unset.
-            p = list(info_msg.p)
-            k = [p[0], 0.0, p[2], 0.0, p[5], p[6], 0.0, 0.0, 1.0] if p[0] > 0 else list(info_msg.k)
-            intrinsics = Intrinsics.from_camera_info_k(k)
-            intrinsics.validate()
-        except ValueError as exc:
-            self.rejections.reject("camera_info", f"{exc}; 3D points disabled for this frame")
-            return depth, None
-        return depth, intrinsics
+    def _on_new_timeline(self, reason: str) -> None:
+        self.engine.new_timeline(reason)
+        self.get_logger().warning(f"{reason}: new timeline, window cleared, targets re-acquiring")
+
+    def _on_time_jump(self, stream: str, seconds_back: float) -> None:
+        self.get_logger().warning(
+            f"time jumped back {seconds_back:.1f} s on '{stream}' (bag loop or clock reset): "
+            "starting a new time line with an empty window",
+            throttle_duration_sec=5.0,
+        )
 
     def _on_instructions_lost(self, info) -> None:
         """DDS reports instructions lost before they reached the callback: counted (diagnostics)."""
@@ -742,8 +500,7 @@ class PerceptionNode(LifecycleNode):
         if not self.context.ok():  # shutting down (SIGINT/SIGTERM): the workers stop right after this
             return
         header = frame.meta.header
-        with self._lock:
-            meta = self._depth_cache.get(frame.index) if live else None
+        meta = self.ingest.depth_for(frame) if live else None
         array = TargetResultArray(header=header)
         labels = np.zeros(frame.image.shape[:2], np.uint8) if live and self.settings.publish_label_image else None
         overlay_targets = []
@@ -776,7 +533,7 @@ class PerceptionNode(LifecycleNode):
         else:
             publishers["history"].publish(array)
 
-    def _result_msg(self, result: FrameResult, header, meta: FrameMeta | None) -> tuple[TargetResult, Any]:
+    def _result_msg(self, result: FrameResult, header, meta: FrameDepth | None) -> tuple[TargetResult, Any]:
         msg = TargetResult(header=header, target_id=result.target_id, instruction=result.instruction)
         msg.status = int(result.status)
         msg.reason = result.reason
@@ -829,13 +586,13 @@ class PerceptionNode(LifecycleNode):
             return
         stats = self.engine.stats
         window = self.window.stats()
-        times = list(self._input_times)
-        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        ingest = self.ingest.stats()
+        rate = ingest.input_rate_hz
         values = {
             "input_rate_hz": f"{rate:.1f}",
-            "frames_received": str(self._frames_received),
+            "frames_received": str(ingest.frames_received),
             "frames_rejected": str(self.rejections.total()),
-            "time_jumps_back": str(self._time_jumps),
+            "time_jumps_back": str(ingest.time_jumps),
             "frames_skipped_by_tracker": str(stats.frames_skipped),
             "frames_processed": str(stats.frames_processed),
             "window_frames": str(window.frames),
@@ -866,8 +623,8 @@ class PerceptionNode(LifecycleNode):
             values[f"rejected_{category}"] = str(count)
         for kind, count in sorted(self.callback_failures.counts.items()):
             values[f"callback_errors[{kind}]"] = str(count)
-        if self._ingest_cost:
-            values["ingest_ms_median"] = f"{np.median(self._ingest_cost) * 1e3:.2f}"
+        if ingest.ingest_s_median is not None:
+            values["ingest_ms_median"] = f"{ingest.ingest_s_median * 1e3:.2f}"
         if self._publish_latency:
             values["publish_ms_median"] = f"{np.median(self._publish_latency) * 1e3:.2f}"
         targets = self.engine.targets()
