@@ -40,13 +40,13 @@ from std_srvs.srv import SetBool
 
 from ..core.engine import LiveEngine
 from ..core.errors import ReasonVosError
-from ..core.geometry import deproject, robust_depth
 from ..core.image_header import ImageHeaderError, declared_size
-from ..core.ingest import DepthSyncSettings, FrameDepth, FrameMeta, RgbdIngest, UnreadableInput
+from ..core.ingest import DepthSyncSettings, RgbdIngest, UnreadableInput
 from ..core.overlay import OverlayTarget, draw_overlay
 from ..core.pipeline import FrameResult
 from ..core.registry import build_backend
 from ..core.rejections import CallbackFailures, CallbackGuard, RejectionCounter
+from ..core.results import TargetOutput, diagnostics, frame_output
 from ..core.types import Frame
 from ..core.window import RollingWindow
 from ..msg import Instruction, TargetResult, TargetResultArray
@@ -136,6 +136,11 @@ class PerceptionNode(LifecycleNode):
     def wait_for_callbacks(self, timeout: float) -> bool:
         """Wait until no callback of this node runs (after the executor stopped dispatching); False on timeout."""
         return self._guard.wait_idle(timeout)
+
+    def stop_publishing(self, timeout: float) -> bool:
+        """Wait for a publish in flight and keep any later one from starting (before the node is destroyed: a
+        publisher in use keeps the node, the context and the DDS participant alive); False on timeout."""
+        return self._publish_lock.acquire(timeout=timeout)
 
     def _guard_change_state_service(self) -> None:
         """rclpy's ChangeState service raises RCLError out of the executor for a transition that is invalid in the
@@ -499,69 +504,27 @@ class PerceptionNode(LifecycleNode):
             return
         if not self.context.ok():  # shutting down (SIGINT/SIGTERM): the workers stop right after this
             return
-        header = frame.meta.header
-        meta = self.ingest.depth_for(frame) if live else None
-        array = TargetResultArray(header=header)
-        labels = np.zeros(frame.image.shape[:2], np.uint8) if live and self.settings.publish_label_image else None
-        overlay_targets = []
-        for position, result in enumerate(results):
-            msg, point_3d = self._result_msg(result, header, meta)
-            array.results.append(msg)
-            if labels is not None and result.mask is not None:
-                labels[result.mask] = position + 1
-            if live and point_3d is not None:
-                self._point_publisher(result.target_id).publish(PointStamped(header=header, point=msg.point_3d))
-            overlay_targets.append(
-                OverlayTarget(
-                    result.target_id,
-                    result.mask,
-                    result.bbox,
-                    result.point,
-                    result.status.name,
-                    result.score,
-                    result.instruction,
-                    msg.target_phrase,
-                    msg.understanding_confidence if msg.target_phrase else None,
-                )
-            )
-        if live:
-            publishers["results"].publish(array)
-            if labels is not None:
-                publishers["labels"].publish(numpy_to_image_msg(labels, "mono8", header))
-            self._maybe_publish_debug(frame, overlay_targets, header)
-            self._publish_latency.append(time.perf_counter() - start)
-        else:
+        output = frame_output(
+            frame,
+            results,
+            live,
+            self.ingest.depth_for(frame) if live else None,
+            depth_erode_px=self.settings.depth_erode_px,
+            label_image=self.settings.publish_label_image,
+        )
+        header = output.header
+        array = TargetResultArray(header=header, results=[_target_msg(t, header) for t in output.targets])
+        if not live:
             publishers["history"].publish(array)
-
-    def _result_msg(self, result: FrameResult, header, meta: FrameDepth | None) -> tuple[TargetResult, Any]:
-        msg = TargetResult(header=header, target_id=result.target_id, instruction=result.instruction)
-        msg.status = int(result.status)
-        msg.reason = result.reason
-        msg.score = float(result.score)
-        key_meta = result.keyframe.meta if result.keyframe is not None else None
-        if isinstance(key_meta, FrameMeta):  # the key frame's own header stamp, integers untouched
-            msg.keyframe_stamp = TimeMsg(sec=key_meta.header.stamp.sec, nanosec=key_meta.header.stamp.nanosec)
-        else:
-            msg.keyframe_stamp = _time_msg(result.keyframe_stamp)
-        if result.understanding is not None:
-            msg.target_phrase = result.understanding.target_phrase
-            msg.explanation = result.understanding.explanation
-            msg.understanding_confidence = float(result.understanding.confidence)
-        point_3d = None
-        if result.mask is not None:
-            x, y, w, h = result.bbox
-            msg.bbox_x, msg.bbox_y, msg.bbox_width, msg.bbox_height = x, y, w, h
-            msg.point_x, msg.point_y = result.point
-            msg.mask = mask_to_image_msg(result.mask, header)
-            if meta is not None and meta.depth_m is not None and meta.intrinsics is not None:
-                z = robust_depth(result.mask, meta.depth_m, erode_px=self.settings.depth_erode_px)
-                if z is not None:
-                    point_3d = deproject(msg.point_x, msg.point_y, z, meta.intrinsics)
-                    msg.point_3d.x, msg.point_3d.y, msg.point_3d.z = point_3d
-                    msg.point_3d_valid = True
-        else:
-            msg.mask = Image(header=header, encoding="mono8")
-        return msg, point_3d
+            return
+        for target, msg in zip(output.targets, array.results, strict=True):
+            if target.point_3d is not None:
+                self._point_publisher(target.target_id).publish(PointStamped(header=header, point=msg.point_3d))
+        publishers["results"].publish(array)
+        if output.labels is not None:
+            publishers["labels"].publish(numpy_to_image_msg(output.labels, "mono8", header))
+        self._maybe_publish_debug(frame, output.overlay, header)
+        self._publish_latency.append(time.perf_counter() - start)
 
     def _point_publisher(self, target_id: str):
         pub = self._point_outputs.get(target_id)
@@ -584,71 +547,29 @@ class PerceptionNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         if self.engine is None or "diagnostics" not in self._outputs:
             return
-        stats = self.engine.stats
-        window = self.window.stats()
-        ingest = self.ingest.stats()
-        rate = ingest.input_rate_hz
-        values = {
-            "input_rate_hz": f"{rate:.1f}",
-            "frames_received": str(ingest.frames_received),
-            "frames_rejected": str(self.rejections.total()),
-            "time_jumps_back": str(ingest.time_jumps),
-            "frames_skipped_by_tracker": str(stats.frames_skipped),
-            "frames_processed": str(stats.frames_processed),
-            "window_frames": str(window.frames),
-            "window_seconds": f"{window.duration_s:.2f}",
-            "window_mb": f"{window.bytes / 1e6:.2f}",
-            "window_fill": f"{max(window.duration_s / self.settings.window_duration_s, window.bytes / (self.settings.window_max_mb * 1024 * 1024)):.2f}",
-            "tracker_rate_hz": f"{stats.track_rate_hz:.1f}",
-            "track_step_ms": f"{stats.track_step_s * 1e3:.1f}",
-            "acquisitions": str(stats.acquisitions),
-            "acquisitions_cancelled": str(stats.acquisitions_cancelled),
-            "lost_events": str(stats.lost_events),
-            "redetections": str(stats.redetections),
-            "track_corrections": str(stats.track_corrections),
-            "backend_errors": str(stats.errors),
-            "instructions_repeated": str(self._instructions_repeated),
-            "instructions_lost": str(self._instructions_lost),
-            "timelines_by_resolution": str(stats.timelines),
-            "callback_errors": str(self.callback_failures.total()),
-            "engine_threads": str(len(self.engine.worker_threads())),
-        }
-        for name, seconds in stats.last_timings.items():
-            values[f"latency_{name[:-2]}_ms" if name.endswith("_s") else name] = (
-                f"{seconds * 1e3:.1f}" if name.endswith("_s") else f"{seconds:.1f}"
-            )
-        for name, count in stats.last_counts.items():
-            values[f"last_{name}"] = str(count)
-        for category, count in sorted(self.rejections.counts.items()):
-            values[f"rejected_{category}"] = str(count)
-        for kind, count in sorted(self.callback_failures.counts.items()):
-            values[f"callback_errors[{kind}]"] = str(count)
-        if ingest.ingest_s_median is not None:
-            values["ingest_ms_median"] = f"{ingest.ingest_s_median * 1e3:.2f}"
-        if self._publish_latency:
-            values["publish_ms_median"] = f"{np.median(self._publish_latency) * 1e3:.2f}"
-        targets = self.engine.targets()
-        for target_id, state in sorted(targets.items()):
-            values[f"target[{target_id}]"] = (
-                f"{state.status.name}: {state.reason}" if state.reason else state.status.name
-            )
-            if state.understanding is not None:
-                understood = state.understanding
-                values[f"understood[{target_id}]"] = (
-                    f"{understood.target_phrase} ({understood.confidence:.2f}): {understood.explanation}"
-                )
-        level = DiagnosticStatus.OK
-        message = f"{len(targets)} target(s)"
-        if any(state.status.name == "ERROR" for state in targets.values()):
-            level, message = DiagnosticStatus.ERROR, "a target reports a backend error"
-        elif self.rejections.total():
-            level, message = DiagnosticStatus.WARN, f"{self.rejections.total()} inputs rejected so far"
+        with self._lock:
+            repeated, lost = self._instructions_repeated, self._instructions_lost
+        latency = list(self._publish_latency)
+        report = diagnostics(
+            engine=self.engine.stats,
+            targets=self.engine.targets(),
+            engine_threads=len(self.engine.worker_threads()),
+            window=self.window.stats(),
+            window_duration_s=self.settings.window_duration_s,
+            window_max_mb=self.settings.window_max_mb,
+            ingest=self.ingest.stats(),
+            rejections=dict(self.rejections.counts),
+            callback_failures=dict(self.callback_failures.counts),
+            instructions_repeated=repeated,
+            instructions_lost=lost,
+            publish_s_median=float(np.median(latency)) if latency else None,
+        )
         status = DiagnosticStatus(
-            level=level,
+            level=getattr(DiagnosticStatus, report.level.name),
             name=f"{self.get_name()}: perception",
-            message=message,
+            message=report.message,
             hardware_id="reasonvos_ros",
-            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+            values=[KeyValue(key=k, value=v) for k, v in report.values.items()],
         )
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
@@ -656,6 +577,30 @@ class PerceptionNode(LifecycleNode):
             publisher = self._outputs.get("diagnostics")
             if publisher is not None:
                 publisher.publish(array)
+
+
+def _target_msg(target: TargetOutput, header: Any) -> TargetResult:
+    msg = TargetResult(header=header, target_id=target.target_id, instruction=target.instruction)
+    msg.status, msg.reason, msg.score = int(target.status), target.reason, target.score
+    if target.keyframe_header is not None:  # the key frame's own header stamp, integers untouched
+        stamp = target.keyframe_header.stamp
+        msg.keyframe_stamp = TimeMsg(sec=stamp.sec, nanosec=stamp.nanosec)
+    else:
+        msg.keyframe_stamp = _time_msg(target.keyframe_stamp)
+    if target.understanding is not None:
+        msg.target_phrase = target.understanding.target_phrase
+        msg.explanation = target.understanding.explanation
+        msg.understanding_confidence = float(target.understanding.confidence)
+    if target.mask is None:
+        msg.mask = Image(header=header, encoding="mono8")
+        return msg
+    msg.bbox_x, msg.bbox_y, msg.bbox_width, msg.bbox_height = target.bbox
+    msg.point_x, msg.point_y = target.point
+    msg.mask = mask_to_image_msg(target.mask, header)
+    if target.point_3d is not None:
+        msg.point_3d.x, msg.point_3d.y, msg.point_3d.z = target.point_3d
+        msg.point_3d_valid = True
+    return msg
 
 
 def _translate_args(argv: list[str]) -> list[str]:
@@ -757,7 +702,7 @@ def run(argv: list[str] | None = None) -> int:
             # destroyed: an entity in use keeps the node, the context and the DDS participant (its shm) alive.
             "shut the executor down": lambda: executor.shutdown(timeout_sec=1.0),
             "wait for running callbacks": lambda: node.wait_for_callbacks(timeout=1.0),
-            "wait for a publish in flight": lambda: node._publish_lock.acquire(timeout=1.0),
+            "wait for a publish in flight": lambda: node.stop_publishing(timeout=1.0),
             "destroy the node": lambda: node.destroy_node() or True,
             "shut the context down": lambda: rclpy.try_shutdown() or True,
             # rcl/rmw context fini: the DDS participant and its /dev/shm segments go away
