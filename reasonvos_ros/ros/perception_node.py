@@ -30,6 +30,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import SetBool
 
+from ..core.commands import TargetCommands
 from ..core.engine import LiveEngine
 from ..core.errors import ReasonVosError
 from ..core.image_header import ImageHeaderError, declared_size
@@ -88,8 +89,7 @@ class PerceptionNode(LifecycleNode):
         self.callback_failures = CallbackFailures(self.get_logger())
         self._guard = CallbackGuard(self.callback_failures, lambda: self.context.ok())
         self.ingest = RgbdIngest(self.rejections, self._on_frame, self._on_new_timeline, self._on_time_jump)
-        self._instructions_lost = 0
-        self._instructions_repeated = 0
+        self.commands = TargetCommands(self.rejections, self.get_logger(), self.resolve_topic_name("image"))
         # Held by the input callbacks and by deactivate/cleanup while they take the inputs apart, so a callback
         # never sees half-destroyed state (a lifecycle transition runs in another executor thread).
         self._io_lock = threading.RLock()
@@ -107,7 +107,6 @@ class PerceptionNode(LifecycleNode):
         self._node_services: list[Any] = []
         self._last_debug = 0.0
         self._publish_latency: deque[float] = deque(maxlen=200)
-        self._lock = threading.Lock()
         self._inputs_group = MutuallyExclusiveCallbackGroup()
         self._control_group = ReentrantCallbackGroup()
         self._guard_change_state_service()
@@ -416,9 +415,7 @@ class PerceptionNode(LifecycleNode):
 
     def _on_instructions_lost(self, info) -> None:
         """DDS reports instructions lost before they reached the callback: counted (diagnostics)."""
-        with self._lock:
-            self._instructions_lost += int(getattr(info, "total_count_change", 1) or 1)
-        self.rejections.reject("instruction_lost", f"{info.total_count} instruction message(s) lost in transport")
+        self.commands.instructions_lost(int(getattr(info, "total_count_change", 1) or 1), info.total_count)
 
     def _on_instruction(self, msg: Instruction) -> None:
         self._set_instruction(msg.target_id, msg.text, "speech" if msg.source == Instruction.SOURCE_SPEECH else "text")
@@ -427,52 +424,20 @@ class PerceptionNode(LifecycleNode):
         self._set_instruction("default", msg.data, "text")
 
     def _set_instruction(self, target_id: str, text: str, source: str) -> None:
-        engine = self.engine
-        if engine is None or not self._input_subs:
-            self.rejections.reject("instruction", f"target {target_id[:64]!r}: the node is not active")
-            return
-        previous = engine.targets().get(target_id.strip() or "default")
-        try:
-            state = engine.set_instruction(target_id, text)
-        except ValueError as exc:
-            self.rejections.reject("instruction", f"target {target_id!r}: {exc}")
-            return
-        if state is previous:  # the same instruction again: the target keeps following it (not restarted)
-            self._instructions_repeated += 1
-            return
-        self.get_logger().info(f"instruction for {state.target_id!r} ({source}): {state.instruction!r}")
-        if len(self.window) == 0:
-            self.get_logger().warning(
-                f"instruction for {state.target_id!r} arrived before the first camera frame; "
-                f"it will run when frames arrive on '{self.resolve_topic_name('image')}'"
-            )
+        engine = self.engine if self._input_subs else None
+        self.commands.instruct(engine, self.window, target_id, text, source)
 
     def _on_reset(self, request, response):
-        target_id = request.target_id.strip()
-        if self.engine is None:
-            response.success, response.message = False, "node is not configured"
-        elif self.engine.reset(target_id or None):
-            response.success = True
-            response.message = f"reset {target_id!r}" if target_id else "reset all targets"
+        response.success, response.message = self.commands.reset(self.engine, request.target_id)
+        if response.success:
             with self._publish_lock:
-                publisher = self._point_outputs.pop(target_id, None)
+                publisher = self._point_outputs.pop(request.target_id.strip(), None)
             if publisher is not None:
                 self.destroy_publisher(publisher)
-        else:
-            response.success = False
-            known = ", ".join(sorted(self.engine.targets())) or "none"
-            response.message = f"unknown target {target_id!r} (known: {known})"
-            self.rejections.reject("reset", response.message)
         return response
 
     def _on_enable(self, request, response):
-        if self.engine is None:
-            response.success, response.message = False, "node is not configured"
-            return response
-        self.engine.set_enabled(request.data)
-        response.success = True
-        response.message = "processing enabled" if request.data else "processing paused"
-        self.get_logger().info(response.message)
+        response.success, response.message = self.commands.enable(self.engine, request.data)
         return response
 
     # ------------------------------------------------------------------------------------------------ outputs
@@ -539,8 +504,6 @@ class PerceptionNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         if self.engine is None or "diagnostics" not in self._outputs:
             return
-        with self._lock:
-            repeated, lost = self._instructions_repeated, self._instructions_lost
         latency = list(self._publish_latency)
         report = diagnostics(
             engine=self.engine.stats,
@@ -552,8 +515,8 @@ class PerceptionNode(LifecycleNode):
             ingest=self.ingest.stats(),
             rejections=dict(self.rejections.counts),
             callback_failures=dict(self.callback_failures.counts),
-            instructions_repeated=repeated,
-            instructions_lost=lost,
+            instructions_repeated=self.commands.repeated,
+            instructions_lost=self.commands.lost,
             publish_s_median=float(np.median(latency)) if latency else None,
         )
         status = DiagnosticStatus(
