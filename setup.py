@@ -35,7 +35,7 @@ EXTRAS_REQUIRE = {
 }
 
 CONSOLE_SCRIPTS = {
-    "reasonvos_perception_node": "reasonvos_ros.ros.perception_node:main",
+    "reasonvos_perception_node": "reasonvos_ros.ros.node_main:main",
     "reasonvos_speech_node": "reasonvos_ros.ros.speech_node:main",
     "reasonvos": "reasonvos_ros.cli:main",
 }

@@ -74,9 +74,10 @@ def bench_publish(frames):
     from rclpy.parameter import Parameter
     from std_msgs.msg import Header
 
+    from reasonvos_ros.core.ingest import FrameMeta
     from reasonvos_ros.core.pipeline import FrameResult
     from reasonvos_ros.core.types import Frame, TargetStatus
-    from reasonvos_ros.ros.perception_node import FrameMeta, PerceptionNode
+    from reasonvos_ros.ros.perception_node import PerceptionNode
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     rclpy.init()

@@ -59,7 +59,7 @@ def camera_messages(t: int):
 def test_depth_is_not_kept_in_the_window_beyond_the_depth_cache(depth_node):
     """Every depth image used to ride along in the window's frame metadata: 10 s of 640x480 at 30 Hz held ~370 MB
     of depth while only the JPEG colour counted against window_max_mb. Now only the bounded depth cache holds depth."""
-    from reasonvos_ros.ros import perception_node
+    from reasonvos_ros.core.ingest import DEPTH_CACHE_FRAMES
 
     node = depth_node
     frames = 40
@@ -70,11 +70,11 @@ def test_depth_is_not_kept_in_the_window_beyond_the_depth_cache(depth_node):
         node._on_camera_info(info)
     stored = node.window.snapshot()
     assert len(stored) == frames
-    held_by_window = sum(f.meta.depth_m.nbytes for f in stored if f.meta.depth_m is not None)
+    held_by_window = sum(v.nbytes for f in stored for v in vars(f.meta).values() if isinstance(v, np.ndarray))
     assert held_by_window == 0
-    assert 0 < len(node._depth_cache) <= perception_node.DEPTH_CACHE_FRAMES
+    assert 0 < node.ingest.depth_frames() <= DEPTH_CACHE_FRAMES
     # The newest frames still have their depth for the 3D point of live results.
-    newest = node._depth_cache[stored[-1].index]
+    newest = node.ingest.depth_for(stored[-1])
     assert newest.depth_m.shape == (HEIGHT, WIDTH) and newest.intrinsics is not None
 
 

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from .errors import ConfigError
+from .ingest import jumped_back
 from .types import Frame
 
 
@@ -44,8 +45,8 @@ class RollingWindow:
     """Recent frames, oldest first, bounded by ``max_duration_s`` and ``max_bytes``.
 
     ``storage="jpeg"`` (default) keeps JPEG bytes at ``jpeg_quality``; ``storage="png"`` is lossless (larger).
-    A stamp older than the newest one by more than ``backwards_jump_s`` (e.g. a bag replay looping) clears the
-    window, since the old frames no longer belong to the same timeline.
+    A stamp that jumped back from the newest one (:func:`.ingest.jumped_back`, e.g. a bag replay looping) clears
+    the window, since the old frames no longer belong to the same timeline.
     """
 
     def __init__(
@@ -55,7 +56,6 @@ class RollingWindow:
         storage: str = "jpeg",
         jpeg_quality: int = 90,
         raw_cache: int = 8,
-        backwards_jump_s: float = 1.0,
     ) -> None:
         if max_duration_s <= 0:
             raise ConfigError(f"window duration must be > 0 s, got {max_duration_s}")
@@ -70,7 +70,6 @@ class RollingWindow:
         self._ext = ".jpg" if storage == "jpeg" else ".png"
         self._params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if storage == "jpeg" else []
         self._raw_cache_size = max(1, int(raw_cache))
-        self._backwards_jump_s = float(backwards_jump_s)
         self._frames: deque[_StoredFrame] = deque()
         self._raw: OrderedDict[int, np.ndarray] = OrderedDict()
         self._bytes = 0
@@ -90,7 +89,7 @@ class RollingWindow:
         if not ok:
             raise ValueError("could not encode the frame for the window")
         with self._lock:
-            if self._frames and stamp < self._frames[-1].stamp - self._backwards_jump_s:
+            if self._frames and jumped_back(stamp, self._frames[-1].stamp):
                 self._clear_locked()
                 self._resets += 1
             index = self._next_index

@@ -12,45 +12,34 @@ deactivate stops them and frees accelerator memory; cleanup unloads the backends
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import math
-import os
-import re
-import signal
-import sys
 import threading
 import time
-import traceback
-from collections import OrderedDict, deque
-from dataclasses import dataclass
+from collections import deque
 from typing import Any
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import SetBool
 
+from ..core.commands import TargetCommands
 from ..core.engine import LiveEngine
 from ..core.errors import ReasonVosError
-from ..core.frame_size import FrameSizeGate, SizeDecision
-from ..core.geometry import Intrinsics, deproject, robust_depth
 from ..core.image_header import ImageHeaderError, declared_size
+from ..core.ingest import DepthSyncSettings, RgbdIngest, UnreadableInput
 from ..core.overlay import OverlayTarget, draw_overlay
 from ..core.pipeline import FrameResult
 from ..core.registry import build_backend
-from ..core.sync import ApproximateTimeSynchronizer
+from ..core.rejections import CallbackFailures, CallbackGuard, RejectionCounter
+from ..core.results import TargetOutput, diagnostics, frame_output
 from ..core.types import Frame
 from ..core.window import RollingWindow
 from ..msg import Instruction, TargetResult, TargetResultArray
@@ -67,71 +56,9 @@ from .parameters import APPLIED_AT_START, PARAMETERS, NodeSettings, check_change
 from .topic_names import target_topic_token
 
 NODE_NAME = "reasonvos_perception"
-DEPTH_CACHE_FRAMES = 8  # depth is only needed for the newest frames (3D points of live results)
-# A stamp this much older than its stream's previous one starts a new time line (bag loop, simulation reset);
-# the rolling window uses the same threshold to clear itself. Smaller steps back are out-of-order messages.
-TIME_JUMP_BACK_S = 1.0
-MAX_LOGGED_CHARS = 300  # rejected inputs can be megabytes (a 1 MB instruction): log lines show the start only
 # Instructions arrive in bursts (10,000 distinct ids from a script): the subscription queue holds a burst, so each
 # instruction is accepted or rejected with a count; what DDS still reports lost is counted as well.
 INSTRUCTION_QUEUE_DEPTH = 1000
-FRAME_SIZE_CONFIRM_FRAMES = 3  # consecutive frames of a new size that mean the camera changed resolution
-
-
-@dataclass
-class FrameMeta:
-    header: Any
-    depth_m: np.ndarray | None = None
-    intrinsics: Intrinsics | None = None
-
-
-# Sender-controlled parts of rejection messages: quoted text (repr of names, ids) and numbers.
-_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
-
-class RejectionCounter:
-    """Counts rejected inputs per category (reported in diagnostics) and rate-limits their log lines.
-
-    Log lines are rate-limited per kind of problem: the message with what the sender controls masked (quoted
-    text such as encoding names and target ids, numbers), so varying that text cannot flood the log; and at most
-    ``kinds_per_period`` kinds per category are logged per period. The counts always cover every rejection."""
-
-    def __init__(self, logger, period_s: float = 5.0, kinds_per_period: int = 4) -> None:
-        self.logger = logger
-        self.period_s = period_s
-        self.kinds_per_period = kinds_per_period
-        self.counts: dict[str, int] = {}
-        self._last_log: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def kind_of(category: str, message: str) -> str:
-        masked = _QUOTED.sub("'…'", message)
-        return category + ":" + _NUMBER.sub("#", masked)[:80]
-
-    def reject(self, category: str, message: str) -> None:
-        now = time.monotonic()
-        key = self.kind_of(category, message)
-        with self._lock:
-            self.counts[category] = self.counts.get(category, 0) + 1
-            if now - self._last_log.get(key, -1e9) < self.period_s:
-                return
-            prefix = category + ":"
-            recent = sum(1 for k, t in self._last_log.items() if k.startswith(prefix) and now - t < self.period_s)
-            if recent >= self.kinds_per_period:
-                return
-            self._last_log[key] = now
-            if len(self._last_log) > 1000:  # forget old kinds (the keys are bounded per period, not in total)
-                self._last_log = {k: t for k, t in self._last_log.items() if now - t < self.period_s}
-            count = self.counts[category]
-        if len(message) > MAX_LOGGED_CHARS:
-            message = message[:MAX_LOGGED_CHARS] + f"... ({len(message)} characters)"
-        self.logger.warning(f"rejected {category} ({count} so far): {message}")
-
-    def total(self) -> int:
-        with self._lock:
-            return sum(self.counts.values())
 
 
 def _time_msg(seconds: float | None) -> TimeMsg:
@@ -141,30 +68,12 @@ def _time_msg(seconds: float | None) -> TimeMsg:
     return TimeMsg(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
 
 
-class CallbackFailures:
-    """Exceptions that escaped a callback: counted per kind (callback + exception type), logged once per kind
-    with the traceback, and contained (an exception reaching the executor would end the node)."""
-
-    def __init__(self, logger) -> None:
-        self.logger = logger
-        self.counts: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def record(self, callback: str, exc: BaseException) -> None:
-        kind = f"{callback}:{type(exc).__name__}"
-        with self._lock:
-            self.counts[kind] = self.counts.get(kind, 0) + 1
-            first = self.counts[kind] == 1
-        if first:
-            text = "".join(traceback.format_exception(exc))[-4000:]
-            self.logger.error(
-                f"unexpected {type(exc).__name__} in the {callback} callback (contained; counted as "
-                f"callback_errors[{kind}] in diagnostics, logged once): {exc}\n{text}"
-            )
-
-    def total(self) -> int:
-        with self._lock:
-            return sum(self.counts.values())
+def _depth_metres(msg: Any) -> Any:
+    """Decode a depth message for the ingest, which decodes only depth matched to an accepted colour frame."""
+    try:
+        return depth_msg_to_metres(msg)
+    except ConversionError as exc:
+        raise UnreadableInput(str(exc)) from None
 
 
 class PerceptionNode(LifecycleNode):
@@ -178,17 +87,15 @@ class PerceptionNode(LifecycleNode):
         self.configure_error: str | None = None  # why the last configure failed (None: it did not)
         self.rejections = RejectionCounter(self.get_logger())
         self.callback_failures = CallbackFailures(self.get_logger())
-        self._frame_sizes = FrameSizeGate(FRAME_SIZE_CONFIRM_FRAMES)
-        self._instructions_lost = 0
-        self._instructions_repeated = 0
+        self._guard = CallbackGuard(self.callback_failures, lambda: self.context.ok())
+        self.ingest = RgbdIngest(self.rejections, self._on_frame, self._on_new_timeline, self._on_time_jump)
+        self.commands = TargetCommands(self.rejections, self.get_logger(), self.resolve_topic_name("image"))
         # Held by the input callbacks and by deactivate/cleanup while they take the inputs apart, so a callback
         # never sees half-destroyed state (a lifecycle transition runs in another executor thread).
         self._io_lock = threading.RLock()
         # Held while results are published and while the publishers are destroyed: nothing is published by a
         # deactivated node, nor through a destroyed publisher.
         self._publish_lock = threading.Lock()
-        self._callbacks_in_flight = 0  # guarded callbacks running now (shutdown waits for them, bounded)
-        self._callbacks_done = threading.Condition()
         self.settings: NodeSettings | None = None
         self.engine: LiveEngine | None = None
         self.window: RollingWindow | None = None
@@ -198,18 +105,8 @@ class PerceptionNode(LifecycleNode):
         self._point_outputs: dict[str, Any] = {}
         self._node_timers: list[Any] = []
         self._node_services: list[Any] = []
-        self._depth_cache: OrderedDict[int, FrameMeta] = OrderedDict()
-        self._sync: ApproximateTimeSynchronizer | None = None
-        self._input_times: deque[float] = deque(maxlen=120)
-        self._frames_received = 0
-        self._received_at_last_sync = 0  # _frames_received when a colour frame last found its depth + camera_info
-        self._last_stamps: dict[str, float] = {}  # per input stream, to drop duplicates / out-of-order messages
-        self._newest_stamp = -math.inf  # newest stamp accepted on any stream since the last jump back
-        self._time_jumps = 0
         self._last_debug = 0.0
         self._publish_latency: deque[float] = deque(maxlen=200)
-        self._ingest_cost: deque[float] = deque(maxlen=200)
-        self._lock = threading.Lock()
         self._inputs_group = MutuallyExclusiveCallbackGroup()
         self._control_group = ReentrantCallbackGroup()
         self._guard_change_state_service()
@@ -225,36 +122,16 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------------------------------------ containment
     def _guarded(self, name: str, callback, *, service: bool = False):
-        """``callback`` with every exception contained: counted and logged once per kind (see CallbackFailures).
-        A service callback answers ``success = False`` with the reason instead."""
-
-        @functools.wraps(callback)
-        def guarded(*args):
-            with self._callbacks_done:
-                self._callbacks_in_flight += 1
-            try:
-                return callback(*args)
-            except Exception as exc:
-                if self.context.ok():  # else: shutting down, the context went away under the callback
-                    self.callback_failures.record(name, exc)
-                if not service:
-                    return None
-                response = args[1]
-                response.success = False
-                if hasattr(response, "message"):
-                    response.message = f"internal error: {type(exc).__name__}: {exc}"[:MAX_LOGGED_CHARS]
-                return response
-            finally:
-                with self._callbacks_done:
-                    self._callbacks_in_flight -= 1
-                    self._callbacks_done.notify_all()
-
-        return guarded
+        return self._guard.wrap(name, callback, service=service)
 
     def wait_for_callbacks(self, timeout: float) -> bool:
         """Wait until no callback of this node runs (after the executor stopped dispatching); False on timeout."""
-        with self._callbacks_done:
-            return self._callbacks_done.wait_for(lambda: self._callbacks_in_flight == 0, timeout)
+        return self._guard.wait_idle(timeout)
+
+    def stop_publishing(self, timeout: float) -> bool:
+        """Wait for a publish in flight and keep any later one from starting (before the node is destroyed: a
+        publisher in use keeps the node, the context and the DDS participant alive); False on timeout."""
+        return self._publish_lock.acquire(timeout=timeout)
 
     def _guard_change_state_service(self) -> None:
         """rclpy's ChangeState service raises RCLError out of the executor for a transition that is invalid in the
@@ -367,8 +244,11 @@ class PerceptionNode(LifecycleNode):
                 image_type, image_topic, guard("image", self._on_image), camera_qos, callback_group=group
             )
         ]
+        depth_sync = DepthSyncSettings(
+            s.sync_queue_size, s.sync_slop_s, self.resolve_topic_name("depth"), self.resolve_topic_name("camera_info")
+        )
+        self.ingest.open(self.window, depth_sync if s.use_depth else None)
         if s.use_depth:
-            self._sync = ApproximateTimeSynchronizer(3, s.sync_queue_size, s.sync_slop_s, self._on_synced)
             subs.append(
                 self.create_subscription(
                     Image, "depth", guard("depth", self._on_depth), camera_qos, callback_group=group
@@ -458,13 +338,9 @@ class PerceptionNode(LifecycleNode):
             for pub in outputs:
                 self.destroy_publisher(pub)
             self._input_subs, self._node_timers = [], []
-            self._sync = None
+            self.ingest.close()
             if self.window is not None:
                 self.window.clear()
-            self._depth_cache.clear()
-            self._last_stamps.clear()
-            self._newest_stamp = -math.inf
-            self._frame_sizes.reset()
 
     def _unload(self) -> None:
         with self._io_lock:
@@ -479,9 +355,7 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------------------------------------ inputs
     def _on_image(self, msg: Any) -> None:
-        start = time.perf_counter()
-        self._frames_received += 1
-        self._input_times.append(time.monotonic())
+        started = self.ingest.image_arrived()
         with self._io_lock:
             if self.window is None or not self._input_subs:  # a transition took the inputs apart meanwhile
                 return
@@ -492,15 +366,8 @@ class PerceptionNode(LifecycleNode):
             except ConversionError as exc:
                 self.rejections.reject("image", str(exc))
                 return
-            stamp = stamp_to_seconds(msg.header.stamp)
-            if not self._accept_stamp("image", stamp):
-                return
-            if self._sync is not None:
-                self._sync.add(0, stamp, (msg.header, rgb))
-                self._warn_if_unsynchronised()
-            else:
-                self._ingest(msg.header, rgb, None, None)
-        self._ingest_cost.append(time.perf_counter() - start)
+            self.ingest.add_image(msg.header, stamp_to_seconds(msg.header.stamp), rgb)
+        self.ingest.image_done(started)
 
     def _oversized(self, msg: Any, stream: str) -> bool:
         """True (rejected and counted) for an image over ``max_image_pixels``, judged before any decoding: for
@@ -523,147 +390,32 @@ class PerceptionNode(LifecycleNode):
             return True
         return False
 
-    def _warn_if_unsynchronised(self) -> None:
-        """With use_depth, frames without a matching depth + camera_info never reach the window: say so when a run
-        of colour frames found no match at all (a real misconfiguration), not for the occasional best-effort drop
-        of one stream, which only costs that frame."""
-        streak = self._frames_received - self._received_at_last_sync
-        if streak > 2 * self.settings.sync_queue_size:
-            newest = {name: self._last_stamps.get(name) for name in ("image", "depth", "camera_info")}
-            seen = ", ".join(
-                f"{name} {stamp:.3f} s" if stamp is not None else f"no {name}" for name, stamp in newest.items()
-            )
-            self.rejections.reject(
-                "unsynchronised_image",
-                f"the last {streak} colour frames found no depth + camera_info within {self.settings.sync_slop_s} s "
-                f"(newest stamps: {seen}); check that '{self.resolve_topic_name('depth')}' and "
-                f"'{self.resolve_topic_name('camera_info')}' are published with the colour image's stamps, or set "
-                "use_depth false",
-            )
-            self._received_at_last_sync = self._frames_received  # report again only after another full run
-
     def _on_depth(self, msg: Image) -> None:
         with self._io_lock:
-            if self._sync is None or self._oversized(msg, "depth"):
-                return
-            stamp = stamp_to_seconds(msg.header.stamp)
-            if self._accept_stamp("depth", stamp):
-                self._sync.add(1, stamp, msg)
+            if self.ingest.uses_depth and not self._oversized(msg, "depth"):
+                self.ingest.add_depth(stamp_to_seconds(msg.header.stamp), lambda: _depth_metres(msg))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._io_lock:
-            if self._sync is None:
-                return
-            stamp = stamp_to_seconds(msg.header.stamp)
-            if self._accept_stamp("camera_info", stamp):
-                self._sync.add(2, stamp, msg)
+            self.ingest.add_camera_info(stamp_to_seconds(msg.header.stamp), msg.k, msg.p)
 
-    def _accept_stamp(self, stream: str, stamp: float) -> bool:
-        """False (rejected and counted) for a stamp not newer than the stream's previous one. A jump back by more
-        than TIME_JUMP_BACK_S starts a new time line instead: the synchroniser restarts (it would otherwise drop
-        every message older than the last set it delivered) and the window clears itself."""
-        last = self._last_stamps.get(stream)
-        if last is not None and stamp <= last:
-            if last - stamp <= TIME_JUMP_BACK_S:
-                self.rejections.reject(
-                    stream,
-                    f"stamp {stamp:.3f} s is not newer than the previous {stream} message ({last:.3f} s): "
-                    "duplicate or out of order; dropped",
-                )
-                return False
-            # All streams of a camera jump; the first one restarts the synchroniser, the others catch up (they
-            # land near the newest stamp of the new time line).
-            if stamp < self._newest_stamp - TIME_JUMP_BACK_S:
-                self._newest_stamp = stamp
-                self._time_jumps += 1
-                if self._sync is not None:
-                    self._sync.reset()
-                self.get_logger().warning(
-                    f"time jumped back {last - stamp:.1f} s on '{stream}' (bag loop or clock reset): "
-                    "starting a new time line with an empty window",
-                    throttle_duration_sec=5.0,
-                )
-        self._last_stamps[stream] = stamp
-        self._newest_stamp = max(self._newest_stamp, stamp)
-        return True
-
-    def _on_synced(self, image, depth, info) -> None:
-        self._received_at_last_sync = self._frames_received
-        header, rgb = image.payload
-        self._ingest(header, rgb, depth.payload, info.payload)
-
-    def _ingest(self, header: Any, rgb: np.ndarray, depth_msg: Image | None, info_msg: CameraInfo | None) -> None:
-        decision = self._frame_sizes.check(rgb.shape[:2])
-        if decision is SizeDecision.REJECT:
-            current = self._frame_sizes.size
-            self.rejections.reject(
-                "frame_size",
-                f"frame is {rgb.shape[1]}x{rgb.shape[0]}, the stream is {current[1]}x{current[0]}; dropped (after "
-                f"{FRAME_SIZE_CONFIRM_FRAMES} frames in a row of a new size the node starts a new timeline)",
-            )
-            return
-        if decision is SizeDecision.NEW_TIMELINE:
-            self.window.clear()
-            with self._lock:
-                self._depth_cache.clear()
-        meta = FrameMeta(header)
-        if depth_msg is not None:
-            meta.depth_m, meta.intrinsics = self._depth_and_intrinsics(depth_msg, info_msg, rgb.shape[:2])
-        try:
-            # The window keeps only the header: depth (1.2 MB per 640x480 frame, not counted in window_max_mb) lives
-            # in the small cache below, which is all the 3D points of live results need.
-            frame = self.window.add(rgb, stamp_to_seconds(header.stamp), FrameMeta(header))
-        except ValueError as exc:
-            self.rejections.reject("image", str(exc))
-            frame = None
-        if decision is SizeDecision.NEW_TIMELINE:
-            # The camera changed resolution (a driver reconfigure): tracker sessions hold the old size, so every
-            # target starts over with its instruction on the frames of the new size.
-            self.engine.new_timeline(f"camera resolution changed to {rgb.shape[1]}x{rgb.shape[0]}")
-            self.get_logger().warning(
-                f"camera resolution changed to {rgb.shape[1]}x{rgb.shape[0]}: new timeline, window cleared, "
-                "targets re-acquiring"
-            )
-        if frame is None:
-            return
-        if meta.depth_m is not None:
-            with self._lock:
-                self._depth_cache[frame.index] = meta
-                while len(self._depth_cache) > DEPTH_CACHE_FRAMES:
-                    self._depth_cache.popitem(last=False)
+    def _on_frame(self, frame: Frame) -> None:
         self.engine.notify_frame()
 
-    def _depth_and_intrinsics(self, depth_msg, info_msg, shape) -> tuple[np.ndarray | None, Intrinsics | None]:
-        try:
-            depth = depth_msg_to_metres(depth_msg)
-        except ConversionError as exc:
-            self.rejections.reject("depth", str(exc))
-            return None, None
-        if depth.shape != tuple(shape):
-            self.rejections.reject(
-                "depth",
-                f"depth is {depth.shape[1]}x{depth.shape[0]}, colour is {shape[1]}x{shape[0]}; "
-                "depth must be registered to the colour image",
-            )
-            return None, None
-        if not np.isfinite(depth).any():
-            self.rejections.reject("depth", "depth image has no valid pixel (all NaN/Inf/0)")
-        try:
-            # Rectified images: P holds the intrinsics of the rectified camera; fall back to K when P is unset.
-            p = list(info_msg.p)
-            k = [p[0], 0.0, p[2], 0.0, p[5], p[6], 0.0, 0.0, 1.0] if p[0] > 0 else list(info_msg.k)
-            intrinsics = Intrinsics.from_camera_info_k(k)
-            intrinsics.validate()
-        except ValueError as exc:
-            self.rejections.reject("camera_info", f"{exc}; 3D points disabled for this frame")
-            return depth, None
-        return depth, intrinsics
+    def _on_new_timeline(self, reason: str) -> None:
+        self.engine.new_timeline(reason)
+        self.get_logger().warning(f"{reason}: new timeline, window cleared, targets re-acquiring")
+
+    def _on_time_jump(self, stream: str, seconds_back: float) -> None:
+        self.get_logger().warning(
+            f"time jumped back {seconds_back:.1f} s on '{stream}' (bag loop or clock reset): "
+            "starting a new time line with an empty window",
+            throttle_duration_sec=5.0,
+        )
 
     def _on_instructions_lost(self, info) -> None:
         """DDS reports instructions lost before they reached the callback: counted (diagnostics)."""
-        with self._lock:
-            self._instructions_lost += int(getattr(info, "total_count_change", 1) or 1)
-        self.rejections.reject("instruction_lost", f"{info.total_count} instruction message(s) lost in transport")
+        self.commands.instructions_lost(int(getattr(info, "total_count_change", 1) or 1), info.total_count)
 
     def _on_instruction(self, msg: Instruction) -> None:
         self._set_instruction(msg.target_id, msg.text, "speech" if msg.source == Instruction.SOURCE_SPEECH else "text")
@@ -672,52 +424,20 @@ class PerceptionNode(LifecycleNode):
         self._set_instruction("default", msg.data, "text")
 
     def _set_instruction(self, target_id: str, text: str, source: str) -> None:
-        engine = self.engine
-        if engine is None or not self._input_subs:
-            self.rejections.reject("instruction", f"target {target_id[:64]!r}: the node is not active")
-            return
-        previous = engine.targets().get(target_id.strip() or "default")
-        try:
-            state = engine.set_instruction(target_id, text)
-        except ValueError as exc:
-            self.rejections.reject("instruction", f"target {target_id!r}: {exc}")
-            return
-        if state is previous:  # the same instruction again: the target keeps following it (not restarted)
-            self._instructions_repeated += 1
-            return
-        self.get_logger().info(f"instruction for {state.target_id!r} ({source}): {state.instruction!r}")
-        if len(self.window) == 0:
-            self.get_logger().warning(
-                f"instruction for {state.target_id!r} arrived before the first camera frame; "
-                f"it will run when frames arrive on '{self.resolve_topic_name('image')}'"
-            )
+        engine = self.engine if self._input_subs else None
+        self.commands.instruct(engine, self.window, target_id, text, source)
 
     def _on_reset(self, request, response):
-        target_id = request.target_id.strip()
-        if self.engine is None:
-            response.success, response.message = False, "node is not configured"
-        elif self.engine.reset(target_id or None):
-            response.success = True
-            response.message = f"reset {target_id!r}" if target_id else "reset all targets"
+        response.success, response.message = self.commands.reset(self.engine, request.target_id)
+        if response.success:
             with self._publish_lock:
-                publisher = self._point_outputs.pop(target_id, None)
+                publisher = self._point_outputs.pop(request.target_id.strip(), None)
             if publisher is not None:
                 self.destroy_publisher(publisher)
-        else:
-            response.success = False
-            known = ", ".join(sorted(self.engine.targets())) or "none"
-            response.message = f"unknown target {target_id!r} (known: {known})"
-            self.rejections.reject("reset", response.message)
         return response
 
     def _on_enable(self, request, response):
-        if self.engine is None:
-            response.success, response.message = False, "node is not configured"
-            return response
-        self.engine.set_enabled(request.data)
-        response.success = True
-        response.message = "processing enabled" if request.data else "processing paused"
-        self.get_logger().info(response.message)
+        response.success, response.message = self.commands.enable(self.engine, request.data)
         return response
 
     # ------------------------------------------------------------------------------------------------ outputs
@@ -741,70 +461,27 @@ class PerceptionNode(LifecycleNode):
             return
         if not self.context.ok():  # shutting down (SIGINT/SIGTERM): the workers stop right after this
             return
-        header = frame.meta.header
-        with self._lock:
-            meta = self._depth_cache.get(frame.index) if live else None
-        array = TargetResultArray(header=header)
-        labels = np.zeros(frame.image.shape[:2], np.uint8) if live and self.settings.publish_label_image else None
-        overlay_targets = []
-        for position, result in enumerate(results):
-            msg, point_3d = self._result_msg(result, header, meta)
-            array.results.append(msg)
-            if labels is not None and result.mask is not None:
-                labels[result.mask] = position + 1
-            if live and point_3d is not None:
-                self._point_publisher(result.target_id).publish(PointStamped(header=header, point=msg.point_3d))
-            overlay_targets.append(
-                OverlayTarget(
-                    result.target_id,
-                    result.mask,
-                    result.bbox,
-                    result.point,
-                    result.status.name,
-                    result.score,
-                    result.instruction,
-                    msg.target_phrase,
-                    msg.understanding_confidence if msg.target_phrase else None,
-                )
-            )
-        if live:
-            publishers["results"].publish(array)
-            if labels is not None:
-                publishers["labels"].publish(numpy_to_image_msg(labels, "mono8", header))
-            self._maybe_publish_debug(frame, overlay_targets, header)
-            self._publish_latency.append(time.perf_counter() - start)
-        else:
+        output = frame_output(
+            frame,
+            results,
+            live,
+            self.ingest.depth_for(frame) if live else None,
+            depth_erode_px=self.settings.depth_erode_px,
+            label_image=self.settings.publish_label_image,
+        )
+        header = output.header
+        array = TargetResultArray(header=header, results=[_target_msg(t, header) for t in output.targets])
+        if not live:
             publishers["history"].publish(array)
-
-    def _result_msg(self, result: FrameResult, header, meta: FrameMeta | None) -> tuple[TargetResult, Any]:
-        msg = TargetResult(header=header, target_id=result.target_id, instruction=result.instruction)
-        msg.status = int(result.status)
-        msg.reason = result.reason
-        msg.score = float(result.score)
-        key_meta = result.keyframe.meta if result.keyframe is not None else None
-        if isinstance(key_meta, FrameMeta):  # the key frame's own header stamp, integers untouched
-            msg.keyframe_stamp = TimeMsg(sec=key_meta.header.stamp.sec, nanosec=key_meta.header.stamp.nanosec)
-        else:
-            msg.keyframe_stamp = _time_msg(result.keyframe_stamp)
-        if result.understanding is not None:
-            msg.target_phrase = result.understanding.target_phrase
-            msg.explanation = result.understanding.explanation
-            msg.understanding_confidence = float(result.understanding.confidence)
-        point_3d = None
-        if result.mask is not None:
-            x, y, w, h = result.bbox
-            msg.bbox_x, msg.bbox_y, msg.bbox_width, msg.bbox_height = x, y, w, h
-            msg.point_x, msg.point_y = result.point
-            msg.mask = mask_to_image_msg(result.mask, header)
-            if meta is not None and meta.depth_m is not None and meta.intrinsics is not None:
-                z = robust_depth(result.mask, meta.depth_m, erode_px=self.settings.depth_erode_px)
-                if z is not None:
-                    point_3d = deproject(msg.point_x, msg.point_y, z, meta.intrinsics)
-                    msg.point_3d.x, msg.point_3d.y, msg.point_3d.z = point_3d
-                    msg.point_3d_valid = True
-        else:
-            msg.mask = Image(header=header, encoding="mono8")
-        return msg, point_3d
+            return
+        for target, msg in zip(output.targets, array.results, strict=True):
+            if target.point_3d is not None:
+                self._point_publisher(target.target_id).publish(PointStamped(header=header, point=msg.point_3d))
+        publishers["results"].publish(array)
+        if output.labels is not None:
+            publishers["labels"].publish(numpy_to_image_msg(output.labels, "mono8", header))
+        self._maybe_publish_debug(frame, output.overlay, header)
+        self._publish_latency.append(time.perf_counter() - start)
 
     def _point_publisher(self, target_id: str):
         pub = self._point_outputs.get(target_id)
@@ -827,71 +504,27 @@ class PerceptionNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         if self.engine is None or "diagnostics" not in self._outputs:
             return
-        stats = self.engine.stats
-        window = self.window.stats()
-        times = list(self._input_times)
-        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
-        values = {
-            "input_rate_hz": f"{rate:.1f}",
-            "frames_received": str(self._frames_received),
-            "frames_rejected": str(self.rejections.total()),
-            "time_jumps_back": str(self._time_jumps),
-            "frames_skipped_by_tracker": str(stats.frames_skipped),
-            "frames_processed": str(stats.frames_processed),
-            "window_frames": str(window.frames),
-            "window_seconds": f"{window.duration_s:.2f}",
-            "window_mb": f"{window.bytes / 1e6:.2f}",
-            "window_fill": f"{max(window.duration_s / self.settings.window_duration_s, window.bytes / (self.settings.window_max_mb * 1024 * 1024)):.2f}",
-            "tracker_rate_hz": f"{stats.track_rate_hz:.1f}",
-            "track_step_ms": f"{stats.track_step_s * 1e3:.1f}",
-            "acquisitions": str(stats.acquisitions),
-            "acquisitions_cancelled": str(stats.acquisitions_cancelled),
-            "lost_events": str(stats.lost_events),
-            "redetections": str(stats.redetections),
-            "track_corrections": str(stats.track_corrections),
-            "backend_errors": str(stats.errors),
-            "instructions_repeated": str(self._instructions_repeated),
-            "instructions_lost": str(self._instructions_lost),
-            "timelines_by_resolution": str(stats.timelines),
-            "callback_errors": str(self.callback_failures.total()),
-            "engine_threads": str(len(self.engine.worker_threads())),
-        }
-        for name, seconds in stats.last_timings.items():
-            values[f"latency_{name[:-2]}_ms" if name.endswith("_s") else name] = (
-                f"{seconds * 1e3:.1f}" if name.endswith("_s") else f"{seconds:.1f}"
-            )
-        for name, count in stats.last_counts.items():
-            values[f"last_{name}"] = str(count)
-        for category, count in sorted(self.rejections.counts.items()):
-            values[f"rejected_{category}"] = str(count)
-        for kind, count in sorted(self.callback_failures.counts.items()):
-            values[f"callback_errors[{kind}]"] = str(count)
-        if self._ingest_cost:
-            values["ingest_ms_median"] = f"{np.median(self._ingest_cost) * 1e3:.2f}"
-        if self._publish_latency:
-            values["publish_ms_median"] = f"{np.median(self._publish_latency) * 1e3:.2f}"
-        targets = self.engine.targets()
-        for target_id, state in sorted(targets.items()):
-            values[f"target[{target_id}]"] = (
-                f"{state.status.name}: {state.reason}" if state.reason else state.status.name
-            )
-            if state.understanding is not None:
-                understood = state.understanding
-                values[f"understood[{target_id}]"] = (
-                    f"{understood.target_phrase} ({understood.confidence:.2f}): {understood.explanation}"
-                )
-        level = DiagnosticStatus.OK
-        message = f"{len(targets)} target(s)"
-        if any(state.status.name == "ERROR" for state in targets.values()):
-            level, message = DiagnosticStatus.ERROR, "a target reports a backend error"
-        elif self.rejections.total():
-            level, message = DiagnosticStatus.WARN, f"{self.rejections.total()} inputs rejected so far"
+        latency = list(self._publish_latency)
+        report = diagnostics(
+            engine=self.engine.stats,
+            targets=self.engine.targets(),
+            engine_threads=len(self.engine.worker_threads()),
+            window=self.window.stats(),
+            window_duration_s=self.settings.window_duration_s,
+            window_max_mb=self.settings.window_max_mb,
+            ingest=self.ingest.stats(),
+            rejections=dict(self.rejections.counts),
+            callback_failures=dict(self.callback_failures.counts),
+            instructions_repeated=self.commands.repeated,
+            instructions_lost=self.commands.lost,
+            publish_s_median=float(np.median(latency)) if latency else None,
+        )
         status = DiagnosticStatus(
-            level=level,
+            level=getattr(DiagnosticStatus, report.level.name),
             name=f"{self.get_name()}: perception",
-            message=message,
+            message=report.message,
             hardware_id="reasonvos_ros",
-            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+            values=[KeyValue(key=k, value=v) for k, v in report.values.items()],
         )
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
@@ -901,143 +534,31 @@ class PerceptionNode(LifecycleNode):
                 publisher.publish(array)
 
 
-def _translate_args(argv: list[str]) -> list[str]:
-    """Accept ``--params-file FILE`` before ``--ros-args`` as a shorthand (the launch-file equivalent)."""
-    out, ros, i = [], [], 0
-    while i < len(argv):
-        if argv[i] == "--params-file" and i + 1 < len(argv) and "--ros-args" not in argv[:i]:
-            ros += ["--params-file", argv[i + 1]]
-            i += 2
-            continue
-        out.append(argv[i])
-        i += 1
-    if ros:
-        out = [*out, "--ros-args", *ros] if "--ros-args" not in out else [*out, *ros]
-    return out
+def _target_msg(target: TargetOutput, header: Any) -> TargetResult:
+    msg = TargetResult(header=header, target_id=target.target_id, instruction=target.instruction)
+    msg.status, msg.reason, msg.score = int(target.status), target.reason, target.score
+    if target.keyframe_header is not None:  # the key frame's own header stamp, integers untouched
+        stamp = target.keyframe_header.stamp
+        msg.keyframe_stamp = TimeMsg(sec=stamp.sec, nanosec=stamp.nanosec)
+    else:
+        msg.keyframe_stamp = _time_msg(target.keyframe_stamp)
+    if target.understanding is not None:
+        msg.target_phrase = target.understanding.target_phrase
+        msg.explanation = target.understanding.explanation
+        msg.understanding_confidence = float(target.understanding.confidence)
+    if target.mask is None:
+        msg.mask = Image(header=header, encoding="mono8")
+        return msg
+    msg.bbox_x, msg.bbox_y, msg.bbox_width, msg.bbox_height = target.bbox
+    msg.point_x, msg.point_y = target.point
+    msg.mask = mask_to_image_msg(target.mask, header)
+    if target.point_3d is not None:
+        msg.point_3d.x, msg.point_3d.y, msg.point_3d.z = target.point_3d
+        msg.point_3d_valid = True
+    return msg
 
 
-def _autostart(node: PerceptionNode) -> str | None:
-    """Configure and activate; None on success, else what failed (the error is already logged)."""
-    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-        return node.configure_error or "configure failed"
-    if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-        return "activate failed"
-    return None
+if __name__ == "__main__":  # python -m reasonvos_ros.ros.perception_node (the tests and the demo start it so)
+    from .node_main import main
 
-
-def run(argv: list[str] | None = None) -> int:
-    """Spin the node until SIGINT/SIGTERM (or a shutdown); returns the exit code. The ROS side is torn down in
-    order here (workers stopped, executor shut down, node destroyed, context shut down and destroyed, which
-    removes the DDS participant and its shared memory); worker threads may still be inside a model call."""
-    args = _translate_args(sys.argv if argv is None else argv)
-    # rclpy's SIGINT handler shuts the context down (which ends the spin, as for SIGTERM) and then passes the
-    # signal on to Python's handler. Python's default one raises KeyboardInterrupt at an arbitrary bytecode of the
-    # main thread, which can leave the executor holding entities (and so the DDS participant and its shm) after
-    # the spin: while spinning, the context shutdown alone ends the node; before that (autostart loading the
-    # models) Ctrl-C interrupts as usual.
-    interruptible = [True]
-
-    def on_sigint(signum, frame) -> None:
-        if interruptible[0]:
-            raise KeyboardInterrupt
-
-    with contextlib.suppress(ValueError):  # not the main thread (embedded use): keep the default
-        signal.signal(signal.SIGINT, on_sigint)
-    try:
-        rclpy.init(args=args)
-    except Exception as exc:  # rcl's RCLError: e.g. a '-p name:=value' that is not valid YAML
-        print(f"reasonvos_perception: bad command line: {exc}", file=sys.stderr)
-        return 2
-    context = rclpy.get_default_context()
-    try:
-        node = PerceptionNode()
-    except ParameterException as exc:  # e.g. a params file value of the wrong type for a declared parameter
-        print(f"reasonvos_perception: bad parameter: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    code = 0
-    try:
-        failure = _autostart(node) if node.get_parameter("autostart").value else None
-        if failure is not None and not node.get_parameter("wait_for_lifecycle_manager").value:
-            # Without a lifecycle manager nothing would ever retry: end with the error, so a shell or the launch
-            # system sees the failure instead of a process that lives on without topics.
-            node.get_logger().fatal(
-                f"autostart: {failure}; exiting (set wait_for_lifecycle_manager:=true to stay unconfigured and "
-                "wait for 'ros2 lifecycle set' instead)"
-            )
-            code = 1
-        else:
-            if failure is not None:
-                node.get_logger().error(
-                    f"autostart: {failure}; waiting for a lifecycle manager: fix the parameter "
-                    f"(ros2 param set {node.get_fully_qualified_name()} NAME VALUE), then configure again "
-                    f"(ros2 lifecycle set {node.get_fully_qualified_name()} configure)"
-                )
-            interruptible[0] = False
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as exc:
-        # SIGTERM/SIGINT shut the context down from the signal handler; the executor can then fail to build its
-        # wait set ("the given context is not valid") instead of raising ExternalShutdownException: that is the
-        # requested shutdown, not an error. Anything else while the context is fine is one.
-        if context.ok():
-            node.get_logger().error(f"executor failed: {type(exc).__name__}: {exc}")
-            code = 1
-    finally:
-        # From here on, SIGINT/SIGTERM are ignored: the teardown is bounded (a few seconds at most), and a
-        # KeyboardInterrupt raised in the middle of a step (rclpy's handler passes SIGINT on to Python's, so one
-        # can still be pending from the first signal) would leave the node half destroyed and its DDS shared
-        # memory behind.
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(KeyboardInterrupt, ValueError):  # ValueError: not the main thread
-                signal.signal(signum, signal.SIG_IGN)
-        steps = {
-            "stop the engine": lambda: node.engine is None or node.engine.stop(timeout=0.5) or True,  # bounded
-            # No callback may be dispatched or running, and no publish in flight or starting, while the node is
-            # destroyed: an entity in use keeps the node, the context and the DDS participant (its shm) alive.
-            "shut the executor down": lambda: executor.shutdown(timeout_sec=1.0),
-            "wait for running callbacks": lambda: node.wait_for_callbacks(timeout=1.0),
-            "wait for a publish in flight": lambda: node._publish_lock.acquire(timeout=1.0),
-            "destroy the node": lambda: node.destroy_node() or True,
-            "shut the context down": lambda: rclpy.try_shutdown() or True,
-            # rcl/rmw context fini: the DDS participant and its /dev/shm segments go away
-            "destroy the context": lambda: context.destroy() or True,
-        }
-        for name, step in steps.items():
-            try:
-                done = step()
-            except (KeyboardInterrupt, Exception) as exc:  # every step must run
-                done = f"{type(exc).__name__}: {exc}"
-            if done is not True:  # said on stderr: the logger may be gone already
-                print(f"[{NODE_NAME}] shutdown: could not {name} ({done or 'timed out'})", file=sys.stderr)
-    return code
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the node, then leave the process without interpreter finalization.
-
-    A worker thread can still be inside a native call (OpenCV, torch) when the node has shut down: if the
-    interpreter finalized now, that thread would be forced to exit while taking the GIL, the forced unwind would
-    cross C++ frames and std::terminate would abort the process ("terminate called without an active exception",
-    exit -6). Everything that must happen on exit has happened in ``run`` (ROS context destroyed, DDS shared
-    memory removed); the output streams are flushed, then the process ends with ``os._exit``, every time."""
-    code = 1
-    try:
-        code = run(argv)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):  # a closed stream: nothing to flush
-                stream.flush()
-        os._exit(code)
-
-
-if __name__ == "__main__":
     main()
