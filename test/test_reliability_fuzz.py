@@ -797,6 +797,10 @@ def rejected(values: dict[str, str], *categories: str) -> int:
     return sum(counter(values, f"rejected_{c}") for c in categories)
 
 
+def categories(values: dict[str, str]) -> list[str]:
+    return [key[len("rejected_") :] for key in values if key.startswith("rejected_")]
+
+
 def listed_targets(values: dict[str, str]) -> set[str]:
     return {key[len("target[") : -1] for key in values if key.startswith("target[")}
 
@@ -956,10 +960,13 @@ class InProcessNode:
         if event.kind in ("image", "compressed"):
             header = self._new_frame_header(event.stamp)
             self._send_colour(event, header)
-        elif event.kind == "burst":  # order: 0 = a frame at the next stamp, 1 = one again at the same stamp
+        elif event.kind == "burst":  # order: 0 = a frame (set) at the next stamp, 1 = one again at the same stamp
             for again in event.order:
                 stamp = StampSpec("same") if again else event.stamp
-                self._send_colour(Event("image", stamp, event.image), self._new_frame_header(stamp))
+                if event.depth is None:
+                    self._send_colour(Event("image", stamp, event.image), self._new_frame_header(stamp))
+                else:
+                    self._apply(Event("frameset", stamp, event.image, event.depth, event.info))
         elif event.kind == "frameset":
             header = self._new_frame_header(event.stamp)
             for position in event.order:
@@ -1002,7 +1009,7 @@ class InProcessNode:
             problems.append(f"engine threads {self.engine_threads} -> {after['engine_threads']}")
         if counter(after, "frames_received") != self.sent["colour"]:
             problems.append(f"frames_received {after['frames_received']}, colour images sent {self.sent['colour']}")
-        colour, everything = rejected(after, *COLOUR_CATEGORIES), rejected(after, *self._categories(after))
+        colour, everything = rejected(after, *COLOUR_CATEGORIES), rejected(after, *categories(after))
         if colour > self.sent["colour"]:
             problems.append(f"{colour} colour-image rejections for {self.sent['colour']} images")
         if not colour <= counter(after, "frames_rejected") <= everything:
@@ -1021,10 +1028,6 @@ class InProcessNode:
             problems.append(f"targets listed {sorted(targets)}; addressed {sorted(self.checker.addressed)}")
         assert not problems, "; ".join(problems)
         return before, after
-
-    @staticmethod
-    def _categories(values: dict[str, str]) -> list[str]:
-        return [key[len("rejected_") :] for key in values if key.startswith("rejected_")]
 
     def _send_colour(self, event: Event, header: Any) -> None:
         spec = event.image
@@ -1181,14 +1184,10 @@ class InProcessNode:
     def check_still_tracks(self) -> Any:
         """After the fuzzing: processing enabled, targets reset, a clean instruction on clean frames must give
         TRACKING results again, with the scene's red square in the mask (and a 3D point with depth)."""
-        from reasonvos_ros.msg import Instruction
 
         self.enable(True)
         self.reset("")
-        self.checker.instruction_sent("liveness")
-        self.sent["instruction"] += 1
-        self.inputs["instruction"](Instruction(target_id="liveness", text="the red square"))
-        self._observe()
+        self.apply(Event("instruction", target_id="liveness", text="the red square"))
         result = self.wait_tracking("liveness")
         pixels = np.frombuffer(bytes(result.mask.data), np.uint8).reshape(60, -1)
         assert pixels[22, 30] == 255, "the red square is not in the mask"
@@ -1271,7 +1270,26 @@ COMPRESSED_NODE_EVENTS = st.one_of(
     COMPRESSED_CAMERA_EVENTS,
     CONTROL_EVENTS,
 )
-DEPTH_NODE_EVENTS = st.one_of(frameset_events(), frameset_events(), CONTROL_EVENTS)
+
+
+@st.composite
+def camera_set_events(draw) -> Event:
+    """The camera's own sets between the hostile ones: 24x32 colour + depth + CameraInfo at the next stamps,
+    with depth in metres or millimetres, sometimes without a valid pixel, and sometimes a CameraInfo without
+    usable intrinsics (no 3D point may come out of those)."""
+    encoding = draw(st.sampled_from(["rgb8", "bgr8", "rgba8"]))
+    step = 32 * COLOUR_BPP[encoding]
+    image = ImageSpec(encoding, 24, 32, step, step * 24, 0, "scene")
+    depth_encoding = draw(st.sampled_from(list(DEPTH_BPP)))
+    depth_step = 32 * DEPTH_BPP[depth_encoding]
+    fill = "depth:" + draw(st.sampled_from(["valid", "valid", "mixed", "nan", "zero", "huge"]))
+    depth = ImageSpec(depth_encoding, 24, 32, depth_step, depth_step * 24, draw(st.sampled_from([0, 1])), fill)
+    info = draw(st.one_of(st.just(CLEAN_INFO), st.just(CLEAN_INFO), info_specs()))
+    order = (0,) * draw(st.integers(3, 5)) + (1,) * draw(st.integers(0, 1))
+    return Event("burst", StampSpec("next", 1), image, depth, info, order=order)
+
+
+DEPTH_NODE_EVENTS = st.one_of(frameset_events(), frameset_events(), camera_set_events(), CONTROL_EVENTS)
 DEPTH_NODE_MIXED_EVENTS = st.one_of(STANDALONE_DEPTH_EVENTS, frameset_events(), CONTROL_EVENTS)
 
 
@@ -1376,9 +1394,9 @@ def test_rejections_are_counted_and_logged_rate_limited():
             Event("instruction", target_id="a", text=""),
         ]:
             h.apply(event)
-        categories = ("frame_size", "depth", "camera_info", "depth_too_large", "image_too_large", "instruction")
-        assert all(rejected(h.values, c) == 1 for c in categories), h.values
-        counted = {c for c in h._categories(h.values) if counter(h.values, f"rejected_{c}")}
+        once = ("frame_size", "depth", "camera_info", "depth_too_large", "image_too_large", "instruction")
+        assert all(rejected(h.values, c) == 1 for c in once), h.values
+        counted = {c for c in categories(h.values) if counter(h.values, f"rejected_{c}")}
         wait_until(lambda: counted <= h.logged_categories(), 10, f"log lines for {sorted(counted)}")
     finally:
         h.close()
@@ -1417,16 +1435,11 @@ def test_digit_first_target_id_gets_a_valid_point_topic(depth_node):
     topic names are turned into one), and the node keeps its worker threads (it used to lose one)."""
     from geometry_msgs.msg import PointStamped
 
-    from reasonvos_ros.msg import Instruction
-
     h = depth_node
     token = "t_1_" + hashlib.blake2b(b"1", digest_size=4).hexdigest()
     points = h.observer.collect(PointStamped, f"{NODE_NAMESPACE}/reasonvos_perception/point/{token}", 100)
     h.check_still_tracks()
-    h.checker.instruction_sent("1")
-    h.sent["instruction"] += 1
-    h.inputs["instruction"](Instruction(target_id="1", text="red"))
-    h._observe()
+    h.apply(Event("instruction", target_id="1", text="red"))
     h.wait_tracking("1")
 
     def point_arrived():
@@ -1722,22 +1735,15 @@ def test_engine_warning_after_an_error_keeps_the_workers():
     """At the default log level (INFO): a backend failure (an error event: "red fail" makes the scripted segmenter
     raise) and then a lost track (a warning event: the red object leaves the scene) must leave every engine
     worker alive (diagnostics ``engine_threads``) and the node tracking."""
-    from reasonvos_ros.msg import Instruction
 
     h = InProcessNode(use_depth=False, log_level="INFO")
     try:
         red = Event("image", StampSpec("next", 1), ImageSpec("rgb8", 60, 80, 240, 240 * 60, 0, "scene"))
         empty = Event("image", StampSpec("next", 1), ImageSpec("rgb8", 60, 80, 240, 240 * 60, 0, "zeros"))
         h.apply(red)
-        h.checker.instruction_sent("broken")
-        h.sent["instruction"] += 1
-        h.inputs["instruction"](Instruction(target_id="broken", text="red fail"))
-        h._observe()
+        h.apply(Event("instruction", target_id="broken", text="red fail"))
         wait_until(lambda: counter(h.snapshot(), "backend_errors") > 0, 20, "the backend failure")
-        h.checker.instruction_sent("a")
-        h.sent["instruction"] += 1
-        h.inputs["instruction"](Instruction(target_id="a", text="red"))
-        h._observe()
+        h.apply(Event("instruction", target_id="a", text="red"))
         h.wait_tracking("a")
 
         def lost_reported() -> bool:
@@ -1749,3 +1755,75 @@ def test_engine_warning_after_an_error_keeps_the_workers():
         assert values["engine_threads"] == h.engine_threads, values
     finally:
         h.close()
+
+
+def test_contract_checker_flags_forged_results():
+    """The result invariants are not vacuous: forged result arrays that break one rule each are flagged, a
+    consistent one is not (no node: the checker alone, with messages built here)."""
+    from builtin_interfaces.msg import Time
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import Header
+
+    from reasonvos_ros.msg import TargetResult, TargetResultArray
+
+    def header(tenths: int, frame_id: str) -> Any:
+        return Header(stamp=Time(sec=tenths // 10, nanosec=(tenths % 10) * 100_000_000), frame_id=frame_id)
+
+    def array(head: Any, target: str = "a", status: int = TRACKING, box: tuple | None = None, **fields) -> Any:
+        """A 6x8 frame whose mask is the 2x3 block at rows 2-3, columns 4-6 (bbox (4, 2, 3, 2), point (5, 2))."""
+        pixels = np.zeros((6, 8), np.uint8)
+        pixels[2:4, 4:7] = 255
+        result = TargetResult(header=head, target_id=target, status=status, score=0.9)
+        result.mask.header, result.mask.encoding = head, "mono8"
+        result.mask.height, result.mask.width, result.mask.step = 6, 8, 8
+        result.mask.data = pixels.tobytes()
+        result.bbox_x, result.bbox_y, result.bbox_width, result.bbox_height = box or (4, 2, 3, 2)
+        result.point_x, result.point_y = 5.0, 2.0
+        for name, value in fields.items():
+            setattr(result, name, value)
+        return TargetResultArray(header=head, results=[result])
+
+    def verdict(checker: ContractChecker, topic: str, msg: Any) -> str:
+        checker.on_results(topic)(msg)
+        try:
+            checker.check_pending()
+        except AssertionError as exc:
+            checker.violations.clear()
+            return str(exc)
+        return ""
+
+    checker = ContractChecker(max_targets=4)
+    checker.instruction_sent("a")
+    frames = []
+    for n in range(6):
+        frames.append(header(100 + n, f"f{n}"))
+        checker.frame(frames[-1], (6, 8)).passed_callback = True
+    assert verdict(checker, "results", array(frames[0])) == ""  # consistent: nothing to say
+    assert "not the header of any image sent" in verdict(checker, "results", array(header(100, "forged")))
+    assert "out of send order" in verdict(checker, "results", array(frames[0]))  # the same frame twice
+    assert "no instruction ever addressed" in verdict(checker, "results", array(frames[1], target="b"))
+    assert "a mask with status" in verdict(checker, "results", array(frames[2], status=0))
+    assert "bbox (4, 2, 3, 3)" in verdict(checker, "results_history", array(frames[2], box=(4, 2, 3, 3)))
+    assert "not on the mask" in verdict(checker, "results_history", array(frames[2], point_x=1.0))
+    no_depth_sent = dict(point_3d_valid=True, point_3d=Point(x=0.1, y=0.1, z=2.0))
+    assert "3D point z" in verdict(checker, "results_history", array(frames[2], **no_depth_sent))
+    assert "score" in verdict(checker, "results_history", array(frames[2], score=1.5))
+    rejected_frame = checker.frame(header(110, "rejected"), (6, 8))
+    rejected_frame.passed_callback = False
+    assert "rejected" in verdict(checker, "results_history", array(header(110, "rejected")))
+
+    checker.reset_acknowledged("a")
+    after_reset = header(111, "after_reset")
+    checker.frame(after_reset, (6, 8)).passed_callback = True
+    assert "reset was acknowledged" in verdict(checker, "results", array(after_reset))
+    assert verdict(checker, "results_history", array(frames[3])) == ""  # sent before the reset: may come out
+
+    checker.instruction_sent("a")
+    checker.pause_acknowledged()
+    while_paused = header(112, "while_paused")
+    checker.frame(while_paused, (6, 8)).passed_callback = True
+    assert "paused" in verdict(checker, "results", array(while_paused))
+    checker.resume_requested()
+    later = header(99, "later")  # older than what came out, with no time jump counted since
+    checker.frame(later, (6, 8)).passed_callback = True
+    assert "no time jump" in verdict(checker, "results", array(later))
