@@ -870,9 +870,9 @@ class InProcessNode:
             cli_args=["--ros-args", "-r", f"/diagnostics:={NODE_NAMESPACE}/diagnostics"],
         )
         self.logger_name = self.node.get_logger().name
-        # ERROR, not WARN, while fuzzing: at WARN the fuzz trips the node bug that test_engine_warning_after_an_
-        # error_keeps_the_workers shows (a worker thread dies). Rejection log lines are checked at WARN in
-        # test_every_rejection_category_is_logged, with no backend failures.
+        # ERROR, not WARN, while fuzzing: at WARN the fuzz trips the node bug that
+        # test_engine_warning_after_an_error_keeps_the_workers shows (a worker thread dies). Rejection log lines
+        # are checked at WARN in test_rejections_are_counted_and_logged_rate_limited, with no backend failure.
         self.node.get_logger().set_level(getattr(LoggingSeverity, log_level))
         assert self.node.trigger_configure().name == "SUCCESS"
         assert self.node.trigger_activate().name == "SUCCESS"
