@@ -862,12 +862,14 @@ class InProcessNode:
         self.use_depth = use_depth
         self.image_topic = "image/compressed" if values.get("image_transport") == "compressed" else "image"
         overrides = [Parameter(name, value=value) for name, value in values.items()]
-        # Its own namespace and diagnostics topic: node processes of other tests in this domain stay apart.
+        # Its own namespace and diagnostics topic: other nodes in this domain (node processes of other tests, the
+        # other harnesses of this module) stay apart.
+        self.namespace = f"/fuzz_in_process_{next(IN_PROCESS_NODES)}"
         self.node = PerceptionNode(
             context=self.context,
             parameter_overrides=overrides,
-            namespace=NODE_NAMESPACE,
-            cli_args=["--ros-args", "-r", f"/diagnostics:={NODE_NAMESPACE}/diagnostics"],
+            namespace=self.namespace,
+            cli_args=["--ros-args", "-r", f"/diagnostics:={self.namespace}/diagnostics"],
         )
         self.logger_name = self.node.get_logger().name
         # ERROR, not WARN, while fuzzing: at WARN the fuzz trips the node bug that
@@ -876,7 +878,7 @@ class InProcessNode:
         self.node.get_logger().set_level(getattr(LoggingSeverity, log_level))
         assert self.node.trigger_configure().name == "SUCCESS"
         assert self.node.trigger_activate().name == "SUCCESS"
-        prefix = NODE_NAMESPACE + "/"
+        prefix = self.namespace + "/"
         self.inputs = {sub.topic_name[len(prefix) :]: sub.callback for sub in self.node.subscriptions}
         self.services = {srv.srv_name.rsplit("/", 1)[-1]: srv.callback for srv in self.node.services}
         period_ns = int(self.DIAGNOSTICS_PERIOD_S * 1e9)
@@ -886,14 +888,14 @@ class InProcessNode:
         observer = self._observer_scope.enter_context(ros_node("fuzz_observer"))
         self.checker = ContractChecker(self.max_targets)
         deep = QoSProfile(depth=10_000, reliability=ReliabilityPolicy.RELIABLE)
-        results_topic = f"{NODE_NAMESPACE}/reasonvos_perception/"
+        results_topic = f"{self.namespace}/reasonvos_perception/"
         subs = [
             observer.node.create_subscription(
                 TargetResultArray, results_topic + topic, self.checker.on_results(topic), deep
             )
             for topic in ("results", "results_history")
         ]
-        self.diagnostics = observer.collect(DiagnosticArray, f"{NODE_NAMESPACE}/diagnostics", deep)
+        self.diagnostics = observer.collect(DiagnosticArray, f"{self.namespace}/diagnostics", deep)
         # Transient local, as rosout is published: lines logged before the match arrive as well.
         kept = QoSProfile(
             depth=10_000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -1200,7 +1202,7 @@ class InProcessNode:
         return any(r.point_3d_valid for _, r in self.checker.tracking.get(target_id, [])[-5:])
 
 
-NODE_NAMESPACE = "/fuzz_in_process"
+IN_PROCESS_NODES = itertools.count(1)
 CLEAN_INFO = InfoSpec((100.0, 0.0, 40.0, 0.0, 100.0, 30.0, 0.0, 0.0, 1.0), (0.0,) * 12)
 
 
@@ -1437,7 +1439,7 @@ def test_digit_first_target_id_gets_a_valid_point_topic(depth_node):
 
     h = depth_node
     token = "t_1_" + hashlib.blake2b(b"1", digest_size=4).hexdigest()
-    points = h.observer.collect(PointStamped, f"{NODE_NAMESPACE}/reasonvos_perception/point/{token}", 100)
+    points = h.observer.collect(PointStamped, f"{h.namespace}/reasonvos_perception/point/{token}", 100)
     h.check_still_tracks()
     h.apply(Event("instruction", target_id="1", text="red"))
     h.wait_tracking("1")
