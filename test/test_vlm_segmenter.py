@@ -114,6 +114,19 @@ def test_found_answer_becomes_a_key_frame_mask_with_what_was_understood(tiny, fa
     assert again.details["timings"].get("sam_encode_cached") == 1.0
 
 
+def test_release_frees_the_models_and_the_next_query_reloads_them(tiny):
+    """What the node does on cleanup: the chat model and SAM are dropped, and a later query loads them again."""
+    seg_backend = segmenter(tiny)
+    frames = scene()
+    force_answer(seg_backend.chat, '{"frame": 4, "bbox_2d": [250, 250, 625, 667], "label": "red box"}')
+    first = seg_backend.segment(frames, 5, [0, 2, 4], "the red thing")
+    seg_backend.release()
+    assert seg_backend.chat.model is None and seg_backend.sam.model is None
+    again = seg_backend.segment(frames, 5, [0, 2, 4], "the red thing")
+    assert again.details["box_xyxy"] == first.details["box_xyxy"]
+    assert np.array_equal(again.mask, first.mask)
+
+
 def test_not_present_other_frame_and_unusable_answers(tiny):
     seg_backend = segmenter(tiny)
     frames = scene()

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core.errors import BackendFailure, BackendUnavailable, ConfigError
-from ..weights import read_hf_config, resolve_device_dtype
+from ..weights import free_device_memory, read_hf_config, resolve_device_dtype
 
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 GENERATION_MODES = ("prefix_cache", "num_return_sequences", "sequential")
@@ -321,8 +321,7 @@ class QwenVideoAnswerer:
     def release(self) -> None:
         """Drop the model (frees accelerator memory); the next call reloads it."""
         self.model = None
-        if self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        free_device_memory(self.device)
 
     # ------------------------------------------------------------------------------------------------ inputs
     def build_inputs(self, frames: Sequence[np.ndarray], question: str, stamps: Sequence[float] | None = None):

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ...core.errors import BackendUnavailable, ConfigError
-from ..weights import resolve_device, resolve_dtype
+from ..weights import free_device_memory, resolve_device, resolve_dtype
 
 MAX_MARKS = 20
 # distinct colours (RGB) for the outlines; numbers are drawn white on a dark box for contrast
@@ -101,11 +101,8 @@ class Sam3TextCandidates:
         self.model = model.to(self.device).eval()
 
     def release(self) -> None:
-        import torch
-
         self.model = None
-        if self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        free_device_memory(self.device)
 
     def candidates(self, image: np.ndarray, phrase: str) -> tuple[list[Candidate], dict[str, Any]]:
         import torch

@@ -27,7 +27,7 @@ import numpy as np
 
 from ...core.errors import BackendFailure, BackendUnavailable, ConfigError
 from ..tfs.qwen import CLIP_MEAN, CLIP_STD, load_qwen_checkpoint, read_mean_std, read_token_ids, smart_resize
-from ..weights import read_hf_config, resolve_device, resolve_dtype
+from ..weights import free_device_memory, read_hf_config, resolve_device, resolve_dtype
 
 SUPPORTED_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -138,11 +138,8 @@ class QwenImageChat:
         self.image_token_id, self.eos_token_ids, self.pad_token_id = tokens.placeholder, tokens.stop, tokens.pad
 
     def release(self) -> None:
-        import torch
-
         self.model = None
-        if self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        free_device_memory(self.device)
 
     def build_inputs(self, parts: Sequence[str | ChatImage]) -> tuple[dict[str, Any], list[tuple[int, int]]]:
         """Token ids and pixel tensors for one user turn (batch 1) -> (model inputs, seen sizes)."""

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from ...core.errors import BackendFailure, BackendUnavailable, ConfigError
-from ..weights import resolve_device, resolve_dtype
+from ..weights import free_device_memory, resolve_device, resolve_dtype
 
 SAM_MODEL_TYPES = {
     "sam2": {"class": "Sam2Model", "size": 1024, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
@@ -84,12 +84,9 @@ class BoxPromptSam:
         self.model = model.to(self.device).eval()
 
     def release(self) -> None:
-        import torch
-
         self.model = None
         self._cached = None
-        if self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        free_device_memory(self.device)
 
     def preprocess(self, image: np.ndarray):
         import torch
