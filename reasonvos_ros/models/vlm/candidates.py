@@ -26,6 +26,7 @@ import numpy as np
 
 from ...core.errors import BackendUnavailable, ConfigError
 from ..weights import free_device_memory, resolve_device, resolve_dtype
+from .sam_prompt import read_image_processor
 
 MAX_MARKS = 20
 # distinct colours (RGB) for the outlines; numbers are drawn white on a dark box for contrast
@@ -77,16 +78,8 @@ class Sam3TextCandidates:
         self.max_candidates = int(max_candidates)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        size, mean, std = 1008, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-        processor_path = self.model_dir / "preprocessor_config.json"
-        if processor_path.is_file():
-            processor = json.loads(processor_path.read_text())
-            entry = processor.get("size") or {}
-            size = int(entry.get("height", size)) if isinstance(entry, dict) else size
-            mean, std = processor.get("image_mean", mean), processor.get("image_std", std)
-        self.image_size = size
-        self.mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
-        self.std = np.asarray(std, np.float32).reshape(1, 1, 3)
+        # Sam3ImageProcessor's defaults
+        self.image_size, self.mean, self.std = read_image_processor(self.model_dir, 1008, (0.5,) * 3, (0.5,) * 3)
         self.model = None
         self.load()
 

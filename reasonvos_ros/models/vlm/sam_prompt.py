@@ -37,6 +37,21 @@ SAM_MODEL_TYPES = {
 SAM_MODEL_TYPES["sam3_video"] = SAM_MODEL_TYPES["sam3"] = SAM_MODEL_TYPES["sam3_tracker"]
 
 
+def read_image_processor(
+    model_dir: Path, size: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """A SAM image processor's square input size and mean/std (1x1x3 float32, for pixels scaled to [0, 1]): from
+    the directory's ``preprocessor_config.json`` where it has them, else the given defaults."""
+    processor_path = model_dir / "preprocessor_config.json"
+    if processor_path.is_file():
+        processor = json.loads(processor_path.read_text())
+        size_entry = processor.get("size") or {}
+        size = int(size_entry.get("height", size)) if isinstance(size_entry, dict) else size
+        mean = processor.get("image_mean", mean)
+        std = processor.get("image_std", std)
+    return int(size), np.asarray(mean, np.float32).reshape(1, 1, 3), np.asarray(std, np.float32).reshape(1, 1, 3)
+
+
 class BoxPromptSam:
     """``segment(image, box_xyxy, points_xy) -> (mask HxW bool, iou_prediction, stats)``."""
 
@@ -58,17 +73,9 @@ class BoxPromptSam:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         settings = SAM_MODEL_TYPES[self.model_type]
-        size, mean, std = settings["size"], settings["mean"], settings["std"]
-        processor_path = self.model_dir / "preprocessor_config.json"
-        if processor_path.is_file():
-            processor = json.loads(processor_path.read_text())
-            size_entry = processor.get("size") or {}
-            size = int(size_entry.get("height", size)) if isinstance(size_entry, dict) else size
-            mean = tuple(processor.get("image_mean", mean))
-            std = tuple(processor.get("image_std", std))
-        self.image_size = int(size)
-        self.mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
-        self.std = np.asarray(std, np.float32).reshape(1, 1, 3)
+        self.image_size, self.mean, self.std = read_image_processor(
+            self.model_dir, settings["size"], settings["mean"], settings["std"]
+        )
         self.model = None
         self._cached: tuple[Any, Any] | None = None  # (frame fingerprint, image embeddings)
         self.load()
