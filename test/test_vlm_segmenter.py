@@ -176,23 +176,12 @@ def test_pipeline_end_to_end_carries_the_understanding(tiny):
 
 def test_original_sam_checkpoint_is_the_fallback_mask_model(tiny, tmp_path):
     import torch
+    from test_sam import TINY as TINY_SAM
 
-    from reasonvos_ros.models.sam import SamConfig, random_original_state_dict
+    from reasonvos_ros.models.sam import random_original_state_dict
 
-    config = SamConfig(
-        encoder_embed_dim=32,
-        encoder_depth=2,
-        encoder_num_heads=2,
-        encoder_global_attn_indexes=(1,),
-        image_size=160,
-        window_size=4,
-        prompt_embed_dim=64,
-        mask_in_chans=8,
-        decoder_mlp_dim=96,
-        iou_head_hidden_dim=48,
-    )
     checkpoint = tmp_path / "sam_tiny.pth"
-    torch.save(random_original_state_dict(config), checkpoint)
+    torch.save(random_original_state_dict(TINY_SAM), checkpoint)
     seg_backend = build_backend(
         "segmenter",
         "vlm_sam",
