@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ...core.errors import BackendUnavailable, ConfigError
-from ..weights import free_device_memory, resolve_device, resolve_dtype
+from ..weights import free_device_memory, read_hf_config, resolve_device, resolve_dtype
 from .sam_prompt import read_image_processor
 
 MAX_MARKS = 20
@@ -64,9 +64,7 @@ class Sam3TextCandidates:
     ) -> None:
         self.model_dir = Path(model_dir).expanduser()
         config_path = self.model_dir / "config.json"
-        if not config_path.is_file():
-            raise BackendUnavailable(f"SAM 3 directory {self.model_dir} has no config.json (candidates_dir option)")
-        model_type = json.loads(config_path.read_text()).get("model_type")
+        model_type = read_hf_config(self.model_dir, "SAM 3", " (candidates_dir option)").get("model_type")
         if model_type not in ("sam3", "sam3_video"):
             raise ConfigError(f"{config_path}: model_type {model_type!r} is not SAM 3 (Sam3Model)")
         if not 0 <= float(score_threshold) < 1 or not 1 <= int(max_candidates) <= MAX_MARKS:

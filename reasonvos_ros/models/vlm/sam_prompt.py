@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from ...core.errors import BackendFailure, BackendUnavailable, ConfigError
-from ..weights import free_device_memory, resolve_device, resolve_dtype
+from ..weights import free_device_memory, read_hf_config, resolve_device, resolve_dtype
 
 SAM_MODEL_TYPES = {
     "sam2": {"class": "Sam2Model", "size": 1024, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
@@ -58,13 +58,7 @@ class BoxPromptSam:
     def __init__(self, model_dir: str | Path, device: str | None = "auto", dtype: str | None = "auto") -> None:
         self.model_dir = Path(model_dir).expanduser()
         config_path = self.model_dir / "config.json"
-        if not config_path.is_file():
-            raise BackendUnavailable(f"SAM model directory {self.model_dir} has no config.json (sam_dir option)")
-        try:
-            config = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BackendUnavailable(f"cannot read {config_path}: {exc}") from exc
-        self.model_type = config.get("model_type")
+        self.model_type = read_hf_config(self.model_dir, "SAM", " (sam_dir option)").get("model_type")
         if self.model_type not in SAM_MODEL_TYPES:
             raise ConfigError(
                 f"{config_path}: model_type {self.model_type!r} is not a supported SAM image model "
