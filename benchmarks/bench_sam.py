@@ -30,8 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reasonvos_ros.models.sam import SamConfig, SamTextPromptModel, random_original_state_dict
-
-TINY = {"encoder_embed_dim": 64, "encoder_depth": 2, "encoder_num_heads": 2, "encoder_global_attn_indexes": (1,)}
+from reasonvos_ros.models.visa.tiny import TINY_SAM
 
 
 def parse_args() -> argparse.Namespace:
@@ -79,7 +78,7 @@ def summary(times: list[tuple[float, float]]) -> tuple[float, float, float, int]
 
 def bench_config(name: str, args: argparse.Namespace, frame: np.ndarray) -> list[tuple]:
     """One row per stage: (config, parameters, stage, median s, min s, runs)."""
-    config = SamConfig(**TINY) if name == "tiny" else SamConfig.preset(name)
+    config = SamConfig(**TINY_SAM) if name == "tiny" else SamConfig.preset(name)
     build_start = time.perf_counter()
     weights = random_original_state_dict(config)
     model = SamTextPromptModel.from_original_state_dict(weights, attn_implementation=args.attn).to(args.device)

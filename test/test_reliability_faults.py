@@ -19,11 +19,9 @@ import time
 import numpy as np
 import pytest
 from rosutil import ros_node, wait_until
-from test_reliability_support import Client, mask_of, moving_squares, start_node
+from test_reliability_support import ACTIVATE, CONFIGURE, Client, LifecycleClient, mask_of, moving_squares, start_node
 
 pytestmark = pytest.mark.ros
-
-NODE = "/reasonvos_perception"
 
 
 class Feeder:
@@ -43,6 +41,11 @@ class Feeder:
     def pump(self, n: int) -> None:
         for _ in range(n):
             self()
+
+    def track(self, text: str, target_id: str, what: str) -> tuple:
+        """Instruct ``target_id`` and stream frames until it reports TRACKING; the (array, result) that did."""
+        self.client.say(text, target_id)
+        return self.client.wait_result(target_id, _tracking, 20, self, what)
 
     def mask_ok(self, array, result, colour: str) -> bool:
         index = self.client.frame_of(array)
@@ -70,8 +73,7 @@ def test_segmenter_faults_mid_inference_set_error_and_recover():
             c = Client(h)
             feed = Feeder(c)
             feed.pump(3)
-            c.say("blue", "ok")
-            c.wait_result("ok", _tracking, 20, feed, "target ok tracking")
+            feed.track("blue", "ok", "target ok tracking")
             ok_tracking_since = len(c.results)
             cases = {
                 "fail": "scripted segmenter failure",
@@ -129,28 +131,20 @@ def test_tracker_fault_during_live_tracking_sets_error_and_recovers():
             c = Client(h)
             feed = Feeder(c)
             feed.pump(3)
-            c.say("red", "t")
-            c.wait_result("t", _tracking, 20, feed, "target t tracking")
+            feed.track("red", "t", "target t tracking")
             feed.pump(10)
-            c.say("green", "u")  # its session starts later, so it fails later
-            c.wait_result("u", _tracking, 20, feed, "target u tracking")
+            feed.track("green", "u", "target u tracking")  # its session starts later, so it fails later
             array, result = c.wait_result("t", lambda r: r.status == r.STATUS_ERROR, 30, feed, "tracker failure")
             assert "scripted tracker failure" in result.reason
             other = {r.target_id: r for r in array.results}["u"]
             assert _tracking(other) and feed.mask_ok(array, other, "green")
-            c.say("red", "t")
-            array, result = c.wait_result("t", _tracking, 20, feed, "recovery after the tracker failure")
+            array, result = feed.track("red", "t", "recovery after the tracker failure")
             assert feed.mask_ok(array, result, "red")
     finally:
         _stop(proc)
 
 
 def test_model_that_fails_to_load_at_configure_is_reported_and_can_be_configured_again(tmp_path):
-    from lifecycle_msgs.msg import State, Transition
-    from lifecycle_msgs.srv import ChangeState, GetState
-    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-    from rcl_interfaces.srv import SetParameters
-
     missing = tmp_path / "missing" / "XMem.pth"
     corrupt = tmp_path / "XMem.pth"
     corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
@@ -162,46 +156,30 @@ def test_model_that_fails_to_load_at_configure_is_reported_and_can_be_configured
     )
     try:
         with ros_node("configure_client") as h:
-            change = h.node.create_client(ChangeState, f"{NODE}/change_state")
-            get = h.node.create_client(GetState, f"{NODE}/get_state")
-            set_params = h.node.create_client(SetParameters, f"{NODE}/set_parameters")
-            for client in (change, get, set_params):
-                assert client.wait_for_service(timeout_sec=20)
-
-            def state():
-                return get.call(GetState.Request()).current_state.id
-
-            def configure() -> bool:
-                return change.call(
-                    ChangeState.Request(transition=Transition(id=Transition.TRANSITION_CONFIGURE))
-                ).success
+            lifecycle = LifecycleClient(h)
 
             def set_string(name: str, value: str) -> None:
-                param = Parameter(
-                    name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
-                )
-                assert set_params.call(SetParameters.Request(parameters=[param])).results[0].successful
+                assert lifecycle.set_string(name, value).successful
 
             log = proc.output()
             assert f"XMem checkpoint not found: {missing}" in log, log[-2000:]
-            assert state() == State.PRIMARY_STATE_UNCONFIGURED
+            assert lifecycle.state() == "unconfigured"
             set_string("tracker_options", json.dumps({"checkpoint": str(corrupt)}))
-            assert not configure()
+            assert not lifecycle.transition(CONFIGURE)
             proc.wait_for_output(f"unusable XMem checkpoint: cannot read {corrupt}", timeout=10)
-            assert state() == State.PRIMARY_STATE_UNCONFIGURED
+            assert lifecycle.state() == "unconfigured"
             set_string("tracker", "scripted")
             set_string("tracker_options", '{"no_such_option": 1}')
-            assert not configure()
+            assert not lifecycle.transition(CONFIGURE)
             proc.wait_for_output("bad options for tracker backend 'scripted'", timeout=10)
-            assert state() == State.PRIMARY_STATE_UNCONFIGURED and proc.returncode is None
+            assert lifecycle.state() == "unconfigured" and proc.returncode is None
             set_string("tracker_options", "{}")
-            assert configure() and state() == State.PRIMARY_STATE_INACTIVE
-            assert change.call(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE))).success
+            assert lifecycle.transition(CONFIGURE) and lifecycle.state() == "inactive"
+            assert lifecycle.transition(ACTIVATE)
             c = Client(h)
             feed = Feeder(c)
             feed.pump(3)
-            c.say("red", "after")
-            array, result = c.wait_result("after", _tracking, 20, feed, "tracking after the fixed configure")
+            array, result = feed.track("red", "after", "tracking after the fixed configure")
             assert feed.mask_ok(array, result, "red")
     finally:
         _stop(proc)

@@ -6,6 +6,7 @@ segmentation) and its callbacks are called directly; over-the-wire checks are in
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import threading
 import time
@@ -399,14 +400,24 @@ def feed_until_tracking(h: Harness, target_id: str, images: list[np.ndarray], ti
         h.feed(images, period=0.02)
 
 
+@contextlib.contextmanager
+def slow_red_harness(segmenter_delay: float):
+    """A ``Harness`` whose segmenter call takes ``segmenter_delay`` s, fed the first 3 frames of the slow red
+    square's 110; yields ``(harness, frames)`` and closes the harness afterwards."""
+    h = Harness(segmenter_delay=segmenter_delay)
+    try:
+        images, _ = square_scene(110, objects=SLOW_RED)
+        h.feed(images[:3])
+        yield h, images
+    finally:
+        h.close()
+
+
 def test_a_worker_that_cannot_stop_in_time_is_not_duplicated():
     """stop() gives up on a worker inside a 0.6 s model call; start() must take it back, not add another one.
     Over many cycles the number of worker threads stays at two."""
     others = set(threading.enumerate())  # engine threads of earlier tests may still be finishing a call
-    h = Harness(segmenter_delay=0.6)
-    try:
-        images, _ = square_scene(110, objects=SLOW_RED)
-        h.feed(images[:3])
+    with slow_red_harness(0.6) as (h, images):
         for cycle in range(15):
             h.engine.set_instruction("t", "red")
             h.feed(images[3 + cycle : 5 + cycle], period=0.005)
@@ -419,15 +430,10 @@ def test_a_worker_that_cannot_stop_in_time_is_not_duplicated():
         h.engine.set_instruction("t", "red")
         feed_until_tracking(h, "t", images[40:60])
         assert len(h.engine.worker_threads()) == 2
-    finally:
-        h.close()
 
 
 def test_nothing_is_emitted_and_no_state_changes_once_pause_returns():
-    h = Harness(segmenter_delay=0.5)
-    try:
-        images, _ = square_scene(110, objects=SLOW_RED)
-        h.feed(images[:3])
+    with slow_red_harness(0.5) as (h, images):
         h.engine.set_instruction("t", "red")
         h.feed(images[3:8])
         deadline = time.monotonic() + 5
@@ -443,15 +449,10 @@ def test_nothing_is_emitted_and_no_state_changes_once_pause_returns():
         assert h.engine.targets()["t"].status == status == TargetStatus.SEARCHING
         h.engine.set_enabled(True)
         feed_until_tracking(h, "t", images[60:80])
-    finally:
-        h.close()
 
 
 def test_an_identical_instruction_does_not_restart_the_target():
-    h = Harness(segmenter_delay=0.3)
-    try:
-        images, _ = square_scene(110, objects=SLOW_RED)
-        h.feed(images[:3])
+    with slow_red_harness(0.3) as (h, images):
         first = h.engine.set_instruction("t", "red")
         for i in range(20):  # a bag replayed in a loop re-sends it while the acquisition runs
             assert h.engine.set_instruction("t", "  red ") is first
@@ -463,5 +464,3 @@ def test_an_identical_instruction_does_not_restart_the_target():
         assert h.engine.set_instruction("t", "red") is tracked  # tracking: not restarted either
         assert h.engine.set_instruction("t", "blue") is not tracked  # a different one replaces it
         assert h.engine.stats.instructions_repeated == 21
-    finally:
-        h.close()

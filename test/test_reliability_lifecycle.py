@@ -13,43 +13,24 @@ import zlib
 
 import pytest
 from rosutil import ros_node, wait_until
-from test_reliability_support import NODE, moving_squares, rss_mb, start_node, thread_names
+from test_reliability_support import (
+    ACTIVATE,
+    CLEANUP,
+    CONFIGURE,
+    DEACTIVATE,
+    NODE,
+    TRANSITION_LABELS,
+    LifecycleClient,
+    moving_squares,
+    rss_mb,
+    start_node,
+    thread_names,
+)
 
 pytestmark = pytest.mark.ros
 
-CONFIGURE, CLEANUP, ACTIVATE, DEACTIVATE = 1, 2, 3, 4
-TRANSITION_LABELS = {CONFIGURE: "configure", CLEANUP: "cleanup", ACTIVATE: "activate", DEACTIVATE: "deactivate"}
 # A message published just before the deactivate response can arrive just after it (another topic).
 DELIVERY_GRACE_S = 0.3
-
-
-class LifecycleClient:
-    def __init__(self, h) -> None:
-        from lifecycle_msgs.srv import ChangeState, GetState
-
-        self.change = h.node.create_client(ChangeState, f"{NODE}/change_state")
-        self.get = h.node.create_client(GetState, f"{NODE}/get_state")
-        assert self.change.wait_for_service(timeout_sec=20) and self.get.wait_for_service(timeout_sec=20)
-
-    def state(self) -> str:
-        from lifecycle_msgs.srv import GetState
-
-        response = self.get.call(GetState.Request(), timeout_sec=20)
-        assert response is not None, "get_state did not answer (node dead?)"
-        return response.current_state.label
-
-    def transition(self, transition_id: int, by_label: bool = False) -> bool:
-        from lifecycle_msgs.msg import Transition
-        from lifecycle_msgs.srv import ChangeState
-
-        request = ChangeState.Request()
-        if by_label:
-            request.transition = Transition(label=TRANSITION_LABELS[transition_id])
-        else:
-            request.transition = Transition(id=transition_id)
-        response = self.change.call(request, timeout_sec=30)
-        assert response is not None, f"change_state {TRANSITION_LABELS[transition_id]} did not answer (node dead?)"
-        return response.success
 
 
 def torture(transitions: int, seed: int) -> dict:

@@ -3,6 +3,7 @@
 - :func:`start_node`: the perception node in its own process (scripted test-double backends unless told
   otherwise), waiting until it is active.
 - :class:`Client`: the test side over real rclpy (camera, instructions, results, diagnostics, reset service).
+- :class:`LifecycleClient`: the node's lifecycle transitions and parameter setting.
 - /proc readers for the node process: resident memory (current and peak), threads, child processes, and the
   POSIX shared-memory files (Fast DDS: /dev/shm/fastrtps_*) it maps or holds open.
 - :func:`run_load`: the load scenario (camera at 60 Hz, bursts of instructions), returning its figures.
@@ -188,6 +189,56 @@ class Client:
     def diagnostic_status(self) -> Any:
         wait_until(lambda: len(self.diagnostics) > 0, 10, "diagnostics")
         return self.diagnostics.messages[-1].status[0]
+
+
+# lifecycle_msgs/Transition ids
+CONFIGURE, CLEANUP, ACTIVATE, DEACTIVATE = 1, 2, 3, 4
+TRANSITION_LABELS = {CONFIGURE: "configure", CLEANUP: "cleanup", ACTIVATE: "activate", DEACTIVATE: "deactivate"}
+
+
+class LifecycleClient:
+    """The node's lifecycle and parameter services, as ``ros2 lifecycle`` / ``ros2 param`` call them."""
+
+    def __init__(self, h) -> None:
+        from lifecycle_msgs.srv import ChangeState, GetState
+        from rcl_interfaces.srv import SetParameters
+
+        self.change = h.node.create_client(ChangeState, f"{NODE}/change_state")
+        self.get = h.node.create_client(GetState, f"{NODE}/get_state")
+        self.set_parameters = h.node.create_client(SetParameters, f"{NODE}/set_parameters")
+        for client in (self.change, self.get, self.set_parameters):
+            assert client.wait_for_service(timeout_sec=20), f"{client.srv_name} not offered"
+
+    def state(self) -> str:
+        """The primary state's label: unconfigured, inactive, active or finalized."""
+        from lifecycle_msgs.srv import GetState
+
+        response = self.get.call(GetState.Request(), timeout_sec=20)
+        assert response is not None, "get_state did not answer (node dead?)"
+        return response.current_state.label
+
+    def transition(self, transition_id: int, by_label: bool = False) -> bool:
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        request = ChangeState.Request()
+        if by_label:
+            request.transition = Transition(label=TRANSITION_LABELS[transition_id])
+        else:
+            request.transition = Transition(id=transition_id)
+        response = self.change.call(request, timeout_sec=30)
+        assert response is not None, f"change_state {TRANSITION_LABELS[transition_id]} did not answer (node dead?)"
+        return response.success
+
+    def set_string(self, name: str, value: str) -> Any:
+        """Set a string parameter; the ``SetParametersResult`` (``successful``, ``reason``)."""
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+
+        parameter = Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value))
+        response = self.set_parameters.call(SetParameters.Request(parameters=[parameter]), timeout_sec=20)
+        assert response is not None, f"set_parameters {name} did not answer (node dead?)"
+        return response.results[0]
 
 
 def mask_of(result: Any) -> np.ndarray:

@@ -27,7 +27,7 @@ from reasonvos_ros.core.interfaces import Tracker
 from reasonvos_ros.core.pipeline import Pipeline, Propagated, complete
 from reasonvos_ros.core.registry import build_backend
 from reasonvos_ros.core.types import Frame
-from reasonvos_ros.models.sam2_video.families import FAMILIES, Normalisation, tiny_config
+from reasonvos_ros.models.sam2_video.families import FAMILIES, Normalisation, tiny_config, tiny_head_settings
 from reasonvos_ros.models.sam2_video.streaming import preprocess_frame
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -515,6 +515,9 @@ def test_edgetam_family_streams_like_its_library_propagation(monkeypatch):
         lambda config, **kw: _StandInBackbone() if config.model_type == "sam2_hiera_det_model" else build(config, **kw),
     )
     grid = SIZE // 16
+    heads = tiny_head_settings(SIZE, grid)
+    # EdgeTAM names the memory attention's MLP width differently and compresses memories with a 2D perceiver.
+    heads["memory_attention_mlp_hidden_size"] = heads.pop("memory_attention_feed_forward_hidden_size")
     config = EdgeTamVideoConfig(
         vision_config=dict(
             model_type="edgetam_vision_model",
@@ -523,24 +526,12 @@ def test_edgetam_family_streams_like_its_library_propagation(monkeypatch):
             backbone_feature_sizes=[[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]],
             fpn_hidden_size=128,
         ),
-        image_size=SIZE,
-        prompt_encoder_config=dict(hidden_size=128, image_size=SIZE, patch_size=16, mask_input_channels=4),
-        mask_decoder_config=dict(hidden_size=128, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32),
-        memory_attention_hidden_size=128,
-        memory_attention_num_layers=1,
-        memory_attention_mlp_hidden_size=64,
-        memory_attention_rope_feat_sizes=[grid, grid],
         memory_attention_rope_k_sizes=[grid // 2, grid // 2],
         perceiver_resampler_num_latents=8,
         perceiver_resampler_num_latents_2d=4,
         perceiver_resampler_mlp_intermediate_size=64,
         perceiver_resampler_num_layers=1,
-        memory_encoder_hidden_size=128,
-        memory_encoder_output_channels=64,
-        mask_downsampler_embed_dim=128,
-        memory_fuser_embed_dim=128,
-        memory_fuser_intermediate_dim=64,
-        memory_fuser_num_layers=1,
+        **heads,
     )
     torch.manual_seed(3)
     model_class, _, _ = FAMILIES["edgetam"].classes()

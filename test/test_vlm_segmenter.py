@@ -115,6 +115,19 @@ def test_found_answer_becomes_a_key_frame_mask_with_what_was_understood(tiny, fa
     assert again.details["timings"].get("sam_encode_cached") == 1.0
 
 
+def test_release_frees_the_models_and_the_next_query_reloads_them(tiny):
+    """What the node does on cleanup: the chat model and SAM are dropped, and a later query loads them again."""
+    seg_backend = segmenter(tiny)
+    frames = scene()
+    force_answer(seg_backend.chat, '{"frame": 4, "bbox_2d": [250, 250, 625, 667], "label": "red box"}')
+    first = seg_backend.segment(frames, 5, [0, 2, 4], "the red thing")
+    seg_backend.release()
+    assert seg_backend.chat.model is None and seg_backend.sam.model is None
+    again = seg_backend.segment(frames, 5, [0, 2, 4], "the red thing")
+    assert again.details["box_xyxy"] == first.details["box_xyxy"]
+    assert np.array_equal(again.mask, first.mask)
+
+
 def test_not_present_other_frame_and_unusable_answers(tiny):
     seg_backend = segmenter(tiny)
     frames = scene()
@@ -165,23 +178,12 @@ def test_pipeline_end_to_end_carries_the_understanding(tiny):
 
 def test_original_sam_checkpoint_is_the_fallback_mask_model(tiny, tmp_path):
     import torch
+    from test_sam import TINY as TINY_SAM
 
-    from reasonvos_ros.models.sam import SamConfig, random_original_state_dict
+    from reasonvos_ros.models.sam import random_original_state_dict
 
-    config = SamConfig(
-        encoder_embed_dim=32,
-        encoder_depth=2,
-        encoder_num_heads=2,
-        encoder_global_attn_indexes=(1,),
-        image_size=160,
-        window_size=4,
-        prompt_embed_dim=64,
-        mask_in_chans=8,
-        decoder_mlp_dim=96,
-        iou_head_hidden_dim=48,
-    )
     checkpoint = tmp_path / "sam_tiny.pth"
-    torch.save(random_original_state_dict(config), checkpoint)
+    torch.save(random_original_state_dict(TINY_SAM), checkpoint)
     seg_backend = build_backend(
         "segmenter",
         "vlm_sam",

@@ -127,6 +127,16 @@ def make_bag_from_video(
                 instruction_conn = writer.add_connection(instruction_topic, instruction_type, typestore=typestore)
                 topics[instruction_topic] = instruction_type
             written_instructions = 0
+
+            def write_instruction(event: InstructionEvent) -> None:
+                nonlocal written_instructions
+                event_ns = start_ns + round(event.time * 1e9)
+                message = types[msg_type_name("Instruction")](
+                    target_id=event.target_id, text=event.text, source=0, stamp=stamp(event_ns)
+                )
+                writer.write(instruction_conn, event_ns, typestore.serialize_cdr(message, instruction_conn.msgtype))
+                written_instructions += 1
+
             while max_frames is None or frames < max_frames:
                 ok, bgr = capture.read()
                 if not ok:
@@ -141,13 +151,7 @@ def make_bag_from_video(
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 frame_ns = start_ns + round(frames * 1e9 / fps)
                 while pending and instruction_conn is not None and start_ns + round(pending[0].time * 1e9) <= frame_ns:
-                    event = pending.pop(0)
-                    event_ns = start_ns + round(event.time * 1e9)
-                    message = types[msg_type_name("Instruction")](
-                        target_id=event.target_id, text=event.text, source=0, stamp=stamp(event_ns)
-                    )
-                    writer.write(instruction_conn, event_ns, typestore.serialize_cdr(message, instruction_conn.msgtype))
-                    written_instructions += 1
+                    write_instruction(pending.pop(0))
                 header = header_cls(stamp=stamp(frame_ns), frame_id=frame_id)
                 if image_format == "raw":
                     fields = encode_image_fields(rgb, "rgb8")
@@ -171,12 +175,7 @@ def make_bag_from_video(
                 frames += 1
             # instructions after the last frame are still written, at their own times
             for event in pending:
-                event_ns = start_ns + round(event.time * 1e9)
-                message = types[msg_type_name("Instruction")](
-                    target_id=event.target_id, text=event.text, source=0, stamp=stamp(event_ns)
-                )
-                writer.write(instruction_conn, event_ns, typestore.serialize_cdr(message, instruction_conn.msgtype))
-                written_instructions += 1
+                write_instruction(event)
         if frames == 0:
             raise ValueError(f"no frame could be read from {video} (start frame {start_frame})")
     finally:

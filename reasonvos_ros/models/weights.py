@@ -312,12 +312,20 @@ def resolve_device_dtype(
     return resolved, resolve_dtype(dtype, resolved, option=f"{option_prefix}dtype", bfloat16_on_gpu=bfloat16_on_gpu)
 
 
+def free_device_memory(device: str | torch.device) -> None:
+    """After a model on ``device`` was dropped: hand the memory the CUDA caching allocator keeps back to the driver,
+    so other processes can use it (nothing to do on other devices)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
 __all__ = [
     "DTYPE_NAMES",
     "LoadReport",
     "WeightsError",
     "as_tensor",
     "compare_state_dict",
+    "free_device_memory",
     "iter_tensors",
     "read_state_dict",
     "resolve_device",

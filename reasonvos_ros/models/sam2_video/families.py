@@ -260,15 +260,10 @@ def count_parameters(family: Family, config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def tiny_config(family_name: str, image_size: int = 128, num_maskmem: int = 7, max_object_pointers: int = 16):
-    """A tiny configuration of the family (about 1-2 M parameters) for tests and CPU benchmarks.
-
-    Two widths are fixed by the library: the memory attention reads 64-channel memories (``kv_in_dim=64``) and the
-    object pointers are split into ``hidden / memory channels`` tokens, so the hidden width must be a multiple of 64
-    and larger than it (128 here). ``image_size`` must be a multiple of 32 (four stride-2 stages after a stride-4
-    patch embedding for Hiera; patch 16 for the prompt grid)."""
-    grid = image_size // (14 if family_name == "sam3_tracker" else 16)
-    common = dict(
+def tiny_head_settings(image_size: int, grid: int, num_maskmem: int = 7, max_object_pointers: int = 16) -> dict:
+    """The tiny configurations' settings besides the vision backbone: prompt encoder, mask decoder, memory attention,
+    memory encoder and fuser (``grid``: side of the image-embedding grid). See ``tiny_config`` for the widths."""
+    return dict(
         image_size=image_size,
         num_maskmem=num_maskmem,
         max_object_pointers_in_encoder=max_object_pointers,
@@ -285,6 +280,17 @@ def tiny_config(family_name: str, image_size: int = 128, num_maskmem: int = 7, m
         memory_fuser_intermediate_dim=64,
         memory_fuser_num_layers=1,
     )
+
+
+def tiny_config(family_name: str, image_size: int = 128, num_maskmem: int = 7, max_object_pointers: int = 16):
+    """A tiny configuration of the family (about 1-2 M parameters) for tests and CPU benchmarks.
+
+    Two widths are fixed by the library: the memory attention reads 64-channel memories (``kv_in_dim=64``) and the
+    object pointers are split into ``hidden / memory channels`` tokens, so the hidden width must be a multiple of 64
+    and larger than it (128 here). ``image_size`` must be a multiple of 32 (four stride-2 stages after a stride-4
+    patch embedding for Hiera; patch 16 for the prompt grid)."""
+    grid = image_size // (14 if family_name == "sam3_tracker" else 16)
+    common = tiny_head_settings(image_size, grid, num_maskmem, max_object_pointers)
     if family_name == "sam2":
         from transformers import Sam2VideoConfig
 

@@ -38,6 +38,7 @@ import math
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core.errors import BackendFailure, BackendUnavailable, ConfigError
-from ..weights import read_hf_config, resolve_device_dtype
+from ..weights import free_device_memory, read_hf_config, resolve_device_dtype
 
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 GENERATION_MODES = ("prefix_cache", "num_return_sequences", "sequential")
@@ -150,6 +151,87 @@ def _seeded(seed: int | None, device: str):
         yield
 
 
+def load_qwen_checkpoint(
+    model_dir: Path,
+    model_class: Any,
+    *,
+    role: str,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+):
+    """``(tokenizer, model)`` of a local Qwen-VL checkpoint (local files only), the model on ``device`` in eval mode;
+    ``BackendUnavailable`` naming ``role`` (e.g. "TFS", "VLM") when the files are missing or do not load."""
+    if not any((model_dir / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+        # AutoTokenizer would silently build an empty tokenizer from config.json alone
+        raise BackendUnavailable(
+            f"{role} model directory {model_dir} has no tokenizer files (tokenizer.json or vocab.json)"
+        )
+    from transformers import AutoTokenizer
+
+    local = {"local_files_only": True, "trust_remote_code": trust_remote_code}
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), **local)
+        model = model_class.from_pretrained(str(model_dir), dtype=dtype, **local, **extra)
+    except (OSError, ValueError) as exc:
+        raise BackendUnavailable(f"cannot load the {role} model from {model_dir}: {exc}") from exc
+    return tokenizer, model.to(device).eval()
+
+
+def read_mean_std(
+    model_dir: Path, file_names: Sequence[str], mean: Sequence[float], std: Sequence[float]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``image_mean`` / ``image_std`` of the first processor file in ``file_names`` that ``model_dir`` holds; the
+    given ``mean`` / ``std`` where that file lacks them or there is no such file."""
+    for name in file_names:
+        path = model_dir / name
+        if path.is_file():
+            settings = json.loads(path.read_text())
+            mean = tuple(float(v) for v in settings.get("image_mean", mean))
+            std = tuple(float(v) for v in settings.get("image_std", std))
+            if len(mean) != 3 or len(std) != 3:
+                raise ConfigError(f"{path}: image_mean/image_std must have 3 values")
+            break
+    return tuple(mean), tuple(std)
+
+
+@dataclass(frozen=True)
+class QwenTokenIds:
+    """The token ids a Qwen-VL prompt and its generation need."""
+
+    placeholder: int  # the image or video pad token, repeated once per vision token in the prompt
+    stop: list[int]  # generation ends at any of these
+    pad: int
+
+
+def read_token_ids(tokenizer, model, model_dir: Path, placeholder: str, config_field: str) -> QwenTokenIds:
+    """Check that the tokenizer has Qwen's chat and vision special tokens and that its ``placeholder`` token
+    (``<|image_pad|>`` or ``<|video_pad|>``) is the id the model config's ``config_field`` names; stop at
+    ``<|im_end|>`` and at the generation config's and the tokenizer's end tokens; pad with the tokenizer's pad
+    token, else the first stop id. ``BackendUnavailable`` on a missing token or a disagreement."""
+    ids = {}
+    for token in ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", placeholder):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == tokenizer.unk_token_id:
+            raise BackendUnavailable(f"the tokenizer in {model_dir} lacks Qwen's special token {token}")
+        ids[token] = int(token_id)
+    expected = int(getattr(model.config, config_field))
+    if ids[placeholder] != expected:
+        raise BackendUnavailable(
+            f"{model_dir}: tokenizer and model disagree on the {placeholder} token id "
+            f"({ids[placeholder]} vs config {config_field} {expected})"
+        )
+    ends = model.generation_config.eos_token_id
+    ends = list(ends) if isinstance(ends, (list, tuple)) else ([] if ends is None else [ends])
+    if tokenizer.eos_token_id is not None:
+        ends.append(tokenizer.eos_token_id)
+    stop = sorted({ids["<|im_end|>"], *(int(e) for e in ends)})
+    pad = tokenizer.pad_token_id
+    return QwenTokenIds(placeholder=expected, stop=stop, pad=int(pad) if pad is not None else stop[0])
+
+
 class QwenVideoAnswerer:
     """Answers a question about a short frame sequence K times with a Qwen2-VL / Qwen2.5-VL checkpoint.
 
@@ -212,73 +294,34 @@ class QwenVideoAnswerer:
                 f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)}); plug other video LLMs in through the sampler's "
                 f"answer_fn option (docs/tfs.md)"
             )
-        if not any((self.model_dir / name).is_file() for name in ("tokenizer.json", "vocab.json")):
-            # AutoTokenizer would silently build an empty tokenizer from config.json alone
-            raise BackendUnavailable(
-                f"TFS model directory {self.model_dir} has no tokenizer files (tokenizer.json or vocab.json)"
-            )
-        from transformers import AutoTokenizer
-
         if model_type == "qwen2_vl":
             from transformers import Qwen2VLForConditionalGeneration as ModelClass
         else:
             from transformers import Qwen2_5_VLForConditionalGeneration as ModelClass
-        local = {"local_files_only": True, "trust_remote_code": self.trust_remote_code}
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), **local)
-            extra = {"attn_implementation": self.attn_implementation} if self.attn_implementation else {}
-            model = ModelClass.from_pretrained(str(self.model_dir), dtype=self.dtype, **local, **extra)
-        except OSError as exc:
-            raise BackendUnavailable(f"cannot load the TFS model from {self.model_dir}: {exc}") from exc
-        self.model = model.to(self.device).eval()
+        self.tokenizer, self.model = load_qwen_checkpoint(
+            self.model_dir,
+            ModelClass,
+            role="TFS",
+            device=self.device,
+            dtype=self.dtype,
+            trust_remote_code=self.trust_remote_code,
+            attn_implementation=self.attn_implementation,
+        )
         self.model_type = model_type
         vision = self.model.config.vision_config
         self.patch_size = int(vision.patch_size)
         self.temporal_patch_size = int(vision.temporal_patch_size)
         self.merge_size = int(vision.spatial_merge_size)
-        self.mean, self.std = self._read_normalisation()
-        self.video_token_id = int(self.model.config.video_token_id)
-        token_ids = {}
-        for token in ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>"):
-            token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if token_id is None or token_id == self.tokenizer.unk_token_id:
-                raise BackendUnavailable(f"the tokenizer in {self.model_dir} lacks Qwen's special token {token}")
-            token_ids[token] = token_id
-        if token_ids["<|video_pad|>"] != self.video_token_id:
-            raise BackendUnavailable(
-                f"{self.model_dir}: tokenizer and model disagree on the video token id "
-                f"({token_ids['<|video_pad|>']} vs config video_token_id {self.video_token_id})"
-            )
-        self.eos_token_ids = sorted(
-            {token_ids["<|im_end|>"], *self._as_list(self.model.generation_config.eos_token_id)}
-            | ({self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
+        self.mean, self.std = read_mean_std(
+            self.model_dir, ("video_preprocessor_config.json", "preprocessor_config.json"), CLIP_MEAN, CLIP_STD
         )
-        pad = self.tokenizer.pad_token_id
-        self.pad_token_id = int(pad) if pad is not None else self.eos_token_ids[0]
-
-    @staticmethod
-    def _as_list(value) -> list[int]:
-        if value is None:
-            return []
-        return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
-
-    def _read_normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
-            path = self.model_dir / name
-            if path.is_file():
-                settings = json.loads(path.read_text())
-                mean = tuple(float(v) for v in settings.get("image_mean", CLIP_MEAN))
-                std = tuple(float(v) for v in settings.get("image_std", CLIP_STD))
-                if len(mean) != 3 or len(std) != 3:
-                    raise ConfigError(f"{path}: image_mean/image_std must have 3 values")
-                return mean, std
-        return CLIP_MEAN, CLIP_STD
+        tokens = read_token_ids(self.tokenizer, self.model, self.model_dir, "<|video_pad|>", "video_token_id")
+        self.video_token_id, self.eos_token_ids, self.pad_token_id = tokens.placeholder, tokens.stop, tokens.pad
 
     def release(self) -> None:
         """Drop the model (frees accelerator memory); the next call reloads it."""
         self.model = None
-        if self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        free_device_memory(self.device)
 
     # ------------------------------------------------------------------------------------------------ inputs
     def build_inputs(self, frames: Sequence[np.ndarray], question: str, stamps: Sequence[float] | None = None):

@@ -64,6 +64,53 @@ def build_tiny_tokenizer(path: str | Path, vocab_size: int = 400):
     return fast
 
 
+def tiny_text_config(tokenizer, hidden_size: int, num_layers: int, num_heads: int, head_dim: int) -> dict:
+    """Language-model part of a tiny Qwen-VL config: a 2x wide MLP, 2 key/value heads, and the special tokens of
+    ``build_tiny_tokenizer``'s ``tokenizer`` as bos/eos/pad."""
+    token_id = tokenizer.convert_tokens_to_ids
+    # M-RoPE splits the rotary half-dimension into (time, height, width) sections.
+    half = head_dim // 2
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": [half - 2 * (half // 3), half // 3, half // 3],
+        },
+        "bos_token_id": token_id("<|endoftext|>"),
+        "eos_token_id": token_id("<|im_end|>"),
+        "pad_token_id": token_id("<|endoftext|>"),
+    }
+
+
+def vision_token_ids(tokenizer) -> dict[str, int]:
+    """The top-level config fields that name Qwen's image/video placeholders and vision delimiters."""
+    token_id = tokenizer.convert_tokens_to_ids
+    return {
+        "image_token_id": token_id("<|image_pad|>"),
+        "video_token_id": token_id("<|video_pad|>"),
+        "vision_start_token_id": token_id("<|vision_start|>"),
+        "vision_end_token_id": token_id("<|vision_end|>"),
+    }
+
+
+def save_tiny_checkpoint(model, tokenizer, path: Path, preprocessor: dict) -> Path:
+    """Write ``model`` (its generation stopping at ``<|im_end|>`` or ``<|endoftext|>``, padding with the latter)
+    and ``preprocessor`` (as ``preprocessor_config.json``) to ``path``, where the tokenizer already is."""
+    token_id = tokenizer.convert_tokens_to_ids
+    model.generation_config.eos_token_id = [token_id("<|im_end|>"), token_id("<|endoftext|>")]
+    model.generation_config.pad_token_id = token_id("<|endoftext|>")
+    model.save_pretrained(str(path), safe_serialization=True)
+    (path / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
+    return path
+
+
 def build_tiny_video_llm(
     path: str | Path,
     family: str = "qwen2_vl",
@@ -80,25 +127,8 @@ def build_tiny_video_llm(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer(path)
-    token_id = tokenizer.convert_tokens_to_ids
     num_heads = 4
-    head_dim = hidden_size // num_heads
-    # M-RoPE splits the rotary half-dimension into (time, height, width) sections.
-    half = head_dim // 2
-    mrope_section = [half - 2 * (half // 3), half // 3, half // 3]
-    text_config = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": num_heads,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 4096,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
-        "bos_token_id": token_id("<|endoftext|>"),
-        "eos_token_id": token_id("<|im_end|>"),
-        "pad_token_id": token_id("<|endoftext|>"),
-    }
+    text_config = tiny_text_config(tokenizer, hidden_size, num_layers, num_heads, hidden_size // num_heads)
     vision_config = {
         "depth": vision_depth,
         "num_heads": 2,
@@ -106,12 +136,6 @@ def build_tiny_video_llm(
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
         "in_channels": 3,
-    }
-    special_ids = {
-        "image_token_id": token_id("<|image_pad|>"),
-        "video_token_id": token_id("<|video_pad|>"),
-        "vision_start_token_id": token_id("<|vision_start|>"),
-        "vision_end_token_id": token_id("<|vision_end|>"),
     }
     if family == "qwen2_vl":
         from transformers import Qwen2VLConfig as ConfigClass
@@ -130,18 +154,15 @@ def build_tiny_video_llm(
             fullatt_block_indexes=[vision_depth - 1],
             tokens_per_second=2,
         )
-    config = ConfigClass(text_config=text_config, vision_config=vision_config, **special_ids)
+    config = ConfigClass(text_config=text_config, vision_config=vision_config, **vision_token_ids(tokenizer))
     torch.manual_seed(seed)
     model = ModelClass(config).eval()
-    model.generation_config.eos_token_id = [token_id("<|im_end|>"), token_id("<|endoftext|>")]
-    model.generation_config.pad_token_id = token_id("<|endoftext|>")
     # Near-greedy defaults like those instruct checkpoints ship: the sampler must override them, or its K
     # "sampled" answers would all be the same.
     model.generation_config.do_sample = True
     model.generation_config.top_k = 1
     model.generation_config.top_p = 0.001
     model.generation_config.temperature = 0.01
-    model.save_pretrained(str(path), safe_serialization=True)
     preprocessor = {
         "min_pixels": 56 * 56,
         "max_pixels": 28 * 28 * 1280,
@@ -153,5 +174,4 @@ def build_tiny_video_llm(
         "image_processor_type": "Qwen2VLImageProcessor",
         "processor_class": "Qwen2_5_VLProcessor" if family == "qwen2_5_vl" else "Qwen2VLProcessor",
     }
-    (path / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
-    return path
+    return save_tiny_checkpoint(model, tokenizer, path, preprocessor)

@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 
 from ...core.errors import BackendUnavailable, ConfigError
-from ..weights import resolve_device, resolve_dtype
+from ..weights import free_device_memory, read_hf_config, resolve_device, resolve_dtype
+from .sam_prompt import read_image_processor
 
 MAX_MARKS = 20
 # distinct colours (RGB) for the outlines; numbers are drawn white on a dark box for contrast
@@ -63,9 +64,7 @@ class Sam3TextCandidates:
     ) -> None:
         self.model_dir = Path(model_dir).expanduser()
         config_path = self.model_dir / "config.json"
-        if not config_path.is_file():
-            raise BackendUnavailable(f"SAM 3 directory {self.model_dir} has no config.json (candidates_dir option)")
-        model_type = json.loads(config_path.read_text()).get("model_type")
+        model_type = read_hf_config(self.model_dir, "SAM 3", " (candidates_dir option)").get("model_type")
         if model_type not in ("sam3", "sam3_video"):
             raise ConfigError(f"{config_path}: model_type {model_type!r} is not SAM 3 (Sam3Model)")
         if not 0 <= float(score_threshold) < 1 or not 1 <= int(max_candidates) <= MAX_MARKS:
@@ -77,16 +76,8 @@ class Sam3TextCandidates:
         self.max_candidates = int(max_candidates)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        size, mean, std = 1008, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-        processor_path = self.model_dir / "preprocessor_config.json"
-        if processor_path.is_file():
-            processor = json.loads(processor_path.read_text())
-            entry = processor.get("size") or {}
-            size = int(entry.get("height", size)) if isinstance(entry, dict) else size
-            mean, std = processor.get("image_mean", mean), processor.get("image_std", std)
-        self.image_size = size
-        self.mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
-        self.std = np.asarray(std, np.float32).reshape(1, 1, 3)
+        # Sam3ImageProcessor's defaults
+        self.image_size, self.mean, self.std = read_image_processor(self.model_dir, 1008, (0.5,) * 3, (0.5,) * 3)
         self.model = None
         self.load()
 
@@ -101,11 +92,8 @@ class Sam3TextCandidates:
         self.model = model.to(self.device).eval()
 
     def release(self) -> None:
-        import torch
-
         self.model = None
-        if self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        free_device_memory(self.device)
 
     def candidates(self, image: np.ndarray, phrase: str) -> tuple[list[Candidate], dict[str, Any]]:
         import torch

@@ -17,7 +17,6 @@ of 28), CLIP mean/std; Qwen3-VL patch 16 (multiples of 32), mean/std 0.5.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from ...core.errors import BackendFailure, BackendUnavailable, ConfigError
-from ..tfs.qwen import CLIP_MEAN, CLIP_STD, smart_resize
-from ..weights import read_hf_config, resolve_device, resolve_dtype
+from ..tfs.qwen import CLIP_MEAN, CLIP_STD, load_qwen_checkpoint, read_mean_std, read_token_ids, smart_resize
+from ..weights import free_device_memory, read_hf_config, resolve_device, resolve_dtype
 
 SUPPORTED_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -110,22 +109,18 @@ class QwenImageChat:
         self.load()
 
     def load(self) -> None:
-        if not any((self.model_dir / name).is_file() for name in ("tokenizer.json", "vocab.json")):
-            raise BackendUnavailable(f"VLM model directory {self.model_dir} has no tokenizer (tokenizer.json)")
-        from transformers import AutoTokenizer
-
         if self.family == "qwen2_5_vl":
             from transformers import Qwen2_5_VLForConditionalGeneration as ModelClass
         else:
             from transformers import Qwen3VLForConditionalGeneration as ModelClass
-        local = {"local_files_only": True, "trust_remote_code": False}
-        extra = {"attn_implementation": self.attn_implementation} if self.attn_implementation else {}
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), **local)
-            model = ModelClass.from_pretrained(str(self.model_dir), dtype=self.dtype, **local, **extra)
-        except (OSError, ValueError) as exc:
-            raise BackendUnavailable(f"cannot load the VLM from {self.model_dir}: {exc}") from exc
-        self.model = model.to(self.device).eval()
+        self.tokenizer, self.model = load_qwen_checkpoint(
+            self.model_dir,
+            ModelClass,
+            role="VLM",
+            device=self.device,
+            dtype=self.dtype,
+            attn_implementation=self.attn_implementation,
+        )
         vision = self.model.config.vision_config
         self.patch_size = int(vision.patch_size)
         self.temporal_patch_size = int(vision.temporal_patch_size)
@@ -135,43 +130,16 @@ class QwenImageChat:
                 f"{self.model_dir}: patch {self.patch_size} / merge {self.merge_size} differ from the "
                 f"{self.family} layout this loader knows ({FAMILY_DEFAULTS[self.family]['patch_size']} / {MERGE_SIZE})"
             )
-        self.mean, self.std = self._normalisation()
-        self.image_token_id = int(self.model.config.image_token_id)
-        ids = {}
-        for token in ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>"):
-            token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if token_id is None or token_id == self.tokenizer.unk_token_id:
-                raise BackendUnavailable(f"the tokenizer in {self.model_dir} lacks Qwen's special token {token}")
-            ids[token] = token_id
-        if ids["<|image_pad|>"] != self.image_token_id:
-            raise BackendUnavailable(
-                f"{self.model_dir}: tokenizer and config disagree on the image token id "
-                f"({ids['<|image_pad|>']} vs {self.image_token_id})"
-            )
-        eos = self.model.generation_config.eos_token_id
-        eos = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
-        self.eos_token_ids = sorted({ids["<|im_end|>"], *[int(e) for e in eos]})
-        pad = self.tokenizer.pad_token_id
-        self.pad_token_id = int(pad) if pad is not None else self.eos_token_ids[0]
-
-    def _normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         defaults = FAMILY_DEFAULTS[self.family]
-        path = self.model_dir / "preprocessor_config.json"
-        if path.is_file():
-            settings = json.loads(path.read_text())
-            mean = tuple(float(v) for v in settings.get("image_mean", defaults["mean"]))
-            std = tuple(float(v) for v in settings.get("image_std", defaults["std"]))
-            if len(mean) != 3 or len(std) != 3:
-                raise ConfigError(f"{path}: image_mean/image_std must have 3 values")
-            return mean, std
-        return tuple(defaults["mean"]), tuple(defaults["std"])
+        self.mean, self.std = read_mean_std(
+            self.model_dir, ("preprocessor_config.json",), defaults["mean"], defaults["std"]
+        )
+        tokens = read_token_ids(self.tokenizer, self.model, self.model_dir, "<|image_pad|>", "image_token_id")
+        self.image_token_id, self.eos_token_ids, self.pad_token_id = tokens.placeholder, tokens.stop, tokens.pad
 
     def release(self) -> None:
-        import torch
-
         self.model = None
-        if self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        free_device_memory(self.device)
 
     def build_inputs(self, parts: Sequence[str | ChatImage]) -> tuple[dict[str, Any], list[tuple[int, int]]]:
         """Token ids and pixel tensors for one user turn (batch 1) -> (model inputs, seen sizes)."""

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from ...core.errors import BackendFailure, BackendUnavailable, ConfigError
-from ..weights import resolve_device, resolve_dtype
+from ..weights import free_device_memory, read_hf_config, resolve_device, resolve_dtype
 
 SAM_MODEL_TYPES = {
     "sam2": {"class": "Sam2Model", "size": 1024, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
@@ -37,19 +37,28 @@ SAM_MODEL_TYPES = {
 SAM_MODEL_TYPES["sam3_video"] = SAM_MODEL_TYPES["sam3"] = SAM_MODEL_TYPES["sam3_tracker"]
 
 
+def read_image_processor(
+    model_dir: Path, size: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """A SAM image processor's square input size and mean/std (1x1x3 float32, for pixels scaled to [0, 1]): from
+    the directory's ``preprocessor_config.json`` where it has them, else the given defaults."""
+    processor_path = model_dir / "preprocessor_config.json"
+    if processor_path.is_file():
+        processor = json.loads(processor_path.read_text())
+        size_entry = processor.get("size") or {}
+        size = int(size_entry.get("height", size)) if isinstance(size_entry, dict) else size
+        mean = processor.get("image_mean", mean)
+        std = processor.get("image_std", std)
+    return int(size), np.asarray(mean, np.float32).reshape(1, 1, 3), np.asarray(std, np.float32).reshape(1, 1, 3)
+
+
 class BoxPromptSam:
     """``segment(image, box_xyxy, points_xy) -> (mask HxW bool, iou_prediction, stats)``."""
 
     def __init__(self, model_dir: str | Path, device: str | None = "auto", dtype: str | None = "auto") -> None:
         self.model_dir = Path(model_dir).expanduser()
         config_path = self.model_dir / "config.json"
-        if not config_path.is_file():
-            raise BackendUnavailable(f"SAM model directory {self.model_dir} has no config.json (sam_dir option)")
-        try:
-            config = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BackendUnavailable(f"cannot read {config_path}: {exc}") from exc
-        self.model_type = config.get("model_type")
+        self.model_type = read_hf_config(self.model_dir, "SAM", " (sam_dir option)").get("model_type")
         if self.model_type not in SAM_MODEL_TYPES:
             raise ConfigError(
                 f"{config_path}: model_type {self.model_type!r} is not a supported SAM image model "
@@ -58,17 +67,9 @@ class BoxPromptSam:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         settings = SAM_MODEL_TYPES[self.model_type]
-        size, mean, std = settings["size"], settings["mean"], settings["std"]
-        processor_path = self.model_dir / "preprocessor_config.json"
-        if processor_path.is_file():
-            processor = json.loads(processor_path.read_text())
-            size_entry = processor.get("size") or {}
-            size = int(size_entry.get("height", size)) if isinstance(size_entry, dict) else size
-            mean = tuple(processor.get("image_mean", mean))
-            std = tuple(processor.get("image_std", std))
-        self.image_size = int(size)
-        self.mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
-        self.std = np.asarray(std, np.float32).reshape(1, 1, 3)
+        self.image_size, self.mean, self.std = read_image_processor(
+            self.model_dir, settings["size"], settings["mean"], settings["std"]
+        )
         self.model = None
         self._cached: tuple[Any, Any] | None = None  # (frame fingerprint, image embeddings)
         self.load()
@@ -84,12 +85,9 @@ class BoxPromptSam:
         self.model = model.to(self.device).eval()
 
     def release(self) -> None:
-        import torch
-
         self.model = None
         self._cached = None
-        if self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        free_device_memory(self.device)
 
     def preprocess(self, image: np.ndarray):
         import torch

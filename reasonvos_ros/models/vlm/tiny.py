@@ -33,32 +33,15 @@ def build_tiny_qwen_vl(path: str | Path, family: str = "qwen3_vl", seed: int = 0
         return build_tiny_video_llm(path, family="qwen2_5_vl", seed=seed, hidden_size=hidden_size)
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    from ..tfs.tiny import build_tiny_tokenizer
+    from ..tfs.tiny import build_tiny_tokenizer, save_tiny_checkpoint, tiny_text_config, vision_token_ids
 
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer(path)
-    token_id = tokenizer.convert_tokens_to_ids
-    num_heads, head_dim = 4, 16
-    half = head_dim // 2
-    text_config = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": 2,
-        "num_attention_heads": num_heads,
-        "num_key_value_heads": 2,
-        "head_dim": head_dim,
-        "max_position_embeddings": 4096,
-        "rope_parameters": {
-            "rope_type": "default",
-            "rope_theta": 10000.0,
-            "mrope_section": [half - 2 * (half // 3), half // 3, half // 3],
-            "mrope_interleaved": True,
-        },
-        "bos_token_id": token_id("<|endoftext|>"),
-        "eos_token_id": token_id("<|im_end|>"),
-        "pad_token_id": token_id("<|endoftext|>"),
-    }
+    head_dim = 16
+    text_config = tiny_text_config(tokenizer, hidden_size, num_layers=2, num_heads=4, head_dim=head_dim)
+    # Qwen3-VL states the head width (it need not be hidden / heads) and interleaves the M-RoPE sections.
+    text_config["head_dim"] = head_dim
+    text_config["rope_parameters"]["mrope_interleaved"] = True
     vision_config = {
         "depth": 2,
         "hidden_size": 32,
@@ -71,19 +54,9 @@ def build_tiny_qwen_vl(path: str | Path, family: str = "qwen3_vl", seed: int = 0
         "num_position_embeddings": 144,
         "deepstack_visual_indexes": [0],
     }
-    config = Qwen3VLConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_id=token_id("<|image_pad|>"),
-        video_token_id=token_id("<|video_pad|>"),
-        vision_start_token_id=token_id("<|vision_start|>"),
-        vision_end_token_id=token_id("<|vision_end|>"),
-    )
+    config = Qwen3VLConfig(text_config=text_config, vision_config=vision_config, **vision_token_ids(tokenizer))
     torch.manual_seed(seed)
     model = Qwen3VLForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = [token_id("<|im_end|>"), token_id("<|endoftext|>")]
-    model.generation_config.pad_token_id = token_id("<|endoftext|>")
-    model.save_pretrained(str(path), safe_serialization=True)
     preprocessor = {
         "patch_size": 16,
         "temporal_patch_size": 2,
@@ -93,8 +66,7 @@ def build_tiny_qwen_vl(path: str | Path, family: str = "qwen3_vl", seed: int = 0
         "image_processor_type": "Qwen2VLImageProcessorFast",
         "processor_class": "Qwen3VLProcessor",
     }
-    (path / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
-    return path
+    return save_tiny_checkpoint(model, tokenizer, path, preprocessor)
 
 
 def build_tiny_sam(path: str | Path, kind: str = "sam2", seed: int = 0, image_size: int = 256) -> Path:
