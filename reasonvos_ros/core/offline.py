@@ -19,7 +19,9 @@ from .registry import build_backend
 from .types import Frame, TargetStatus
 
 DEFAULT_BACKENDS: dict[str, dict[str, Any]] = {
-    "sampler": {"name": "detector", "options": {}},
+    # No wall-clock budget on the key-frame scan either: offline results must not depend on the machine's load
+    # (with the live default of 0.6 s a loaded machine scanned fewer frames and chose another key frame).
+    "sampler": {"name": "detector", "options": {"max_scan_s": 0.0}},
     "segmenter": {"name": "lite", "options": {}},
     "tracker": {"name": "opencv", "options": {}},
 }
