@@ -149,20 +149,26 @@ class OpenCVTrackerOptions(OptionSet):
     max_side: int = option(320, "processing resolution: longer image side in pixels", low=32)
     graph_cut: bool = option(True, "refine with the frozen-colour-model GrabCut (false: flow warp only)")
     fb_threshold: float = option(
-        1.0, "forward-backward flow error (px at processing resolution) under which a pixel's flow is reliable (> 0)"
+        1.0,
+        "forward-backward flow error (px at processing resolution) under which a pixel's flow is reliable (> 0)",
+        low=0.0,
     )
     lost_tracker_term: float = option(
         0.3, "tracker term of the confidence when the box tracker reports failure", low=0.0, high=1.0
     )
     area_window: int = option(5, "frames in the area-stability median", low=1)
     shape_decay: float = option(
-        0.98, "per-step decay of the remembered full-view area, so a shrinking object's shape memory is renewed"
+        0.98,
+        "per-step decay of the remembered full-view area, so a shrinking object's shape memory is renewed (> 0)",
+        low=0.0,
+        high=1.0,
     )
     csrt_template_size: int = option(200, "CSRT's learning resolution (px)", low=32, high=1000)
     csrt_segmentation: bool = option(True, "CSRT's colour segmentation")
 
     def check(self) -> None:
-        if self.fb_threshold <= 0 or not 0.0 < self.shape_decay <= 1.0:
+        # The two open bounds the declared ranges cannot say.
+        if self.fb_threshold == 0.0 or self.shape_decay == 0.0:
             raise ConfigError("fb_threshold must be > 0 and shape_decay in (0, 1]")
 
 
