@@ -1,7 +1,7 @@
 """Long fuzzing run of the perception node's inputs (issues 10 and 14): prints the figures for the closing note.
 
 Uses the in-process harness, strategies and contract checks of test/test_reliability_fuzz.py (the default suite
-runs a few hundred of the same cases, derandomised): a PerceptionNode with scripted backends is driven through
+runs a few hundred of the same cases, with a fixed seed): a PerceptionNode with scripted backends is driven through
 its own subscriptions and services with hypothesis-generated messages; after every event its /diagnostics
 counters must obey the documented invariants (one rejection per image at most, exact counts where README fixes
 the outcome, monotonic counters, no callback error, no worker lost) and every result published must obey the
