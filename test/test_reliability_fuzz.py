@@ -1729,13 +1729,6 @@ def test_fuzz_over_the_wire():
         assert f"rejected {category}" in log, category
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node bug: PerceptionNode._on_engine_event logs engine events of both levels from one line, "
-    "(error if level == 'error' else warning)(text); rclpy refuses a second severity from the same call site "
-    "(ValueError: Logger severity cannot be changed between calls), raised in the engine worker that reported "
-    "the event, which dies",
-)
 def test_engine_warning_after_an_error_keeps_the_workers():
     """At the default log level (INFO): a backend failure (an error event: "red fail" makes the scripted segmenter
     raise) and then a lost track (a warning event: the red object leaves the scene) must leave every engine

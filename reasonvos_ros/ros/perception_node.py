@@ -444,7 +444,12 @@ class PerceptionNode(LifecycleNode):
     def _on_engine_event(self, level: str, text: str) -> None:
         if not self.context.ok():  # shutting down: a worker's publish racing the context shutdown is expected
             return
-        (self.get_logger().error if level == "error" else self.get_logger().warning)(text)
+        # One call site per severity: rclpy refuses a second severity from the same call site (ValueError), which
+        # killed the engine worker that reported a warning after an error.
+        if level == "error":
+            self.get_logger().error(text)
+        else:
+            self.get_logger().warning(text)
 
     def _on_results(self, frame: Frame, results: list[FrameResult], live: bool) -> None:
         try:
