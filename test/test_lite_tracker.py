@@ -128,6 +128,41 @@ def test_other_box_trackers_run(clip, box_tracker):
     assert ious.mean() > 0.8 and np.all((confidences >= 0) & (confidences <= 1))
 
 
+def test_auto_box_tracker_picks_kcf_live_and_csrt_for_strided_or_backward_steps(clip, monkeypatch):
+    """``box_tracker="auto"``: the cheap KCF on forward steps one frame apart (live), CSRT on the strided and
+    backward steps of the budgeted passes, where KCF loses the dog behind the pillar; both keep the floors."""
+    import reasonvos_ros.backends.lite.tracker as tracker_module
+
+    made = []
+    make = tracker_module.make_box_tracker
+
+    def recording_make(kind, *args):
+        made.append(kind)
+        return make(kind, *args)
+
+    monkeypatch.setattr(tracker_module, "make_box_tracker", recording_make)
+    tracker = OpenCVTracker(box_tracker="auto")
+    made.clear()  # the constructor makes one of each to check that this OpenCV build has them
+    frames = clip.as_frames()  # 10 fps
+    ious, _ = track(tracker.new_session(), frames, clip.masks, range(len(clip)))
+    assert made == ["kcf"]  # made once, at the first step (none at the seed)
+    assert ious.mean() > TRACK_IOU_FLOOR, ious.round(2)
+    made.clear()
+    ious, _ = track(tracker.new_session(), frames, clip.masks, range(0, len(clip), 3))
+    assert made == ["csrt"]
+    assert ious.mean() > 0.75, ious.round(2)
+    made.clear()
+    ious, _ = track(tracker.new_session(), frames, clip.masks, range(len(clip))[::-1])
+    assert made == ["csrt"]
+    assert ious.mean() > TRACK_IOU_FLOOR, ious.round(2)
+    # A strided catch-up that goes live: CSRT while strided, then KCF from the previous frame's mask.
+    made.clear()
+    session = tracker.new_session()
+    ious, _ = track(session, frames, clip.masks, [0, 3, 6, 9, 10, 11, 12])
+    assert made == ["csrt", "kcf"] and session._objects["dog"].box_kind == "kcf"
+    assert ious.mean() > TRACK_IOU_FLOOR, ious.round(2)
+
+
 def test_errors(clip):
     session = OpenCVTracker(max_side=160).new_session()  # processing below frame size: masks come back full size
     out = session.step(clip.as_frames()[0], {"dog": clip.masks[0]})
