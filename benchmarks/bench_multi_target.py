@@ -39,6 +39,15 @@ def main() -> int:
     parser.add_argument("--tracker-options", default="{}")
     parser.add_argument("--redetect-interval", type=float, default=None)
     parser.add_argument("--no-backward-pass", action="store_true", help="no history pass after acquisitions")
+    parser.add_argument(
+        "--replay",
+        type=int,
+        default=0,
+        metavar="STEP",
+        help="instead of the real-time run: replay the live policy frame by frame on every STEP-th frame, one "
+        "target at a time (deterministic, so comparable on a loaded machine): TRACKING fraction, losses and why, "
+        "CPU time per tracker step",
+    )
     args = parser.parse_args()
     from dataclasses import replace
 
@@ -67,6 +76,8 @@ def main() -> int:
         build_backend("tracker", "opencv", json.loads(args.tracker_options)),
         config,
     )
+    if args.replay:
+        return replay(args, pipeline, images)
     window = RollingWindow(max_duration_s=10.0)
     arrival: dict[int, float] = {}
     latencies: dict[str, list[float]] = defaultdict(list)
@@ -93,6 +104,15 @@ def main() -> int:
             events[text.split(": ", 1)[-1].split(";")[0][:70]] += 1
 
     engine = LiveEngine(pipeline, window, on_results, max_targets=max(4, args.targets), on_event=on_event)
+    # The machine may be shared: the load average is sampled through the run, so figures can be compared fairly.
+    loads: list[float] = []
+    sampling = threading.Event()
+
+    def sample_load() -> None:
+        while not sampling.wait(1.0):
+            loads.append(os.getloadavg()[0])
+
+    threading.Thread(target=sample_load, daemon=True).start()
     engine.start()
     period = 1.0 / args.fps
     print(
@@ -129,19 +149,22 @@ def main() -> int:
         measured = time.perf_counter() - (warmup_done or start)
     finally:
         engine.stop()
+        sampling.set()
     stats = engine.stats
     print(
         f"measured over {measured:.1f} s after every target was TRACKING; frames processed "
         f"{stats.frames_processed}, skipped {stats.frames_skipped}, acquisitions {stats.acquisitions}, "
         f"losses {stats.lost_events}, track corrections {stats.track_corrections}, redetections "
-        f"{stats.redetections}; load average after {os.getloadavg()[0]:.2f}"
+        f"{stats.redetections}; load average during the run: mean {np.mean(loads or [0]):.2f}, max "
+        f"{max(loads or [0]):.2f}"
     )
-    rates = []
+    rates, tracking_rates = [], []
     for target_id in sorted(counts):
         total = sum(counts[target_id].values())
         tracking = counts[target_id].get("TRACKING", 0)
         lat = np.array(latencies[target_id]) * 1e3
         rates.append(total / measured)
+        tracking_rates.append(tracking / measured)
         print(
             f"  {target_id}: {total / measured:5.1f} results/s ({tracking / measured:5.1f} TRACKING/s), latency "
             f"median {np.median(lat):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms  {dict(counts[target_id])}"
@@ -151,7 +174,67 @@ def main() -> int:
     for text, count in sorted(events.items(), key=lambda item: -item[1])[:8]:
         print(f"  event x{count}: {text}")
     if rates:
-        print(f"per-target live result rate: min {min(rates):.1f}/s, mean {np.mean(rates):.1f}/s")
+        pooled = np.concatenate([np.array(v) for v in latencies.values()]) * 1e3
+        print(
+            f"per-target live result rate: min {min(rates):.1f}/s, mean {np.mean(rates):.1f}/s; TRACKING: min "
+            f"{min(tracking_rates):.1f}/s, mean {np.mean(tracking_rates):.1f}/s; latency p95 (all targets) "
+            f"{np.percentile(pooled, 95):.0f} ms"
+        )
+    return 0
+
+
+def replay(args, pipeline, images) -> int:
+    """The live policy replayed frame by frame (``evaluation.live_tracking.replay_live``) for each target's
+    instruction over ``--seconds`` of video, every ``--replay``-th frame (the real-time engine skips frames when
+    behind: about every second one at 4 targets). Statuses do not depend on the machine's load; the CPU time of
+    the tracker steps does a little."""
+    from reasonvos_ros.core.types import Frame, TargetStatus
+    from reasonvos_ros.evaluation.live_tracking import replay_live
+
+    count = int(args.seconds * args.fps)
+    frames = [Frame(i, i / args.fps, image=images[i % len(images)]) for i in range(0, count, args.replay)]
+    start_position = int(args.fps) // args.replay  # one second of video in the window, as in the real-time run
+    steps = {"n": 0, "cpu_s": 0.0}
+    step_session = pipeline.step_session
+
+    def timed_step(session, frame, obj_id, seed=None):
+        begin = time.process_time()
+        try:
+            return step_session(session, frame, obj_id, seed)
+        finally:
+            if seed is None:
+                steps["n"] += 1
+                steps["cpu_s"] += time.process_time() - begin
+
+    pipeline.step_session = timed_step
+    print(
+        f"replay: {args.targets} instructions one at a time, {len(frames) - start_position} frames each (every "
+        f"{args.replay} of {args.fps:.0f} Hz, {args.width}x{args.height}); load average {os.getloadavg()[0]:.2f}"
+    )
+    reasons: dict[str, int] = defaultdict(int)
+    fractions = []
+    for k in range(args.targets):
+        instruction = INSTRUCTIONS[k % len(INSTRUCTIONS)]
+        pipeline.segmenter.release()
+        results = replay_live(pipeline, frames, instruction, start_position, window_frames=int(10 * args.fps))
+        tracking = sum(r.status == TargetStatus.TRACKING for r in results)
+        losses = 0
+        for previous, result in zip([None, *results], results):
+            if result.status != TargetStatus.TRACKING:
+                reasons[f"{result.status.name}: {result.reason[:70]}"] += 1
+            if result.status == TargetStatus.LOST and (previous is None or previous.status == TargetStatus.TRACKING):
+                losses += 1
+        fractions.append(tracking / len(results))
+        print(
+            f"  {instruction!r}: TRACKING on {tracking} of {len(results)} frames, {losses} times not TRACKING after it"
+        )
+    for text, n in sorted(reasons.items(), key=lambda item: -item[1])[:8]:
+        print(f"  not TRACKING x{n}: {text}")
+    print(
+        f"TRACKING fraction mean {np.mean(fractions):.2f}; tracker step CPU time mean "
+        f"{1e3 * steps['cpu_s'] / max(1, steps['n']):.1f} ms ({steps['n']} steps); load average after "
+        f"{os.getloadavg()[0]:.2f}"
+    )
     return 0
 
 

@@ -116,6 +116,58 @@ def test_lite_verify_supports_contradicts_and_corrects(dog_clip):
     assert segmenter.verify(last, truth, Segmentation(truth, 1.0, True)) is None
 
 
+class _ZoomDetector:
+    """Stand-in detector: on the whole frame a coarse person box that overlaps the small mask too little to support
+    it (IoU 0.27); on a crop, the person's tight box in the crop's coordinates (what a closer look gives)."""
+
+    def __init__(self, coarse, tight):
+        self.coarse, self.tight, self.crops = coarse, tight, []
+
+    @staticmethod
+    def _detections(box):
+        from reasonvos_ros.backends.lite.detector import Detections
+
+        return Detections(np.array([box], np.float32), np.array([1]), np.array([0.8], np.float32))  # 1: person
+
+    def detect_frame(self, frame):
+        return self._detections(self.coarse)
+
+    def detect(self, image):
+        self.crops.append(image.shape)
+        x0, y0 = self.crop_origin
+        t = self.tight
+        return self._detections((t[0] - x0, t[1] - y0, t[2] - x0, t[3] - y0))
+
+
+@needs_lite
+def test_lite_verify_looks_closer_at_a_small_mask_the_detector_boxed_coarsely():
+    segmenter = DetectorGrabCutSegmenter()
+    key = Segmentation(np.zeros((480, 640), bool), 0.9, True, details={"categories": ["person"], "appearance": None})
+    frame = Frame(0, 0.0, image=np.zeros((480, 640, 3), np.uint8))
+    small = np.zeros((480, 640), bool)
+    small[100:160, 300:325] = True  # 25 x 60 px: under a quarter of the frame's height
+    segmenter.detector = stub = _ZoomDetector(coarse=(290, 120, 330, 200), tight=(300, 100, 325, 160))
+    stub.crop_origin = (222, 40)  # a 180 px square (3 x 60) centred on the mask's box
+    evidence = segmenter.verify(frame, small, key)
+    assert stub.crops == [(180, 180, 3)]
+    assert evidence.support == pytest.approx(1.0) and "enlarged crop" in evidence.reason
+    assert evidence.box == pytest.approx((300, 100, 325, 160))  # back in frame coordinates
+    # With the closer look switched off, the coarse box does not support the mask.
+    segmenter.verify_zoom_below = 0.0
+    assert segmenter.verify(frame, small, key).support == 0.0
+    # A large mask is seen well enough on the whole frame: no second look, and a mask no detection overlaps
+    # (a track on background) gets none either.
+    segmenter.verify_zoom_below = 0.25
+    stub.crops.clear()
+    large = np.zeros((480, 640), bool)
+    large[100:300, 300:400] = True
+    assert segmenter.verify(frame, large, key).support == 0.0
+    elsewhere = np.zeros((480, 640), bool)
+    elsewhere[400:440, 20:40] = True
+    assert segmenter.verify(frame, elsewhere, key).support == 0.0
+    assert stub.crops == []
+
+
 @needs_lite
 def test_replay_two_similar_objects_crossing_never_confidently_wrong():
     # Two people (the same real cut-out) cross; the target is the one in view when the instruction arrives.

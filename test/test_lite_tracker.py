@@ -126,6 +126,69 @@ def test_other_box_trackers_run(clip, box_tracker):
     assert ious.mean() > 0.8 and np.all((confidences >= 0) & (confidences <= 1))
 
 
+def test_auto_box_tracker_picks_kcf_live_and_csrt_for_strided_or_backward_steps(clip, monkeypatch):
+    """``box_tracker="auto"``: the cheap KCF on forward steps one frame apart (live), CSRT on the strided and
+    backward steps of the budgeted passes, where KCF loses the dog behind the pillar; both keep the floors."""
+    import reasonvos_ros.backends.lite.tracker as tracker_module
+
+    made = []
+    make = tracker_module.make_box_tracker
+
+    def recording_make(kind, *args):
+        made.append(kind)
+        return make(kind, *args)
+
+    monkeypatch.setattr(tracker_module, "make_box_tracker", recording_make)
+    tracker = OpenCVTracker(box_tracker="auto")
+    made.clear()  # the constructor makes one of each to check that this OpenCV build has them
+    frames = clip.as_frames()  # 10 fps
+    ious, _ = track(tracker.new_session(), frames, clip.masks, range(len(clip)))
+    assert made == ["kcf"]  # made once, at the first step (none at the seed)
+    assert ious.mean() > TRACK_IOU_FLOOR, ious.round(2)
+    made.clear()
+    ious, _ = track(tracker.new_session(), frames, clip.masks, range(0, len(clip), 3))
+    assert made == ["csrt"]
+    assert ious.mean() > 0.75, ious.round(2)
+    made.clear()
+    ious, _ = track(tracker.new_session(), frames, clip.masks, range(len(clip))[::-1])
+    assert made == ["csrt"]
+    assert ious.mean() > TRACK_IOU_FLOOR, ious.round(2)
+    # A strided catch-up that goes live: CSRT while strided, then KCF from the previous frame's mask.
+    made.clear()
+    session = tracker.new_session()
+    ious, _ = track(session, frames, clip.masks, [0, 3, 6, 9, 10, 11, 12])
+    assert made == ["csrt", "kcf"] and session._objects["dog"].box_kind == "kcf"
+    assert ious.mean() > TRACK_IOU_FLOOR, ious.round(2)
+
+
+def test_still_pixels_erase_an_occluder_not_the_whole_object(clip):
+    """The graph cut treats still pixels as a static occluder in front of an object that moved. When they are
+    (almost) all of the object's pixels, the object itself did not move (the box tracker's 2-3 px were jitter,
+    as on slowly walking pedestrians): the mask must not be erased."""
+    from reasonvos_ros.backends.lite.tracker import _StepFlow
+
+    session = OpenCVTracker().new_session()
+    frame = clip.as_frames()[0]
+    session.step(frame, {"dog": clip.masks[0]})
+    state = session._objects["dog"]
+    small = session._prepare_frame(frame).small
+    mask = state.mask
+    height, width = mask.shape
+    xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+
+    def flow_with_still(still):
+        return _StepFlow(xs, ys, np.zeros((height, width, 2), np.float32), np.ones_like(mask), still)
+
+    everything_still = session._graph_cut(state, small, mask, mask, flow_with_still(np.ones_like(mask)), 3.0)
+    assert mask_iou(everything_still, mask) > 0.8
+    # A still part (a pillar in front of the left half) is still cut away.
+    columns = np.flatnonzero(mask.any(axis=0))
+    pillar = np.zeros_like(mask)
+    pillar[:, : (columns[0] + columns[-1]) // 2] = True
+    occluded = session._graph_cut(state, small, mask, mask, flow_with_still(pillar), 3.0)
+    assert occluded.any() and not (occluded & pillar).any()
+
+
 def test_errors(clip):
     session = OpenCVTracker(max_side=160).new_session()  # processing below frame size: masks come back full size
     out = session.step(clip.as_frames()[0], {"dog": clip.masks[0]})

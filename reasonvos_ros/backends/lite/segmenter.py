@@ -19,7 +19,10 @@ forward pass serves every target on a frame): the detections of the target's cat
 mask by box overlap and colour appearance (a hue-saturation histogram of the key-frame mask vs. the inside of
 each box). A well-overlapping detection supports the mask (support = its box IoU); a detection that overlaps a
 little, or lies near the mask and looks like the target, means the track drifted: its GrabCut mask is returned
-as a correction; no such detection contradicts the mask (support 0).
+as a correction; no such detection contradicts the mask (support 0). A small mask that a detection overlaps too little to support is
+looked at again on an enlarged crop around it (the network sees the whole frame at 300x300, where a pedestrian
+far away is a few pixels wide and its box is coarse); only a detection on that crop that supports or corrects
+the mask changes the outcome.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from reasonvos_ros.core.interfaces import KeyframeSegmenter
 from reasonvos_ros.core.options import OptionSet, option
 from reasonvos_ros.core.types import Evidence, Frame, Segmentation
 
-from .detector import DetectorOptions, detector_option, shared_detector_for
+from .detector import Detections, DetectorOptions, detector_option, shared_detector_for
 from .text_to_category import TextToCategory, min_understanding_option, text_threshold_option
 
 REFINEMENTS = ("grabcut", "box")
@@ -155,11 +158,22 @@ class LiteSegmenterOptions(OptionSet):
         low=0.0,
         high=1.0,
     )
+    verify_zoom_below: float = option(
+        0.25,
+        "a mask whose box's longer side is under this fraction of the frame's shorter side, overlapped by a detection "
+        "too little to be supported, is checked again on an enlarged crop around it (0 = never): the detector's "
+        "300x300 view of the whole frame localises small objects coarsely",
+        low=0.0,
+        high=1.0,
+    )
+    verify_zoom_context: float = option(
+        3.0, "size of that crop, in multiples of the mask box's longer side (at least 64 px)", low=1.0
+    )
     detector: DetectorOptions = detector_option()
 
     def check(self) -> None:
-        if self.verify_support_iou <= 0.0:
-            raise ConfigError(f"verify_support_iou must be in (0, 1], got {self.verify_support_iou}")
+        if self.options.verify_support_iou <= 0.0:
+            raise ConfigError(f"verify_support_iou must be in (0, 1], got {self.options.verify_support_iou}")
 
 
 class DetectorGrabCutSegmenter(KeyframeSegmenter):
@@ -232,17 +246,48 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
         categories = segmentation.details.get("categories")
         if not categories:
             return None  # not one of this segmenter's segmentations
-        wanted = " or ".join(categories)
-        found = self.detector.detect_frame(frame).of_categories(categories)
-        keep = found.scores >= self.options.verify_min_score
-        boxes, scores = found.boxes[keep], found.scores[keep]
         rows = np.flatnonzero(mask.any(axis=1))
         if rows.size == 0:
             return Evidence(0.0, "empty mask")
         cols = np.flatnonzero(mask.any(axis=0))
         box = (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+        found = self.detector.detect_frame(frame).of_categories(categories)
+        evidence, overlap = self._associate(frame, mask, box, segmentation, predicted_box, found)
+        height, width = mask.shape
+        small = max(box[2] - box[0], box[3] - box[1]) < self.options.verify_zoom_below * min(height, width)
+        if evidence.support <= 0.0 and evidence.correction is None and small and overlap > 0.0:
+            # A detection overlaps the small mask, but too little to support it: the network sees the whole frame
+            # at 300x300, where a small person is a few pixels and its box is coarse. Look again, closer.
+            zoomed, _ = self._associate(
+                frame, mask, box, segmentation, predicted_box, self._detect_around(frame.image, box, categories)
+            )
+            if zoomed.support > 0.0 or zoomed.correction is not None:
+                zoomed.reason += " (on an enlarged crop around the mask)"
+                return zoomed
+        return evidence
+
+    def _detect_around(self, image: np.ndarray, box, categories) -> Detections:
+        """Detections of ``categories`` on a square crop ``verify_zoom_context`` times the box's longer side (at
+        least 64 px), centred on the box, in image coordinates. Not cached: it depends on the box."""
+        height, width = image.shape[:2]
+        side = max(64.0, self.options.verify_zoom_context * max(box[2] - box[0], box[3] - box[1]))
+        centre_x, centre_y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        x0 = int(np.clip(round(centre_x - side / 2), 0, max(0, width - side)))
+        y0 = int(np.clip(round(centre_y - side / 2), 0, max(0, height - side)))
+        x1, y1 = min(width, x0 + int(side)), min(height, y0 + int(side))
+        found = self.detector.detect(np.ascontiguousarray(image[y0:y1, x0:x1])).of_categories(categories)
+        offset = np.array([x0, y0, x0, y0], np.float32)
+        return Detections(found.boxes + offset, found.class_ids, found.scores)
+
+    def _associate(self, frame, mask, box, segmentation, predicted_box, found: Detections) -> tuple[Evidence, float]:
+        """``verify`` with the detections ``found`` (of the target's categories, image coordinates): (evidence,
+        the best box IoU of a detection with the mask)."""
+        categories = segmentation.details["categories"]
+        wanted = " or ".join(categories)
+        keep = found.scores >= self.options.verify_min_score
+        boxes, scores = found.boxes[keep], found.scores[keep]
         if not len(scores):
-            return Evidence(0.0, f"the detector sees no {wanted} on this frame")
+            return Evidence(0.0, f"the detector sees no {wanted} on this frame"), 0.0
         overlaps = box_iou(box, boxes)
         on_path = box_iou(predicted_box, boxes) if predicted_box is not None else None
         best = int(np.argmax(overlaps))
@@ -253,7 +298,9 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             located = tuple(float(v) for v in boxes[best])
         if overlaps[best] >= self.options.verify_support_iou and consistent:
             support = float(overlaps[best])
-            return Evidence(support, f"a {wanted} detection overlaps the mask (box IoU {support:.2f})", None, located)
+            return Evidence(
+                support, f"a {wanted} detection overlaps the mask (box IoU {support:.2f})", None, located
+            ), float(overlaps[best])
         # The mask matches no detection, or one away from where the target's motion leads (the track jumped to a
         # similar object): is the target a detection near it, recognisable by its colours and, when the motion
         # is known, on its path?
@@ -288,16 +335,18 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
                 support = 0.5 * float(overlaps[best])
                 return Evidence(
                     support, f"a {wanted} detection overlaps the mask, off the target's predicted path", None, None
-                )
+                ), float(overlaps[best])
             return Evidence(
                 0.0,
                 f"no {wanted} detection at the mask (best box IoU {overlaps[best]:.2f}) or near it looking like the "
                 f"target",
-            )
+            ), float(overlaps[best])
         _, index, similarity = max(candidates)
         if overlaps[index] >= self.options.verify_support_iou:
             support = float(overlaps[index])
-            return Evidence(support, f"a {wanted} detection overlaps the mask (box IoU {support:.2f})", None, located)
+            return Evidence(
+                support, f"a {wanted} detection overlaps the mask (box IoU {support:.2f})", None, located
+            ), float(overlaps[best])
         corrected = grabcut_from_box(
             image,
             boxes[index],
@@ -316,7 +365,7 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             f"colour similarity {similarity:.2f})",
             corrected,
             tuple(float(v) for v in boxes[index]) if len(candidates) == 1 else None,
-        )
+        ), float(overlaps[best])
 
     def release(self) -> None:
         """Drop the cached detections (the network itself is small and stays loaded)."""

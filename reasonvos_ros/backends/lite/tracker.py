@@ -5,8 +5,9 @@ No learned weights. Each step, for every object:
 1. **Flow warp.** DIS optical flow from the new frame back to the previous one (computed once per step for all
    objects) pulls the previous mask onto the new frame (backward warping). The forward flow is computed too:
    a pixel whose forward-backward round trip misses by more than ``fb_threshold`` px has unreliable flow.
-2. **Box tracker.** An OpenCV tracker (CSRT by default; KCF, MOSSE, MedianFlow or none), initialised on the
-   seed mask's box, gives the object's motion this step. When it reports failure (or there is none) the motion
+2. **Box tracker.** An OpenCV tracker (CSRT by default; KCF, MOSSE, MedianFlow, none, or "auto": KCF on live
+   steps one frame apart, CSRT on strided or backward steps), initialised on the seed mask's box, gives the
+   object's motion this step. When it reports failure (or there is none) the motion
    is the robust median of the reliable flow over the warped mask, and failing that the previous motion.
 3. **Shape memory.** The last mask seen at full size is moved with the object (re-aligned with the tracker
    box). It re-adds the parts that re-appear after an occluder, which flow alone cannot see (they were hidden
@@ -45,7 +46,17 @@ from reasonvos_ros.core.interfaces import Tracker, TrackerSession
 from reasonvos_ros.core.options import OptionSet, option
 from reasonvos_ros.core.types import Frame, TrackedMask
 
-BOX_TRACKERS = ("kcf", "csrt", "mosse", "medianflow", "none")
+BOX_TRACKERS = ("kcf", "csrt", "mosse", "medianflow", "none", "auto")
+# "auto": KCF on forward steps that follow the previous frame by at most this much camera time (live tracking:
+# consecutive frames, or a few skipped at 30 Hz; a KCF update costs ~2 ms against CSRT's ~16 ms), CSRT on the
+# other steps (backward passes, and the strided passes that fit a time budget: larger motion per step, where
+# CSRT holds on through occlusions that KCF loses). 0.15 s: one frame at 10 Hz with margin, four at 30 Hz.
+AUTO_KCF_MAX_STEP_S = 0.15
+# Still pixels (reliable flow under 0.5 px) are taken for a static occluder in front of the object when the
+# object moved 2+ px, unless they make up this much of the warped mask: then the object's own pixels did not
+# move, and the box tracker's motion is jitter (a small or slow object). Erasing them emptied the mask of
+# slowly walking pedestrians ("mask vanished" on vtest.avi, benchmarks/bench_multi_target.py --replay).
+STILL_OBJECT_FRACTION = 0.9
 FLOW_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -59,8 +70,8 @@ def make_box_tracker(kind: str, csrt_template_size: int = 200, csrt_segmentation
 
     CSRT, KCF, MOSSE and MedianFlow live in OpenCV's contrib modules; a build without them raises
     ``BackendUnavailable`` naming the package that has them."""
-    if kind not in BOX_TRACKERS or kind == "none":
-        raise ValueError(f"unknown box tracker {kind!r}; expected one of {BOX_TRACKERS[:-1]}")
+    if kind not in BOX_TRACKERS or kind in ("none", "auto"):
+        raise ValueError(f"unknown box tracker {kind!r}; expected one of {BOX_TRACKERS[:-2]}")
     factories = {
         "kcf": lambda: cv2.TrackerKCF_create(),
         "csrt": lambda: cv2.TrackerCSRT_create(_csrt_params(csrt_template_size, csrt_segmentation)),
@@ -132,6 +143,7 @@ class _ObjectState:
     mask: np.ndarray  # bool, processing resolution
     box_tracker: object | None
     box_center: tuple[float, float] | None
+    box_kind: str | None  # which OpenCV tracker ``box_tracker`` is (None: the object is too small for one)
     shape: np.ndarray  # last mask seen at (close to) full size
     shape_area: float
     shape_offset: np.ndarray  # accumulated motion since ``shape`` was stored, px
@@ -143,7 +155,10 @@ class _ObjectState:
 @dataclass(frozen=True)
 class OpenCVTrackerOptions(OptionSet):
     box_tracker: str = option(
-        "csrt", "OpenCV box tracker giving each object's motion (none: flow only)", choices=BOX_TRACKERS
+        "csrt",
+        "OpenCV box tracker giving each object's motion (none: flow only; auto: KCF on live steps at most 0.15 s "
+        "apart, CSRT on strided and backward ones)",
+        choices=BOX_TRACKERS,
     )
     flow_preset: str = option("fast", "DIS optical flow preset", choices=tuple(FLOW_PRESETS))
     max_side: int = option(320, "processing resolution: longer image side in pixels", low=32)
@@ -238,6 +253,8 @@ class OpenCVTrackerSession(TrackerSession):
         self._objects: dict[str, _ObjectState] = {}
         self._prev_gray: np.ndarray | None = None
         self._prev_uid: int | None = None
+        self._prev_bgr: np.ndarray | None = None  # the previous frame at processing resolution (shared: read only)
+        self._prev_stamp: float | None = None
         self._frame_shape: tuple[int, int] | None = None
         self._proc_shape: tuple[int, int] | None = None
         self._grid: tuple[np.ndarray, np.ndarray] | None = None
@@ -292,22 +309,47 @@ class OpenCVTrackerSession(TrackerSession):
         return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
 
     # --- seeding ---------------------------------------------------------------------------------------------
-    def _seed(self, small: np.ndarray, small_bgr: np.ndarray, mask: np.ndarray) -> _ObjectState:
+    def _new_box_tracker(self, kind: str, image_bgr: np.ndarray, mask: np.ndarray):
+        """(box tracker of ``kind`` initialised on the box of ``mask`` in ``image_bgr``, the box centre), or
+        (None, None) when the mask is empty or its box smaller than 4 px on a side."""
         box = _bbox(mask)
-        box_tracker, center = None, None
-        if box is not None and self.options.box_tracker != "none":
-            x0, y0, x1, y1 = box
-            if x1 - x0 >= 4 and y1 - y0 >= 4:
-                box_tracker = make_box_tracker(
-                    self.options.box_tracker, self.options.csrt_template_size, self.options.csrt_segmentation
-                )
-                box_tracker.init(small_bgr, (x0, y0, x1 - x0, y1 - y0))
-                center = ((x0 + x1) / 2, (y0 + y1) / 2)
+        if box is None or kind == "none":
+            return None, None
+        x0, y0, x1, y1 = box
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            return None, None
+        box_tracker = make_box_tracker(kind, self.options.csrt_template_size, self.options.csrt_segmentation)
+        box_tracker.init(image_bgr, (x0, y0, x1 - x0, y1 - y0))
+        return box_tracker, ((x0 + x1) / 2, (y0 + y1) / 2)
+
+    def _step_box_kind(self, frame: Frame) -> str:
+        """The box tracker for a step from the previous frame to ``frame`` (see ``AUTO_KCF_MAX_STEP_S``)."""
+        if self.options.box_tracker != "auto":
+            return self.options.box_tracker
+        if self._prev_stamp is None:
+            return "csrt"
+        gap = frame.stamp - self._prev_stamp
+        return "kcf" if 0.0 < gap <= AUTO_KCF_MAX_STEP_S else "csrt"
+
+    def _switch_box_tracker(self, state: _ObjectState, kind: str) -> None:
+        """Replace the object's box tracker by one of ``kind``, initialised on the previous frame with the
+        previous mask's box, so this step's update measures the motion since then (the first step after a seed
+        makes the first one). Kept as it is when the previous mask gives no box (the other kind still tracks
+        better than none)."""
+        box_tracker, center = self._new_box_tracker(kind, self._prev_bgr, state.mask)
+        if box_tracker is not None:
+            state.box_tracker, state.box_center, state.box_kind = box_tracker, center, kind
+
+    def _seed(self, small: np.ndarray, small_bgr: np.ndarray, mask: np.ndarray) -> _ObjectState:
+        kind = self.options.box_tracker
+        # "auto" makes the box tracker at the first step, once the step tells which kind (from this frame).
+        box_tracker, center = (None, None) if kind == "auto" else self._new_box_tracker(kind, small_bgr, mask)
         area = int(mask.sum())
         state = _ObjectState(
             mask=mask,
             box_tracker=box_tracker,
             box_center=center,
+            box_kind=kind if box_tracker is not None else None,
             shape=mask.copy(),
             shape_area=float(area),
             shape_offset=np.zeros(2),
@@ -329,14 +371,19 @@ class OpenCVTrackerSession(TrackerSession):
         out: dict[str, TrackedMask] = {}
         carried = [obj_id for obj_id in self._objects if obj_id not in seeds]
         if carried:
+            kind = self._step_box_kind(frame)
             flow = self._step_flow(frame.uid, gray)
             for obj_id in carried:
-                mask, confidence = self._advance(self._objects[obj_id], small, small_bgr, flow)
+                state = self._objects[obj_id]
+                if self.options.box_tracker == "auto" and state.box_kind != kind:
+                    self._switch_box_tracker(state, kind)
+                mask, confidence = self._advance(state, small, small_bgr, flow)
                 out[obj_id] = TrackedMask(self._to_frame(mask), confidence)
         for obj_id, seed in seeds.items():
             self._objects[obj_id] = self._seed(small, small_bgr, self._to_proc(seed))
             out[obj_id] = TrackedMask(seed.copy(), 1.0)
         self._prev_gray, self._prev_uid = gray, frame.uid
+        self._prev_bgr, self._prev_stamp = small_bgr, frame.stamp
         return out
 
     def _step_flow(self, uid: int, gray: np.ndarray) -> _StepFlow:
@@ -440,8 +487,10 @@ class OpenCVTrackerSession(TrackerSession):
         labels[cv2.dilate(region_u8, _disk(dilate_px)) > 0] = cv2.GC_PR_BGD
         labels[region_u8 > 0] = cv2.GC_PR_FGD
         labels[cv2.erode(warped[crop].astype(np.uint8), _disk(erode_px)) > 0] = cv2.GC_FGD
-        if speed > 2.0:
-            labels[flow.static[crop]] = cv2.GC_BGD  # a still pixel cannot belong to an object that moved 2+ px
+        still = flow.static[crop]
+        warped_px = np.count_nonzero(warped)
+        if speed > 2.0 and np.count_nonzero(still & warped[crop]) < STILL_OBJECT_FRACTION * warped_px:
+            labels[still] = cv2.GC_BGD  # a still pixel cannot belong to an object that moved 2+ px
         if not np.any((labels == cv2.GC_PR_FGD) | (labels == cv2.GC_FGD)):
             return np.zeros_like(region)
         bgd_model, fgd_model = (model.copy() for model in state.colour_models)
@@ -452,7 +501,7 @@ class OpenCVTrackerSession(TrackerSession):
 
     def close(self) -> None:
         self._objects.clear()
-        self._prev_gray, self._prev_uid = None, None
+        self._prev_gray, self._prev_uid, self._prev_bgr, self._prev_stamp = None, None, None, None
         self._closed = True
 
 
@@ -465,8 +514,8 @@ class OpenCVTracker(Tracker):
 
     def __init__(self, options: OpenCVTrackerOptions | None = None, /, **values: Any) -> None:
         self.options = OpenCVTrackerOptions.build(options, values)
-        if self.options.box_tracker != "none":
-            make_box_tracker(self.options.box_tracker)  # fail now, not on the first seed, when OpenCV lacks it
+        for kind in {"none": (), "auto": ("kcf", "csrt")}.get(self.options.box_tracker, (self.options.box_tracker,)):
+            make_box_tracker(kind)  # fail now, not on the first seed, when this OpenCV build lacks it
         self.shared = SharedFrameWork()  # per-frame work (resize, flow) shared by all this tracker's sessions
 
     def new_session(self) -> OpenCVTrackerSession:
