@@ -3,6 +3,7 @@ it into TRACKING/LOST and an evidence-based score, and the replay of the live po
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import numpy as np
@@ -153,11 +154,11 @@ def test_lite_verify_looks_closer_at_a_small_mask_the_detector_boxed_coarsely():
     assert evidence.support == pytest.approx(1.0) and "enlarged crop" in evidence.reason
     assert evidence.box == pytest.approx((300, 100, 325, 160))  # back in frame coordinates
     # With the closer look switched off, the coarse box does not support the mask.
-    segmenter.verify_zoom_below = 0.0
+    segmenter.options = dataclasses.replace(segmenter.options, verify_zoom_below=0.0)
     assert segmenter.verify(frame, small, key).support == 0.0
     # A large mask is seen well enough on the whole frame: no second look, and a mask no detection overlaps
     # (a track on background) gets none either.
-    segmenter.verify_zoom_below = 0.25
+    segmenter.options = dataclasses.replace(segmenter.options, verify_zoom_below=0.25)
     stub.crops.clear()
     large = np.zeros((480, 640), bool)
     large[100:300, 300:400] = True

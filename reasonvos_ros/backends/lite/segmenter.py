@@ -172,8 +172,8 @@ class LiteSegmenterOptions(OptionSet):
     detector: DetectorOptions = detector_option()
 
     def check(self) -> None:
-        if self.options.verify_support_iou <= 0.0:
-            raise ConfigError(f"verify_support_iou must be in (0, 1], got {self.options.verify_support_iou}")
+        if self.verify_support_iou <= 0.0:
+            raise ConfigError(f"verify_support_iou must be in (0, 1], got {self.verify_support_iou}")
 
 
 class DetectorGrabCutSegmenter(KeyframeSegmenter):
