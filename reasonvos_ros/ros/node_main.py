@@ -156,3 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(Exception):  # a closed stream: nothing to flush
                 stream.flush()
         os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

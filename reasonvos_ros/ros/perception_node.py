@@ -115,7 +115,7 @@ class PerceptionNode(LifecycleNode):
         super().destroy_node()
         # rclpy's LifecycleNode does not destroy its state machine, which holds the node handle: the node, and so
         # the context and its DDS participant (with its /dev/shm segments), would stay alive until the Python
-        # object is collected, which never happens when the process leaves with os._exit (see main).
+        # object is collected, which never happens when the process leaves with os._exit (see node_main.main).
         machine = getattr(self, "_state_machine", None)
         if machine is not None:
             machine.destroy_when_not_in_use()
