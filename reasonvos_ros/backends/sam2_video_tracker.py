@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reasonvos_ros.core.interfaces import Tracker, TrackerSession
+from reasonvos_ros.core.interfaces import Tracker, TrackerSession, checked_seed_masks
 from reasonvos_ros.core.options import (
     OptionSet,
     device_option,
@@ -303,12 +303,7 @@ class Sam2VideoSession(TrackerSession):
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"frame {frame.index}: expected an RGB uint8 HxWx3 image, got {_describe(image)}")
         height, width = image.shape[:2]
-        seeds: dict[str, np.ndarray] = {}
-        for obj_id, mask in new_masks.items():
-            mask = np.asarray(mask)
-            if mask.shape != (height, width):
-                raise ValueError(f"seed mask for {obj_id!r} has shape {mask.shape}, frame is {(height, width)}")
-            seeds[obj_id] = mask.astype(bool, copy=False)
+        seeds = checked_seed_masks(new_masks, height, width)
         both = sorted(set(seeds) & (set(new_boxes) | set(new_points)))
         if both:
             raise ValueError(f"objects {both} are given both a mask and a box/points; seed each with one kind")

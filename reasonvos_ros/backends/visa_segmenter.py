@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from reasonvos_ros.core.errors import BackendFailure, BackendUnavailable, ConfigError
-from reasonvos_ros.core.interfaces import KeyframeSegmenter
+from reasonvos_ros.core.interfaces import KeyframeSegmenter, check_positions
 from reasonvos_ros.core.options import (
     OptionSet,
     device_option,
@@ -250,11 +250,7 @@ class VisaSegmenter(KeyframeSegmenter):
     def segment(self, frames: Sequence[Frame], key: int, references: Sequence[int], instruction: str) -> Segmentation:
         from reasonvos_ros.models.visa.prompt import build_prompt_ids
 
-        if not 0 <= key < len(frames):
-            raise ValueError(f"key frame {key} outside the {len(frames)} frames given")
-        bad = [r for r in references if not 0 <= r < len(frames)]
-        if bad:
-            raise ValueError(f"reference positions {bad} outside the {len(frames)} frames given")
+        check_positions(frames, key, references)
         with self.lock, torch.no_grad():
             if self.model is None:
                 self._load()

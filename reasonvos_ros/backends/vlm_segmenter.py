@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from reasonvos_ros.core.errors import BackendFailure, BackendUnavailable, ConfigError
-from reasonvos_ros.core.interfaces import KeyframeSegmenter
+from reasonvos_ros.core.interfaces import KeyframeSegmenter, check_positions
 from reasonvos_ros.core.options import OptionSet, device_option, dtype_option, option
 from reasonvos_ros.core.types import Frame, Segmentation, Understanding
 from reasonvos_ros.models.vlm.grounding import CONVENTION_BY_FAMILY
@@ -200,11 +200,7 @@ class VlmSamSegmenter(KeyframeSegmenter):
         from reasonvos_ros.models.vlm.chat import check_image, seen_size
         from reasonvos_ros.models.vlm.grounding import build_question, parse_answer
 
-        if not 0 <= key < len(frames):
-            raise ValueError(f"key frame {key} outside the {len(frames)} frames given")
-        bad = [r for r in references if not 0 <= r < len(frames)]
-        if bad:
-            raise ValueError(f"reference positions {bad} outside the {len(frames)} frames given")
+        check_positions(frames, key, references)
         if not instruction or not instruction.strip():
             raise ConfigError("empty instruction")
         key_image = check_image(frames[key].image)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from reasonvos_ros.core.errors import BackendUnavailable, ConfigError
-from reasonvos_ros.core.interfaces import Tracker, TrackerSession
+from reasonvos_ros.core.interfaces import Tracker, TrackerSession, checked_seed_masks
 from reasonvos_ros.core.options import OptionSet, device_option, num_threads_option, option, weights_path
 from reasonvos_ros.core.types import Frame, TrackedMask
 from reasonvos_ros.models.weights import resolve_device, resolve_dtype
@@ -228,12 +228,7 @@ class XMemSession(TrackerSession):
                 f"frame {frame.index} is {height}x{width} but this XMem session started at "
                 f"{self.geometry.input_hw[0]}x{self.geometry.input_hw[1]}; start a new session for a new size"
             )
-        seeds: dict[str, np.ndarray] = {}
-        for obj_id, mask in new_masks.items():
-            mask = np.asarray(mask)
-            if mask.shape != (height, width):
-                raise ValueError(f"seed mask for {obj_id!r} has shape {mask.shape}, frame is {(height, width)}")
-            seeds[obj_id] = mask.astype(bool, copy=False)
+        seeds = checked_seed_masks(new_masks, height, width)
         if self.geometry is None:
             self.geometry = FrameGeometry.for_input(height, width, self.tracker.size)
         geometry = self.geometry

@@ -80,3 +80,23 @@ class Tracker(abc.ABC):
 
     def release(self) -> None:  # noqa: B027 - optional hook, default no-op
         """Free accelerator memory and caches."""
+
+
+def check_positions(frames: Sequence[Frame], key: int, references: Sequence[int]) -> None:
+    """ValueError unless ``key`` and every reference are positions in ``frames`` (what ``segment`` receives)."""
+    if not 0 <= key < len(frames):
+        raise ValueError(f"key frame {key} outside the {len(frames)} frames given")
+    bad = [r for r in references if not 0 <= r < len(frames)]
+    if bad:
+        raise ValueError(f"reference positions {bad} outside the {len(frames)} frames given")
+
+
+def checked_seed_masks(new_masks: Mapping[str, np.ndarray], height: int, width: int) -> dict[str, np.ndarray]:
+    """The seed masks of a ``TrackerSession.step`` as bool arrays; ValueError for one not of the frame's size."""
+    seeds: dict[str, np.ndarray] = {}
+    for obj_id, mask in new_masks.items():
+        mask = np.asarray(mask)
+        if mask.shape != (height, width):
+            raise ValueError(f"seed mask for {obj_id!r} has shape {mask.shape}, frame is {(height, width)}")
+        seeds[obj_id] = mask.astype(bool, copy=False)
+    return seeds
