@@ -105,7 +105,7 @@ def bench_publish(frames):
                     mask = np.zeros(image.shape[:2], bool)
                     mask[100 + 40 * t : 220 + 40 * t, 200 + 60 * t : 300 + 60 * t] = True
                     results.append(FrameResult(f"t{t}", "the thing", frame, TargetStatus.TRACKING, "", 0.9, mask, 0.0))
-                node._last_debug = 0.0 if i % 15 == 0 else time.monotonic()  # debug overlay at 2 Hz of 30 Hz
+                node.outputs.last_debug = 0.0 if i % 15 == 0 else time.monotonic()  # debug overlay at 2 Hz of 30 Hz
                 start = time.perf_counter()
                 node._on_results(frame, results, True)
                 costs.append(time.perf_counter() - start)

@@ -144,8 +144,8 @@ class InProcessNode:
         assert self.node.trigger_activate().name == "SUCCESS"
         self.results = Recorder()
         self.history = Recorder()
-        self.node._outputs["results"] = self.results
-        self.node._outputs["history"] = self.history
+        self.node.outputs.publishers["results"] = self.results
+        self.node.outputs.publishers["history"] = self.history
         self.t = 0
         self.nanosec_offset = 0
         self.fed_stamps: set[tuple[int, int]] = set()
@@ -278,7 +278,7 @@ def test_an_unexpected_exception_in_a_callback_is_contained_counted_and_logged_o
     assert len(n.node.window) == 1
     # Diagnostics report the kind.
     diagnostics = Recorder()
-    n.node._outputs["diagnostics"] = diagnostics
+    n.node.outputs.publishers["diagnostics"] = diagnostics
     n.node._publish_diagnostics()
     values = {kv.key: kv.value for kv in diagnostics.messages[-1].status[0].values}
     assert values["callback_errors[image:RuntimeError]"] == "5" and values["callback_errors"] == "5"
@@ -371,7 +371,7 @@ def test_ids_differing_only_in_non_ascii_letters_or_punctuation_get_distinct_val
         assert validate_topic_name("/reasonvos_perception/point/" + token)
     assert target_topic_token("default") == "default" and target_topic_token("a_b") == "a_b"
     n = make_node(max_targets=len(ids))
-    names = {n.node._point_publisher(i).topic_name for i in ids}
+    names = {n.node.outputs.point_publisher(i).topic_name for i in ids}
     assert len(names) == len(ids)
 
 

@@ -13,14 +13,8 @@ deactivate stops them and frees accelerator memory; cleanup unloads the backends
 from __future__ import annotations
 
 import threading
-import time
-from collections import deque
 from typing import Any
 
-import numpy as np
-from builtin_interfaces.msg import Time as TimeMsg
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
@@ -35,37 +29,22 @@ from ..core.engine import LiveEngine
 from ..core.errors import ReasonVosError
 from ..core.image_header import ImageHeaderError, declared_size
 from ..core.ingest import DepthSyncSettings, RgbdIngest, UnreadableInput
-from ..core.overlay import OverlayTarget, draw_overlay
 from ..core.pipeline import FrameResult
 from ..core.registry import build_backend
 from ..core.rejections import CallbackFailures, CallbackGuard, RejectionCounter
-from ..core.results import TargetOutput, diagnostics, frame_output
+from ..core.results import diagnostics, frame_output
 from ..core.types import Frame
 from ..core.window import RollingWindow
-from ..msg import Instruction, TargetResult, TargetResultArray
+from ..msg import Instruction
 from ..srv import ResetTargets
-from .conversions import (
-    ConversionError,
-    depth_msg_to_metres,
-    image_msg_to_rgb,
-    mask_to_image_msg,
-    numpy_to_image_msg,
-    stamp_to_seconds,
-)
+from .conversions import ConversionError, depth_msg_to_metres, image_msg_to_rgb, stamp_to_seconds
+from .outputs import OutputPublishers, median_or_none
 from .parameters import APPLIED_AT_START, PARAMETERS, NodeSettings, check_changes, parameter_descriptor
-from .topic_names import target_topic_token
 
 NODE_NAME = "reasonvos_perception"
 # Instructions arrive in bursts (10,000 distinct ids from a script): the subscription queue holds a burst, so each
 # instruction is accepted or rejected with a count; what DDS still reports lost is counted as well.
 INSTRUCTION_QUEUE_DEPTH = 1000
-
-
-def _time_msg(seconds: float | None) -> TimeMsg:
-    if seconds is None:
-        return TimeMsg()
-    nanoseconds = round(seconds * 1e9)
-    return TimeMsg(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
 
 
 def _depth_metres(msg: Any) -> Any:
@@ -93,20 +72,14 @@ class PerceptionNode(LifecycleNode):
         # Held by the input callbacks and by deactivate/cleanup while they take the inputs apart, so a callback
         # never sees half-destroyed state (a lifecycle transition runs in another executor thread).
         self._io_lock = threading.RLock()
-        # Held while results are published and while the publishers are destroyed: nothing is published by a
-        # deactivated node, nor through a destroyed publisher.
-        self._publish_lock = threading.Lock()
         self.settings: NodeSettings | None = None
         self.engine: LiveEngine | None = None
         self.window: RollingWindow | None = None
         self.backends: dict[str, Any] = {}
         self._input_subs: list[Any] = []
-        self._outputs: dict[str, Any] = {}
-        self._point_outputs: dict[str, Any] = {}
+        self.outputs = OutputPublishers(self)
         self._node_timers: list[Any] = []
         self._node_services: list[Any] = []
-        self._last_debug = 0.0
-        self._publish_latency: deque[float] = deque(maxlen=200)
         self._inputs_group = MutuallyExclusiveCallbackGroup()
         self._control_group = ReentrantCallbackGroup()
         self._guard_change_state_service()
@@ -129,9 +102,8 @@ class PerceptionNode(LifecycleNode):
         return self._guard.wait_idle(timeout)
 
     def stop_publishing(self, timeout: float) -> bool:
-        """Wait for a publish in flight and keep any later one from starting (before the node is destroyed: a
-        publisher in use keeps the node, the context and the DDS participant alive); False on timeout."""
-        return self._publish_lock.acquire(timeout=timeout)
+        """Wait for a publish in flight and keep any later one from starting; False on timeout."""
+        return self.outputs.stop(timeout)
 
     def _guard_change_state_service(self) -> None:
         """rclpy's ChangeState service raises RCLError out of the executor for a transition that is invalid in the
@@ -287,13 +259,7 @@ class PerceptionNode(LifecycleNode):
             )
         )
         self._input_subs = subs
-        self._outputs = {
-            "results": self.create_publisher(TargetResultArray, "~/results", 10),
-            "history": self.create_publisher(TargetResultArray, "~/results_history", 50),
-            "labels": self.create_publisher(Image, "~/labels", 10),
-            "debug": self.create_publisher(Image, "~/debug_image", 2),
-            "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", 10),
-        }
+        self.outputs.open()
         self._node_timers = [
             self.create_timer(
                 s.diagnostics_period_s, guard("diagnostics", self._publish_diagnostics), callback_group=control
@@ -327,16 +293,12 @@ class PerceptionNode(LifecycleNode):
     def _stop_processing(self) -> None:
         if self.engine is not None:
             self.engine.stop()  # synchronous for results: none is emitted once it returns
-        with self._publish_lock:
-            outputs = [*self._outputs.values(), *self._point_outputs.values()]
-            self._outputs, self._point_outputs = {}, {}
+        self.outputs.close()
         with self._io_lock:
             for sub in self._input_subs:
                 self.destroy_subscription(sub)
             for timer in self._node_timers:
                 self.destroy_timer(timer)
-            for pub in outputs:
-                self.destroy_publisher(pub)
             self._input_subs, self._node_timers = [], []
             self.ingest.close()
             if self.window is not None:
@@ -430,10 +392,7 @@ class PerceptionNode(LifecycleNode):
     def _on_reset(self, request, response):
         response.success, response.message = self.commands.reset(self.engine, request.target_id)
         if response.success:
-            with self._publish_lock:
-                publisher = self._point_outputs.pop(request.target_id.strip(), None)
-            if publisher is not None:
-                self.destroy_publisher(publisher)
+            self.outputs.forget_target(request.target_id.strip())
         return response
 
     def _on_enable(self, request, response):
@@ -452,64 +411,22 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().warning(text)
 
     def _on_results(self, frame: Frame, results: list[FrameResult], live: bool) -> None:
+        s = self.settings
+        if (not live and not s.publish_history) or not self.outputs.is_open or not self.context.ok():
+            return  # (context not ok: SIGINT/SIGTERM is shutting down; the workers stop right after this)
         try:
-            with self._publish_lock:
-                self._publish_results(frame, results, live)
+            depth = self.ingest.depth_for(frame) if live else None
+            output = frame_output(
+                frame, results, live, depth, depth_erode_px=s.depth_erode_px, label_image=s.publish_label_image
+            )
+            self.outputs.publish_frame(frame, output, s.debug_image_rate_hz)
         except Exception as exc:  # a failing publish must not turn into a backend error of the target
             if self.context.ok():  # else: SIGINT/SIGTERM shut the context down under a worker's publish
                 self.callback_failures.record("publish", exc)
 
-    def _publish_results(self, frame: Frame, results: list[FrameResult], live: bool) -> None:
-        start = time.perf_counter()
-        publishers = self._outputs
-        if not publishers or (not live and not self.settings.publish_history):
-            return
-        if not self.context.ok():  # shutting down (SIGINT/SIGTERM): the workers stop right after this
-            return
-        output = frame_output(
-            frame,
-            results,
-            live,
-            self.ingest.depth_for(frame) if live else None,
-            depth_erode_px=self.settings.depth_erode_px,
-            label_image=self.settings.publish_label_image,
-        )
-        header = output.header
-        array = TargetResultArray(header=header, results=[_target_msg(t, header) for t in output.targets])
-        if not live:
-            publishers["history"].publish(array)
-            return
-        for target, msg in zip(output.targets, array.results, strict=True):
-            if target.point_3d is not None:
-                self._point_publisher(target.target_id).publish(PointStamped(header=header, point=msg.point_3d))
-        publishers["results"].publish(array)
-        if output.labels is not None:
-            publishers["labels"].publish(numpy_to_image_msg(output.labels, "mono8", header))
-        self._maybe_publish_debug(frame, output.overlay, header)
-        self._publish_latency.append(time.perf_counter() - start)
-
-    def _point_publisher(self, target_id: str):
-        pub = self._point_outputs.get(target_id)
-        if pub is None:
-            pub = self.create_publisher(PointStamped, f"~/point/{target_topic_token(target_id)}", 10)
-            self._point_outputs[target_id] = pub
-        return pub
-
-    def _maybe_publish_debug(self, frame: Frame, targets: list[OverlayTarget], header) -> None:
-        rate = self.settings.debug_image_rate_hz
-        now = time.monotonic()
-        if rate <= 0 or now - self._last_debug < 1.0 / rate:
-            return
-        if self.count_subscribers(self.resolve_topic_name("~/debug_image")) == 0:
-            return
-        self._last_debug = now
-        image = draw_overlay(frame.image, targets, status_text=f"frame {frame.index}")
-        self._outputs["debug"].publish(numpy_to_image_msg(image, "rgb8", header))
-
     def _publish_diagnostics(self) -> None:
-        if self.engine is None or "diagnostics" not in self._outputs:
+        if self.engine is None or not self.outputs.is_open:
             return
-        latency = list(self._publish_latency)
         report = diagnostics(
             engine=self.engine.stats,
             targets=self.engine.targets(),
@@ -522,45 +439,9 @@ class PerceptionNode(LifecycleNode):
             callback_failures=dict(self.callback_failures.counts),
             instructions_repeated=self.commands.repeated,
             instructions_lost=self.commands.lost,
-            publish_s_median=float(np.median(latency)) if latency else None,
+            publish_s_median=median_or_none(self.outputs.latency),
         )
-        status = DiagnosticStatus(
-            level=getattr(DiagnosticStatus, report.level.name),
-            name=f"{self.get_name()}: perception",
-            message=report.message,
-            hardware_id="reasonvos_ros",
-            values=[KeyValue(key=k, value=v) for k, v in report.values.items()],
-        )
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        with self._publish_lock:
-            publisher = self._outputs.get("diagnostics")
-            if publisher is not None:
-                publisher.publish(array)
-
-
-def _target_msg(target: TargetOutput, header: Any) -> TargetResult:
-    msg = TargetResult(header=header, target_id=target.target_id, instruction=target.instruction)
-    msg.status, msg.reason, msg.score = int(target.status), target.reason, target.score
-    if target.keyframe_header is not None:  # the key frame's own header stamp, integers untouched
-        stamp = target.keyframe_header.stamp
-        msg.keyframe_stamp = TimeMsg(sec=stamp.sec, nanosec=stamp.nanosec)
-    else:
-        msg.keyframe_stamp = _time_msg(target.keyframe_stamp)
-    if target.understanding is not None:
-        msg.target_phrase = target.understanding.target_phrase
-        msg.explanation = target.understanding.explanation
-        msg.understanding_confidence = float(target.understanding.confidence)
-    if target.mask is None:
-        msg.mask = Image(header=header, encoding="mono8")
-        return msg
-    msg.bbox_x, msg.bbox_y, msg.bbox_width, msg.bbox_height = target.bbox
-    msg.point_x, msg.point_y = target.point
-    msg.mask = mask_to_image_msg(target.mask, header)
-    if target.point_3d is not None:
-        msg.point_3d.x, msg.point_3d.y, msg.point_3d.z = target.point_3d
-        msg.point_3d_valid = True
-    return msg
+        self.outputs.publish_diagnostics(report)
 
 
 if __name__ == "__main__":  # python -m reasonvos_ros.ros.perception_node (the tests and the demo start it so)
