@@ -90,6 +90,28 @@ def configure_this_process() -> None:
     os.environ.pop("ROS_LOCALHOST_ONLY", None)
 
 
+def in_process_perception_node(values: dict[str, Any], namespace: str, cli_args: list[str] | None = None):
+    """(context, node): a PerceptionNode in this process, in its own rclpy context (no signal handlers), with
+    scripted backends unless ``values`` says otherwise, not yet configured. The caller shuts the context down."""
+    import rclpy
+    from rclpy.parameter import Parameter
+    from rclpy.signals import SignalHandlerOptions
+
+    from reasonvos_ros.ros.perception_node import PerceptionNode
+
+    configure_this_process()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain_id(), signal_handler_options=SignalHandlerOptions.NO)
+    values = {"sampler": "scripted", "segmenter": "scripted", "tracker": "scripted", **values}
+    node = PerceptionNode(
+        context=context,
+        parameter_overrides=[Parameter(name, value=value) for name, value in values.items()],
+        namespace=namespace,
+        cli_args=cli_args,
+    )
+    return context, node
+
+
 class RosProcess:
     """A child Python process; stdout and stderr go to one log file (no pipe can fill up and block it)."""
 

@@ -830,25 +830,15 @@ class InProcessNode:
     DIAGNOSTICS_PERIOD_S = 59.0  # never fires (not spun); also how the diagnostics timer is told from others
 
     def __init__(self, use_depth: bool, log_level: str = "ERROR", **params: Any) -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rcl_interfaces.msg import Log
         from rclpy.logging import LoggingSeverity
-        from rclpy.parameter import Parameter
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-        from rclpy.signals import SignalHandlerOptions
-        from rosutil import MessageCollector, configure_this_process, ros_domain_id, ros_node
+        from rosutil import MessageCollector, in_process_perception_node, ros_node
 
         from reasonvos_ros.msg import TargetResultArray
-        from reasonvos_ros.ros.perception_node import PerceptionNode
 
-        configure_this_process()
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=ros_domain_id(), signal_handler_options=SignalHandlerOptions.NO)
         values = {
-            "sampler": "scripted",
-            "segmenter": "scripted",
-            "tracker": "scripted",
             "use_depth": use_depth,
             "reacquire_interval_s": 0.0,
             "not_present_retry_s": 0.2,
@@ -861,20 +851,16 @@ class InProcessNode:
         self.max_image_pixels = int(values.get("max_image_pixels", MAX_IMAGE_PIXELS))
         self.use_depth = use_depth
         self.image_topic = "image/compressed" if values.get("image_transport") == "compressed" else "image"
-        overrides = [Parameter(name, value=value) for name, value in values.items()]
         # Its own namespace and diagnostics topic: other nodes in this domain (node processes of other tests, the
         # other harnesses of this module) stay apart.
         self.namespace = f"/fuzz_in_process_{next(IN_PROCESS_NODES)}"
-        self.node = PerceptionNode(
-            context=self.context,
-            parameter_overrides=overrides,
-            namespace=self.namespace,
-            cli_args=["--ros-args", "-r", f"/diagnostics:={self.namespace}/diagnostics"],
+        self.context, self.node = in_process_perception_node(
+            values, self.namespace, ["--ros-args", "-r", f"/diagnostics:={self.namespace}/diagnostics"]
         )
         self.logger_name = self.node.get_logger().name
-        # ERROR, not WARN, while fuzzing: at WARN the fuzz trips the node bug that
-        # test_engine_warning_after_an_error_keeps_the_workers shows (a worker thread dies). Rejection log lines
-        # are checked at WARN in test_rejections_are_counted_and_logged_rate_limited, with no backend failure.
+        # ERROR while fuzzing keeps the output small; rejection log lines are checked at WARN in
+        # test_rejections_are_counted_and_logged_rate_limited, and an error followed by a warning at INFO in
+        # test_engine_warning_after_an_error_keeps_the_workers.
         self.node.get_logger().set_level(getattr(LoggingSeverity, log_level))
         assert self.node.trigger_configure().name == "SUCCESS"
         assert self.node.trigger_activate().name == "SUCCESS"

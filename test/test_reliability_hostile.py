@@ -114,29 +114,10 @@ class InProcessNode:
     """A PerceptionNode in this process, scripted backends; results and logs captured."""
 
     def __init__(self, **params: Any) -> None:
-        import rclpy
-        from rclpy.parameter import Parameter
-        from rclpy.signals import SignalHandlerOptions
-        from rosutil import configure_this_process, ros_domain_id
+        from rosutil import in_process_perception_node
 
-        from reasonvos_ros.ros.perception_node import PerceptionNode
-
-        configure_this_process()
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=ros_domain_id(), signal_handler_options=SignalHandlerOptions.NO)
-        values = {
-            "sampler": "scripted",
-            "segmenter": "scripted",
-            "tracker": "scripted",
-            "reacquire_interval_s": 0.0,
-            "debug_image_rate_hz": 0.0,
-            **params,
-        }
-        self.node = PerceptionNode(
-            context=self.context,
-            parameter_overrides=[Parameter(k, value=v) for k, v in values.items()],
-            namespace="/hostile_in_process",
-        )
+        values = {"reacquire_interval_s": 0.0, "debug_image_rate_hz": 0.0, **params}
+        self.context, self.node = in_process_perception_node(values, "/hostile_in_process")
         self.log = LogLines()
         self.node.rejections.logger = self.log
         self.node.callback_failures.logger = self.log
