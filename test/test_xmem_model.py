@@ -203,21 +203,6 @@ def test_long_term_memory_stays_bounded():
         assert store.compress_count == 28 and store.removed_long_term > 0
 
 
-def test_removing_an_object_keeps_the_others_memory_and_prunes_unused_elements():
-    gen = torch.Generator().manual_seed(4)
-    store = MemoryStore(MemorySettings(top_k=3, enable_long_term=False))
-    key, shrink, sel, value_a2, value_b = add_two_frames_b_from_the_second(store, gen)
-    values_a, keys = store.values["a"].clone(), store.keys.clone()
-    store.remove_object("b")
-    assert store.object_ids == ["a"] and torch.equal(store.values["a"], values_a) and torch.equal(store.keys, keys)
-    store.add(key, shrink, sel, {"a": value_a2, "b": value_b})  # b again, from the third frame on
-    store.remove_object("a")  # frames 1-2 are now unused: dropped
-    assert store.size == 6 and store.valid["b"].all()
-    torch.testing.assert_close(store.values["b"], value_b.flatten(1).T)
-    store.remove_object("b")
-    assert store.size == 0 and store.object_ids == []
-
-
 # ---- inference core -----------------------------------------------------------------------------------------------
 
 

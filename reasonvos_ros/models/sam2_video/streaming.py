@@ -188,31 +188,6 @@ class StreamingVideoSession:
         )
         self.session.remove_mask_inputs(index, self.next_frame)
 
-    def remove_object(self, key: int) -> None:
-        """Forget object ``key``: the library keeps objects in dense index order, so the others are re-indexed."""
-        session = self.session
-        if key not in session._obj_id_to_idx:
-            return
-        keep = [k for k in session._obj_id_to_idx if k != key]
-        stores = (
-            session.point_inputs_per_obj,
-            session.mask_inputs_per_obj,
-            session.output_dict_per_obj,
-            session.frames_tracked_per_obj,
-        )
-        kept = [{k: store[session._obj_id_to_idx[k]] for k in keep} for store in stores]
-        session._obj_id_to_idx.clear()
-        session._obj_idx_to_id.clear()
-        for store in stores:
-            store.clear()
-        for index, k in enumerate(keep):
-            session._obj_id_to_idx[k] = index
-            session._obj_idx_to_id[index] = k
-            for store, values in zip(stores, kept):
-                store[index] = values[k]
-        session.obj_ids = list(session._obj_id_to_idx)
-        self._new_inputs = [k for k in self._new_inputs if k != key]
-
     # ---- stepping -------------------------------------------------------------------------------------------------
 
     def step(self, pixels: torch.Tensor, vision_features: dict | None = None) -> StepOutput:

@@ -75,17 +75,6 @@ class XMemInference:
         # Frame counters of the latest memory frames (tests and logs); bounded for endless streams.
         self.memory_frames: deque[int] = deque(maxlen=256)
 
-    def remove(self, obj_id: Hashable) -> None:
-        if obj_id not in self.objects:
-            raise KeyError(f"object {obj_id!r} is not tracked")
-        index = self.objects.index(obj_id)
-        self.objects.pop(index)
-        if self.hidden is not None:
-            self.hidden = torch.cat([self.hidden[:index], self.hidden[index + 1 :]])
-        self.memory.remove_object(obj_id)
-        if not self.objects:
-            self.hidden = None
-
     def step(
         self,
         image: Tensor,

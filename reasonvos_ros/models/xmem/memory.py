@@ -163,21 +163,6 @@ class MemoryStore:
                 self._shrink_long_term(limit)
             self._compress()
 
-    def remove_object(self, obj_id: Hashable) -> None:
-        """Forget one object; memory elements that no remaining object uses are dropped."""
-        if obj_id not in self.values:
-            raise KeyError(obj_id)
-        del self.values[obj_id]
-        del self.valid[obj_id]
-        if not self.values:
-            self.clear()
-            return
-        used = torch.stack(list(self.valid.values())).any(dim=0)
-        if not bool(used.all()):
-            long_kept = int(used[: self.long_size].sum())
-            self._keep(used)
-            self.long_size = long_kept
-
     # ---- reading -----------------------------------------------------------------------------------------------
 
     def read(self, query_key: Tensor, query_selection: Tensor) -> dict[Hashable, Tensor]:
