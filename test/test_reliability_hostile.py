@@ -140,7 +140,7 @@ class InProcessNode:
 
     def image_callback(self):
         """The callback the executor calls (the guarded one), not the bare method."""
-        return self.node._input_subs[0].callback
+        return self.node.inputs.subscriptions[0].callback
 
     def feed(self, image: np.ndarray) -> Any:
         from reasonvos_ros.ros.conversions import numpy_to_image_msg

@@ -16,11 +16,8 @@ import threading
 from typing import Any
 
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 from std_srvs.srv import SetBool
 
@@ -38,13 +35,12 @@ from ..core.window import RollingWindow
 from ..msg import Instruction
 from ..srv import ResetTargets
 from .conversions import ConversionError, depth_msg_to_metres, image_msg_to_rgb, stamp_to_seconds
+from .inputs import InputCallbacks, InputSubscriptions
+from .lifecycle_fixes import answer_invalid_transitions, destroy_state_machine
 from .outputs import OutputPublishers, median_or_none
 from .parameters import APPLIED_AT_START, PARAMETERS, NodeSettings, check_changes, parameter_descriptor
 
 NODE_NAME = "reasonvos_perception"
-# Instructions arrive in bursts (10,000 distinct ids from a script): the subscription queue holds a burst, so each
-# instruction is accepted or rejected with a count; what DDS still reports lost is counted as well.
-INSTRUCTION_QUEUE_DEPTH = 1000
 
 
 def _depth_metres(msg: Any) -> Any:
@@ -76,22 +72,15 @@ class PerceptionNode(LifecycleNode):
         self.engine: LiveEngine | None = None
         self.window: RollingWindow | None = None
         self.backends: dict[str, Any] = {}
-        self._input_subs: list[Any] = []
+        self.inputs = InputSubscriptions(self)
         self.outputs = OutputPublishers(self)
         self._node_timers: list[Any] = []
         self._node_services: list[Any] = []
-        self._inputs_group = MutuallyExclusiveCallbackGroup()
-        self._control_group = ReentrantCallbackGroup()
-        self._guard_change_state_service()
+        answer_invalid_transitions(self, lambda why: self.rejections.reject("lifecycle_transition", why))
 
     def destroy_node(self) -> None:
         super().destroy_node()
-        # rclpy's LifecycleNode does not destroy its state machine, which holds the node handle: the node, and so
-        # the context and its DDS participant (with its /dev/shm segments), would stay alive until the Python
-        # object is collected, which never happens when the process leaves with os._exit (see node_main.main).
-        machine = getattr(self, "_state_machine", None)
-        if machine is not None:
-            machine.destroy_when_not_in_use()
+        destroy_state_machine(self)
 
     # ------------------------------------------------------------------------------------------------ containment
     def _guarded(self, name: str, callback, *, service: bool = False):
@@ -104,29 +93,6 @@ class PerceptionNode(LifecycleNode):
     def stop_publishing(self, timeout: float) -> bool:
         """Wait for a publish in flight and keep any later one from starting; False on timeout."""
         return self.outputs.stop(timeout)
-
-    def _guard_change_state_service(self) -> None:
-        """rclpy's ChangeState service raises RCLError out of the executor for a transition that is invalid in the
-        current state (configure while active: any lifecycle client other than ``ros2 lifecycle set`` can send
-        it), which ends the node. Answer ``success = False`` instead, as rclcpp does."""
-        service = getattr(self, "_service_change_state", None)
-        if service is None:
-            return
-        original = service.callback
-
-        def change_state(request, response):
-            try:
-                return original(request, response)
-            except Exception as exc:
-                self.rejections.reject(
-                    "lifecycle_transition",
-                    f"transition {request.transition.id} {request.transition.label!r} refused in state "
-                    f"{self._state_machine.current_state[1]!r}: {type(exc).__name__}: {exc}",
-                )
-                response.success = False
-                return response
-
-        service.callback = change_state
 
     def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
         """Reject a bad run-time value with the message configure would give; say when a good one applies."""
@@ -184,13 +150,13 @@ class PerceptionNode(LifecycleNode):
                 ResetTargets,
                 "~/reset",
                 self._guarded("reset", self._on_reset, service=True),
-                callback_group=self._control_group,
+                callback_group=self.inputs.control_group,
             ),
             self.create_service(
                 SetBool,
                 "~/enable",
                 self._guarded("enable", self._on_enable, service=True),
-                callback_group=self._control_group,
+                callback_group=self.inputs.control_group,
             ),
         ]
         backends = ", ".join(f"{role}={spec['name']}" for role, spec in s.backends.items())
@@ -199,78 +165,30 @@ class PerceptionNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         s = self.settings
-        reliability = ReliabilityPolicy.RELIABLE if s.qos_reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
-        camera_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=s.qos_depth,
-            reliability=reliability,
-            durability=qos_profile_sensor_data.durability,
-        )
-        image_type, image_topic = (
-            (Image, "image") if s.image_transport == "raw" else (CompressedImage, "image/compressed")
-        )
-        group = self._inputs_group
-        guard = self._guarded
-        subs = [
-            self.create_subscription(
-                image_type, image_topic, guard("image", self._on_image), camera_qos, callback_group=group
-            )
-        ]
         depth_sync = DepthSyncSettings(
             s.sync_queue_size, s.sync_slop_s, self.resolve_topic_name("depth"), self.resolve_topic_name("camera_info")
         )
         self.ingest.open(self.window, depth_sync if s.use_depth else None)
-        if s.use_depth:
-            subs.append(
-                self.create_subscription(
-                    Image, "depth", guard("depth", self._on_depth), camera_qos, callback_group=group
-                )
-            )
-            subs.append(
-                self.create_subscription(
-                    CameraInfo,
-                    "camera_info",
-                    guard("camera_info", self._on_camera_info),
-                    camera_qos,
-                    callback_group=group,
-                )
-            )
-        control = self._control_group
-        instruction_qos = QoSProfile(depth=INSTRUCTION_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
-        lost = SubscriptionEventCallbacks(message_lost=self._on_instructions_lost)
-        subs.append(
-            self.create_subscription(
-                Instruction,
-                "instruction",
-                guard("instruction", self._on_instruction),
-                instruction_qos,
-                callback_group=control,
-                event_callbacks=lost,
-            )
+        guard = self._guarded
+        callbacks = InputCallbacks(
+            image=guard("image", self._on_image),
+            depth=guard("depth", self._on_depth),
+            camera_info=guard("camera_info", self._on_camera_info),
+            instruction=guard("instruction", self._on_instruction),
+            instruction_text=guard("instruction_text", self._on_instruction_text),
+            instructions_lost=self._on_instructions_lost,
         )
-        subs.append(
-            self.create_subscription(
-                String,
-                "instruction_text",
-                guard("instruction_text", self._on_instruction_text),
-                instruction_qos,
-                callback_group=control,
-                event_callbacks=lost,
-            )
-        )
-        self._input_subs = subs
+        subscribed = self.inputs.open(s, callbacks)
         self.outputs.open()
         self._node_timers = [
             self.create_timer(
-                s.diagnostics_period_s, guard("diagnostics", self._publish_diagnostics), callback_group=control
+                s.diagnostics_period_s,
+                guard("diagnostics", self._publish_diagnostics),
+                callback_group=self.inputs.control_group,
             )
         ]
         self.engine.start()
-        self.get_logger().info(
-            f"active: subscribed to '{self.resolve_topic_name(image_topic)}' ({image_type.__name__}, "
-            f"QoS {s.qos_reliability}, depth {s.qos_depth})"
-            + (f", '{self.resolve_topic_name('depth')}' + camera_info (slop {s.sync_slop_s} s)" if s.use_depth else "")
-        )
+        self.get_logger().info(f"active: subscribed to {subscribed}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -295,11 +213,10 @@ class PerceptionNode(LifecycleNode):
             self.engine.stop()  # synchronous for results: none is emitted once it returns
         self.outputs.close()
         with self._io_lock:
-            for sub in self._input_subs:
-                self.destroy_subscription(sub)
+            self.inputs.close()
             for timer in self._node_timers:
                 self.destroy_timer(timer)
-            self._input_subs, self._node_timers = [], []
+            self._node_timers = []
             self.ingest.close()
             if self.window is not None:
                 self.window.clear()
@@ -319,7 +236,7 @@ class PerceptionNode(LifecycleNode):
     def _on_image(self, msg: Any) -> None:
         started = self.ingest.image_arrived()
         with self._io_lock:
-            if self.window is None or not self._input_subs:  # a transition took the inputs apart meanwhile
+            if self.window is None or not self.inputs.is_open:  # a transition took the inputs apart meanwhile
                 return
             if self._oversized(msg, "image"):
                 return
@@ -386,7 +303,7 @@ class PerceptionNode(LifecycleNode):
         self._set_instruction("default", msg.data, "text")
 
     def _set_instruction(self, target_id: str, text: str, source: str) -> None:
-        engine = self.engine if self._input_subs else None
+        engine = self.engine if self.inputs.is_open else None
         self.commands.instruct(engine, self.window, target_id, text, source)
 
     def _on_reset(self, request, response):
