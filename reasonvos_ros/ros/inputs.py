@@ -13,10 +13,11 @@ from typing import Any
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
+from ..bag.rclpy_tools import qos_profile
 from ..msg import Instruction
 
 # Instructions arrive in bursts (10,000 distinct ids from a script): the subscription queue holds a burst, so each
@@ -32,16 +33,6 @@ class InputCallbacks:
     instruction: Callable[[Any], None]
     instruction_text: Callable[[Any], None]
     instructions_lost: Callable[[Any], None]  # DDS event: instructions lost before they reached a callback
-
-
-def camera_qos(reliability: str, depth: int) -> QoSProfile:
-    """'best_effort' is what camera drivers publish (sensor-data QoS); 'reliable' suits bag replay."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=depth,
-        reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
-        durability=qos_profile_sensor_data.durability,
-    )
 
 
 class InputSubscriptions:
@@ -60,7 +51,9 @@ class InputSubscriptions:
     def open(self, settings: Any, callbacks: InputCallbacks) -> str:
         """Subscribe; returns what was subscribed, for the log."""
         node, s = self._node, settings
-        qos = camera_qos(s.qos_reliability, s.qos_depth)
+        # Keep-last, volatile: 'best_effort' is what camera drivers publish (sensor-data QoS), 'reliable' suits
+        # bag replay.
+        qos = qos_profile(s.qos_reliability, s.qos_depth)
         image_type, image_topic = (
             (Image, "image") if s.image_transport == "raw" else (CompressedImage, "image/compressed")
         )

@@ -75,9 +75,10 @@ class OutputPublishers:
         if publisher is not None:
             self._node.destroy_publisher(publisher)
 
-    def publish_frame(self, frame: Frame, output: FrameOutput, debug_rate_hz: float) -> None:
-        """Live results (results, 3D points, labels, debug image) or, for a past frame, the history topic."""
-        start = time.perf_counter()
+    def publish_frame(self, frame: Frame, output: FrameOutput, debug_rate_hz: float, started: float) -> None:
+        """Live results (results, 3D points, labels, debug image) or, for a past frame, the history topic.
+        ``started``: ``time.perf_counter()`` when the caller began building ``output``; the latency of live
+        frames (diagnostics ``publish_ms_median``) counts from there."""
         with self._lock:
             if not self.publishers:
                 return
@@ -93,7 +94,7 @@ class OutputPublishers:
             if output.labels is not None:
                 self.publishers["labels"].publish(numpy_to_image_msg(output.labels, "mono8", header))
             self._maybe_publish_debug(frame, output, debug_rate_hz)
-        self.latency.append(time.perf_counter() - start)
+        self.latency.append(time.perf_counter() - started)
 
     def publish_diagnostics(self, report: DiagnosticsReport) -> None:
         node = self._node

@@ -13,6 +13,7 @@ deactivate stops them and frees accelerator memory; cleanup unloads the backends
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from rcl_interfaces.msg import SetParametersResult
@@ -331,12 +332,13 @@ class PerceptionNode(LifecycleNode):
         s = self.settings
         if (not live and not s.publish_history) or not self.outputs.is_open or not self.context.ok():
             return  # (context not ok: SIGINT/SIGTERM is shutting down; the workers stop right after this)
+        started = time.perf_counter()
         try:
             depth = self.ingest.depth_for(frame) if live else None
             output = frame_output(
                 frame, results, live, depth, depth_erode_px=s.depth_erode_px, label_image=s.publish_label_image
             )
-            self.outputs.publish_frame(frame, output, s.debug_image_rate_hz)
+            self.outputs.publish_frame(frame, output, s.debug_image_rate_hz, started)
         except Exception as exc:  # a failing publish must not turn into a backend error of the target
             if self.context.ok():  # else: SIGINT/SIGTERM shut the context down under a worker's publish
                 self.callback_failures.record("publish", exc)
