@@ -14,7 +14,7 @@ import textwrap
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reasonvos_ros.core.options import option_rows  # noqa: E402
+from reasonvos_ros.core.options import limits_text, option_rows  # noqa: E402
 from reasonvos_ros.core.registry import ROLES, backend_options_type  # noqa: E402
 from reasonvos_ros.ros.parameters import PARAMETERS  # noqa: E402
 from reasonvos_ros.ros.perception_node import NODE_NAME  # noqa: E402
@@ -32,9 +32,7 @@ def yaml_value(value) -> str:
 
 
 def limits(param) -> str:
-    if param.choices:
-        return ", ".join(param.choices)
-    return f"{param.low} .. {param.high}" if param.low is not None else ""
+    return limits_text(param.spec)
 
 
 def cell(text: str) -> str:

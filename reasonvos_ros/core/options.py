@@ -273,18 +273,23 @@ def option_rows(options_type: type[OptionSet], prefix: str = "") -> list[OptionR
             rows += option_rows(hint, f"{prefix}{field.name}.")
             continue
         default = field.default_factory() if field.default is dataclasses.MISSING else field.default
-        if spec.choices:
-            limits = choices_text(spec.choices)
-        elif spec.low is not None and spec.high is not None:
-            limits = f"{spec.low} .. {spec.high}"
-        elif spec.low is not None:
-            limits = f">= {spec.low}"
-        elif spec.high is not None:
-            limits = f"<= {spec.high}"
-        else:
-            limits = ""
-        rows.append(OptionRow(prefix + field.name, type_text(hint), json_text(default), limits, spec.description))
+        rows.append(
+            OptionRow(prefix + field.name, type_text(hint), json_text(default), limits_text(spec), spec.description)
+        )
     return rows
+
+
+def limits_text(spec: OptionSpec) -> str:
+    """The choices or the range of a spec as the documentation and ``ros2 param describe`` show them ("" if none)."""
+    if spec.choices:
+        return choices_text(spec.choices)
+    if spec.low is not None and spec.high is not None:
+        return f"{spec.low} .. {spec.high}"
+    if spec.low is not None:
+        return f">= {spec.low}"
+    if spec.high is not None:
+        return f"<= {spec.high}"
+    return ""
 
 
 # ---- groups shared by several backends ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core.config import PipelineConfig
 from ..core.errors import ConfigError
-from ..core.options import OptionSpec, json_object, spec_of
+from ..core.options import OptionSpec, json_object, limits_text, spec_of
 from ..core.options import check_value as check_option_value
 from ..core.registry import ROLES
 
@@ -29,6 +29,11 @@ class Param:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
+
+    @property
+    def spec(self) -> OptionSpec:
+        """The limits in the form the one checker of ``core.options`` takes."""
+        return OptionSpec(self.description, self.low, self.high, self.choices)
 
 
 def backend_parameters(role: str, default: str, description: str, example: str = "") -> tuple[Param, Param]:
@@ -185,8 +190,7 @@ def check_value(param: Param, value: Any) -> Any:
     Returns the value (an int given for a float parameter becomes a float); raises ConfigError with the message
     that both configure and a rejected ``ros2 param set`` report.
     """
-    spec = OptionSpec(param.description, param.low, param.high, param.choices)
-    value = check_option_value(value, type(param.default), spec, f"parameter '{param.name}'")
+    value = check_option_value(value, type(param.default), param.spec, f"parameter '{param.name}'")
     if param.name.endswith("_options"):
         backend_options(param.name[: -len("_options")], value)
     return value
@@ -241,11 +245,8 @@ def parameter_descriptor(param: Param):
     from rcl_interfaces.msg import ParameterDescriptor
 
     description = param.description
-    constraints = ""
-    if param.choices:
-        constraints = f"one of: {', '.join(param.choices)}"
-    elif param.low is not None:
-        constraints = f"range {param.low} .. {param.high}"
+    limits = limits_text(param.spec)
+    constraints = "" if not limits else f"one of: {limits}" if param.choices else f"range {limits}"
     if constraints:
         description += f" ({constraints})"
     return ParameterDescriptor(description=description, additional_constraints=constraints)
