@@ -19,12 +19,14 @@ from .registry import build_backend
 from .types import Frame, TargetStatus
 
 DEFAULT_BACKENDS: dict[str, dict[str, Any]] = {
-    # No wall-clock budget on the key-frame scan either: offline results must not depend on the machine's load
-    # (with the live default of 0.6 s a loaded machine scanned fewer frames and chose another key frame).
-    "sampler": {"name": "detector", "options": {"max_scan_s": 0.0}},
+    "sampler": {"name": "detector", "options": {}},
     "segmenter": {"name": "lite", "options": {}},
     "tracker": {"name": "opencv", "options": {}},
 }
+# Offline results must not depend on the machine's load: a backend option that puts a wall-clock budget on its
+# work is off unless the caller sets it. The detector sampler's key-frame scan: with its live default of 0.6 s a
+# loaded machine scanned fewer frames and chose another key frame.
+UNBUDGETED_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {("sampler", "detector"): {"max_scan_s": 0.0}}
 
 
 @dataclass
@@ -37,14 +39,22 @@ class ClipSegmentation:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def build_pipeline(backends: Mapping[str, Any] | None = None, config: PipelineConfig | None = None) -> Pipeline:
-    """Build a pipeline from ``{"sampler": {"name", "options"}, "segmenter": ..., "tracker": ...}``;
-    roles left out use ``DEFAULT_BACKENDS`` (the lite CPU backends)."""
-    chosen = {role: dict(DEFAULT_BACKENDS[role]) for role in DEFAULT_BACKENDS}
+def resolve_backends(backends: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """What runs offline for ``{"sampler": {"name", "options"}, "segmenter": ..., "tracker": ...}``: roles left out
+    use ``DEFAULT_BACKENDS`` (the lite CPU backends), and ``UNBUDGETED_OPTIONS`` apply unless set."""
+    chosen = {role: {"name": spec["name"], "options": dict(spec["options"])} for role, spec in DEFAULT_BACKENDS.items()}
     for role, spec in (backends or {}).items():
         if role not in chosen:
             raise ValueError(f"unknown backend role {role!r}; expected sampler, segmenter, tracker")
-        chosen[role] = {"name": spec.get("name", chosen[role]["name"]), "options": spec.get("options", {})}
+        chosen[role] = {"name": spec.get("name", chosen[role]["name"]), "options": dict(spec.get("options", {}))}
+    for role, spec in chosen.items():
+        spec["options"] = {**UNBUDGETED_OPTIONS.get((role, spec["name"]), {}), **spec["options"]}
+    return chosen
+
+
+def build_pipeline(backends: Mapping[str, Any] | None = None, config: PipelineConfig | None = None) -> Pipeline:
+    """Build the pipeline of ``resolve_backends(backends)``."""
+    chosen = resolve_backends(backends)
     built = {role: build_backend(role, spec["name"], spec["options"]) for role, spec in chosen.items()}
     return Pipeline(built["sampler"], built["segmenter"], built["tracker"], config)
 

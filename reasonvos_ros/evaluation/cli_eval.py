@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from ..core.errors import BackendFailure, ReasonVosError
-from .cli_segment import InputError, add_backend_arguments, backends_from_args, check_masks, resolved_backends
+from .cli_segment import InputError, add_backend_arguments, backends_from_args, check_masks
 from .dataset import TYPE_NAMES, Expression, ReVOSDataset
 from .report import format_summary, write_prediction_masks, write_report
 from .scoring import evaluate_predictions
@@ -101,7 +101,7 @@ def run_pipeline(
     """Segment every expression, write its masks and one ``runs.csv`` row; returns run statistics."""
     from tqdm import tqdm
 
-    from ..core.offline import build_pipeline, segment_clip
+    from ..core.offline import build_pipeline, resolve_backends, segment_clip
 
     pipeline = build_pipeline(backends or None)
     failures = 0
@@ -143,7 +143,7 @@ def run_pipeline(
             )  # fmt: skip
             handle.flush()
     return {
-        "backends": resolved_backends(backends),
+        "backends": resolve_backends(backends),
         "expressions_run": len(expressions),
         "failed": failures,
         "mean_seconds_per_expression": (sum(total_times) / len(total_times)) if total_times else None,

@@ -19,7 +19,7 @@ import argparse
 import json
 import pathlib
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,16 +100,6 @@ def backends_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             raise InputError(f"unknown {role} backend {entry['name']!r}; available: {', '.join(sorted(table))}")
     # segment_clip fills roles (and names) left out with its defaults.
     return {role: {k: v for k, v in entry.items() if v is not None} for role, entry in spec.items()}
-
-
-def resolved_backends(backends: Mapping[str, Any]) -> dict[str, Any]:
-    """What will actually run: the defaults of ``core.offline`` overlaid with ``backends`` (for the records)."""
-    from ..core.offline import DEFAULT_BACKENDS
-
-    out = {role: {"name": entry["name"], "options": dict(entry["options"])} for role, entry in DEFAULT_BACKENDS.items()}
-    for role, entry in backends.items():
-        out[role] = {"name": entry.get("name", out[role]["name"]), "options": dict(entry.get("options", {}))}
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------- inputs
@@ -237,7 +227,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.offline import segment_clip
+    from ..core.offline import resolve_backends, segment_clip
 
     try:
         if not args.instruction.strip():
@@ -265,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
             "score": result.score,
             "timings": result.timings,
             "mask_area_px": [int(m.sum()) for m in masks],
-            "backends": resolved_backends(backends),
+            "backends": resolve_backends(backends),
         }
         (out / "result.json").write_text(json.dumps(record, indent=2) + "\n")
     except (ReasonVosError, OSError) as exc:
