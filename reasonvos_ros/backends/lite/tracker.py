@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from reasonvos_ros.core.errors import BackendUnavailable, ConfigError
-from reasonvos_ros.core.interfaces import Tracker, TrackerSession
+from reasonvos_ros.core.interfaces import Tracker, TrackerSession, checked_seed_masks
 from reasonvos_ros.core.options import OptionSet, option
 from reasonvos_ros.core.types import Frame, TrackedMask
 
@@ -364,10 +364,7 @@ class OpenCVTrackerSession(TrackerSession):
             raise RuntimeError("step on a closed tracker session")
         prepared = self._prepare_frame(frame)
         small, gray, small_bgr = prepared.small, prepared.gray, prepared.small_bgr
-        seeds = {obj_id: np.asarray(mask).astype(bool) for obj_id, mask in (new_masks or {}).items()}
-        for obj_id, seed in seeds.items():
-            if seed.shape != self._frame_shape:
-                raise ValueError(f"seed mask for {obj_id!r} has shape {seed.shape}, frame is {self._frame_shape}")
+        seeds = checked_seed_masks(new_masks or {}, *self._frame_shape)
         out: dict[str, TrackedMask] = {}
         carried = [obj_id for obj_id in self._objects if obj_id not in seeds]
         if carried:
