@@ -6,7 +6,7 @@ pedestrians, so several targets may follow the same person; the load is what is 
 live results per second (any status, and TRACKING ones), the latency from a frame's arrival to its result
 (median, p95), acquisitions and losses, and the engine's frames skipped (the newest frame wins).
 
-Run: source tools/env.sh && python benchmarks/bench_multi_target.py [--targets 4] [--seconds 30] [--tracker-options '{}']
+Run: source tools/env.sh && python benchmarks/bench_multi_target.py [--targets 4] [--seconds 30] [--tracker-options '{}'] [--config '{}']
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--tracker-options", default="{}")
-    parser.add_argument("--redetect-interval", type=float, default=None)
-    parser.add_argument("--no-backward-pass", action="store_true", help="no history pass after acquisitions")
+    parser.add_argument(
+        "--config", default="{}", help="JSON pipeline settings (PipelineConfig), e.g. '{\"backward_pass\": false}'"
+    )
     parser.add_argument(
         "--replay",
         type=int,
@@ -49,8 +50,6 @@ def main() -> int:
         "CPU time per tracker step",
     )
     args = parser.parse_args()
-    from dataclasses import replace
-
     from reasonvos_ros.core.engine import LiveEngine
     from reasonvos_ros.core.pipeline import Pipeline, PipelineConfig
     from reasonvos_ros.core.registry import build_backend
@@ -65,11 +64,7 @@ def main() -> int:
         if not ok:
             break
         images.append(cv2.cvtColor(cv2.resize(bgr, (args.width, args.height)), cv2.COLOR_BGR2RGB))
-    config = PipelineConfig()
-    if args.redetect_interval is not None:
-        config = replace(config, redetect_interval_s=args.redetect_interval)
-    if args.no_backward_pass:
-        config = replace(config, backward_pass=False)
+    config = PipelineConfig(**json.loads(args.config))
     pipeline = Pipeline(
         build_backend("sampler", "detector"),
         build_backend("segmenter", "lite"),

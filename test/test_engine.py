@@ -25,6 +25,7 @@ class Harness:
         self.live: list = []
         self.past: list = []
         self.order: list = []  # (live, reason) of every result in the order it was reported
+        self.sequence: list = []  # (live, target id, frame index) of every result in the order it was reported
         self.events: list = []
         self.cond = threading.Condition()
         self.engine = LiveEngine(self.pipeline, self.window, self.on_results, max_targets, self.on_event)
@@ -35,6 +36,7 @@ class Harness:
         with self.cond:
             (self.live if live else self.past).append((frame.index, {r.target_id: r for r in results}))
             self.order.extend((live, r.status) for r in results)
+            self.sequence.extend((live, r.target_id, frame.index) for r in results)
             self.cond.notify_all()
 
     def on_event(self, level, text):
@@ -370,6 +372,28 @@ def test_reacquisition_history_covers_only_the_gap_since_the_loss(harness_factor
     h.wait_for(lambda: any(index == last_live + 1 for index, _ in h.past[before:]))  # the pass reached the gap's start
     revisited = [index for index, _ in h.past[before:]]
     assert min(revisited) == last_live + 1, (last_live, sorted(revisited))
+
+
+def test_a_waiting_acquisition_goes_before_a_history_pass_which_then_resumes(harness_factory):
+    """A target waiting for its acquisition used to wait for the whole backward pass of the target acquired
+    before it (seconds per lost target with four targets); the pass now yields to it and finishes afterwards."""
+    h = harness_factory(tracker_delay=0.02, backward_budget_s=0)  # the history visits all 30 past frames: 0.6 s
+    images, _ = square_scene(70, objects={"red": (5, 5, 1, 0, 20), "blue": (100, 60, -1, 0, 20)})
+    h.feed(images[:30], period=0.0)
+    h.engine.set_instruction("a", "red")
+    h.wait_for(lambda: any(live is False and target == "a" for live, target, _ in h.sequence))
+    h.engine.set_instruction("b", "blue")  # queued while a's history pass runs
+    h.feed(images[30:], period=0.02)
+    h.wait_status("b", TargetStatus.TRACKING)
+    h.wait_for(lambda: any(not live and target == "a" and index == 0 for live, target, index in h.sequence))
+    with h.cond:
+        sequence = list(h.sequence)
+    history_of_a = [n for n, (live, target, _) in enumerate(sequence) if not live and target == "a"]
+    b_live = next(n for n, (live, target, _) in enumerate(sequence) if live and target == "b")
+    assert history_of_a[0] < b_live < history_of_a[-1], "b waited for a's whole backward pass"
+    visited = {index for live, target, index in sequence if not live and target == "a"}
+    assert set(range(0, 29)) <= visited, "a's backward pass did not finish after b's acquisition"
+    assert h.engine.stats.histories_dropped == 0
 
 
 def test_backend_fault_sets_error_and_next_instruction_recovers(harness_factory):

@@ -42,6 +42,14 @@ class PipelineConfig(OptionSet):
         low=0.0,
         high=600.0,
     )
+    history_cpu_share: float = option(
+        0.5,
+        "while a target is tracked live, the backward pass pauses after each step so it uses at most this share "
+        "of one core (its time budget still holds: it skips more frames); live tracking gets the rest (1 = no "
+        "pause)",
+        low=0.05,
+        high=1.0,
+    )
     # Lost/drift detection (see pipeline.DriftMonitor).
     lost_min_confidence: float = option(
         0.35, "tracker confidence under which a frame counts as suspicious", low=0.0, high=1.0

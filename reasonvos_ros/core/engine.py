@@ -1,7 +1,8 @@
 """The live engine: instructions + a rolling window in, per-frame target results out (ROS-free).
 
 Two worker threads keep ingest free of inference: the *acquisition* worker resolves instructions (sampler,
-segmenter, catch-up, then the backward pass), one target at a time in instruction order; the *tracking* worker
+segmenter, catch-up, then the backward pass), one target at a time in instruction order, an acquisition waiting
+in the queue before any backward pass not yet through (that pass resumes afterwards); the *tracking* worker
 steps every tracked target on the newest frame, skipping frames it had no time for (the newest frame always wins),
 runs drift detection and emits one result set per processed frame. A new instruction for a target replaces the old
 one: the acquisition in flight is dropped at its next step (a model call already running is not interrupted).
@@ -207,10 +208,22 @@ class EngineStats:
     timelines: int = 0  # new timelines started by a camera that changed resolution
     redetections: int = 0  # frames on which live tracks were checked against independent evidence
     track_corrections: int = 0  # tracks re-seeded by that evidence
+    histories_dropped: int = 0  # backward passes given up for a newer acquisition of their target
     last_timings: dict[str, float] = field(default_factory=dict)
     last_counts: dict[str, int] = field(default_factory=dict)
     track_step_s: float = 0.0  # mean duration of one target's tracker step, over frames where a tracker ran
     track_rate_hz: float = 0.0  # live frames per second on which a tracker ran (last TRACK_RATE_WINDOW_S)
+
+
+@dataclass
+class _History:
+    """An acquisition whose forward session went live and whose backward pass is still to run."""
+
+    state: TargetState
+    generation: int
+    events: Events
+    past: _PastResults
+    acquisition: Acquisition
 
 
 @dataclass
@@ -492,33 +505,79 @@ class LiveEngine:
             return True
 
     def _acquire_loop(self, worker: _Worker) -> None:
-        while True:
-            with self._lock:
-                state = None
-                while not worker.stop:
-                    now = time.monotonic()
-                    for candidate in self._targets.values():
-                        if self._retry_due(candidate, now):
-                            self._enqueue(candidate)
-                    if self.enabled and self._queue and len(self.window) > 0:
-                        state = self._targets.get(self._queue.popleft())
-                        if state is not None:
-                            state.acquiring()
+        # Backward passes not yet through, oldest first, at most one per target. Only this thread touches them:
+        # an acquisition waiting in the queue goes before them (a lost target used to wait seconds for other
+        # targets' history passes), and they resume when no acquisition is waiting.
+        histories: deque[_History] = deque()
+        try:
+            while True:
+                with self._lock:
+                    state = None
+                    while not worker.stop:
+                        now = time.monotonic()
+                        for candidate in self._targets.values():
+                            if self._retry_due(candidate, now):
+                                self._enqueue(candidate)
+                        if self.enabled and self._queue and len(self.window) > 0:
+                            state = self._targets.get(self._queue.popleft())
+                            if state is not None:
+                                state.acquiring()
+                                break
+                            continue
+                        if histories:
                             break
-                        continue
-                    self._wake_acquire.wait(timeout=0.2)
-                if worker.stop:
-                    worker.exited = True
-                    return
-                generation = state.generation
-                instruction = state.instruction
-            frames = self.window.snapshot()
-            self._run_acquisition(state, generation, instruction, frames)
+                        self._wake_acquire.wait(timeout=0.2)
+                    if worker.stop:
+                        worker.exited = True
+                        return
+                    if state is not None:
+                        generation = state.generation
+                        instruction = state.instruction
+                if state is None:
+                    history = histories.popleft()
+                    if not self._continue_history(history):
+                        histories.appendleft(history)  # an acquisition is waiting: it goes first
+                    continue
+                history = self._run_acquisition(state, generation, instruction, self.window.snapshot())
+                if history is not None:
+                    for older in [h for h in histories if h.state is state]:
+                        # A newer acquisition of the same target: its history replaces the one not yet through.
+                        histories.remove(older)
+                        older.events.close()
+                        with self._lock:
+                            self.stats.histories_dropped += 1
+                    histories.append(history)
+        finally:
+            for history in histories:
+                history.events.close()
 
-    def _run_acquisition(self, state: TargetState, generation: int, instruction: str, frames: list[Frame]) -> None:
-        """One acquisition: its results on past frames go out as they come, its forward session goes live at the
-        hand-over and its backward pass (the history) follows. It is stopped by closing its events (which closes
-        the tracker sessions it still owns) as soon as the target is superseded, reset or paused."""
+    def _pause_for_live_tracking(self, seconds: float) -> bool:
+        """Leave the CPU to live tracking for ``seconds`` when a target is tracked live (the backward pass is
+        best-effort; on two cores it used to take one whole core from live tracking). True when an acquisition
+        became due meanwhile: it goes first."""
+        with self._lock:
+            if not any(t.status == TargetStatus.TRACKING for t in self._targets.values()):
+                return False
+            deadline = time.monotonic() + min(seconds, 1.0)
+            while self._running and (left := deadline - time.monotonic()) > 0:
+                self._wake_acquire.wait(timeout=left)
+                if self._acquisition_waiting():
+                    return True
+        return False
+
+    def _acquisition_waiting(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            due = bool(self._queue) or any(self._retry_due(t, now) for t in self._targets.values())
+            return self.enabled and due and len(self.window) > 0
+
+    def _run_acquisition(
+        self, state: TargetState, generation: int, instruction: str, frames: list[Frame]
+    ) -> _History | None:
+        """One acquisition up to its hand-over: its results on past frames go out as they come and its forward
+        session goes live. Returns its backward pass (the history) when there is one to run, for
+        ``_continue_history``. It is stopped by closing its events (which closes the tracker sessions it still
+        owns) as soon as the target is superseded, reset or paused."""
         past = _PastResults(state.target_id, instruction)
         try:
             events = self.pipeline.acquire(
@@ -530,13 +589,17 @@ class LiveEngine:
             )
         except Exception as exc:
             self._fail(state, generation, exc)
-            return
+            return None
+        history = None
         try:
             acquisition = self._until_live(state, generation, events, past)
             if acquisition is not None:
-                self._run_history(state, generation, events, past, acquisition)
+                history = _History(state, generation, events, past, acquisition)
+                return history
         finally:
-            events.close()
+            if history is None:
+                events.close()
+        return None
 
     def _until_live(
         self, state: TargetState, generation: int, events: Events, past: _PastResults
@@ -580,23 +643,32 @@ class LiveEngine:
             return None
         return acquisition if acquisition.session is not None else None
 
-    def _run_history(
-        self, state: TargetState, generation: int, events: Events, past: _PastResults, acquisition: Acquisition
-    ) -> None:
-        """The backward pass, after live tracking has the target: its results go to the history output; a
-        failure there is logged and does not touch the live target."""
+    def _continue_history(self, history: _History) -> bool:
+        """Run ``history``'s backward pass (its results go to the history output) until it is through -- True --
+        or an acquisition is waiting -- False: it is resumed later. A failure there is logged and does not touch
+        the live target."""
+        state, generation = history.state, history.generation
+        share = self.pipeline.config.history_cpu_share
         try:
-            for event in events:
-                self._emit_past(state, generation, past, event)
+            started = time.perf_counter()
+            for event in history.events:
+                self._emit_past(state, generation, history.past, event)
                 if not self._may_change(state, generation):
-                    return
+                    break
+                if self._acquisition_waiting():
+                    return False
+                if share < 1.0 and self._pause_for_live_tracking((time.perf_counter() - started) * (1 / share - 1)):
+                    return False
+                started = time.perf_counter()
+            else:
+                with self._lock:
+                    if self._is_current(state, generation):
+                        self.stats.last_timings = dict(history.acquisition.timings)
+                        self.stats.last_counts = dict(history.acquisition.counts)
         except Exception as exc:
             self.on_event("warn", f"target {state.target_id!r}: backward pass failed: {_describe_failure(exc)}")
-            return
-        with self._lock:
-            if self._is_current(state, generation):
-                self.stats.last_timings = dict(acquisition.timings)
-                self.stats.last_counts = dict(acquisition.counts)
+        history.events.close()
+        return True
 
     def _emit_past(self, state: TargetState, generation: int, past: _PastResults, event: AcquisitionEvent) -> None:
         result = past.result_of(event)
@@ -662,15 +734,15 @@ class LiveEngine:
                     steps += 1
                     step_time += duration
                     evidence, reseeded = None, None
-                    if redetect and guard is not None and tracked is not None and tracked.area > 0:
-                        checked = True
-                        evidence = self.pipeline.verify(
-                            frame, tracked.mask, guard.segmentation, guard.predicted_box(frame.stamp)
-                        )
+                    if guard is not None:
+                        checked = checked or (redetect and tracked is not None and tracked.area > 0)
+                        evidence = self.pipeline.check_track(frame, tracked, guard, redetect)
                         if evidence is not None and evidence.correction is not None:
                             with self._private_session_lock():
                                 reseeded = self.pipeline.reseed(state.target_id, frame, evidence.correction)
-                            tracked = TrackedMask(evidence.correction, tracked.confidence)
+                            tracked = TrackedMask(
+                                evidence.correction, tracked.confidence if tracked is not None else 0.0
+                            )
                 except Exception as exc:  # a tracker failure only affects this target
                     with self._lock:
                         # A new instruction or a reset may have closed this session under us: not a failure.

@@ -48,6 +48,19 @@ class KeyframeSegmenter(abc.ABC):
         tracking every ``redetect_interval_s``; it must be much cheaper than ``segment``."""
         return None
 
+    def refind(
+        self,
+        frame: Frame,
+        expected_box: tuple[float, float, float, float],
+        segmentation: Segmentation,
+        predicted_box: tuple[float, float, float, float] | None = None,
+    ) -> Evidence | None:
+        """Where the target is on ``frame`` now that its track looks lost (the tracker's mask vanished, collapsed
+        or is contradicted): ``expected_box`` is where it was last seen (moved along its motion when known),
+        ``predicted_box`` as in ``verify``. An ``Evidence`` whose ``correction`` is the target's mask when this
+        backend finds it there unambiguously, else None (default: no such search; the target is re-acquired)."""
+        return None
+
     def release(self) -> None:  # noqa: B027 - optional hook, default no-op
         """Free accelerator memory (lifecycle deactivate). Default: nothing to free."""
 

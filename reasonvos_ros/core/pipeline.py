@@ -196,6 +196,21 @@ def budgeted(frames: Sequence[Frame], budget_s: float, timer: StepTimer) -> Iter
         yield frames[position]
 
 
+def _checked_evidence(method: str, evidence: Evidence | None, frame: Frame) -> Evidence | None:
+    """Reject a segmenter's ``verify`` / ``refind`` output that would silently corrupt a track."""
+    if evidence is None:
+        return None
+    if not isinstance(evidence, Evidence) or not np.isfinite(evidence.support):
+        raise BackendFailure(f"segmenter {method} returned {evidence!r}, not an Evidence with a finite support")
+    if evidence.correction is not None:
+        correction = np.asarray(evidence.correction)
+        if correction.shape != frame.image.shape[:2]:
+            raise BackendFailure(f"{method} correction shape {correction.shape} != frame {frame.image.shape[:2]}")
+        evidence.correction = correction.astype(bool, copy=False)
+    evidence.support = float(min(max(evidence.support, 0.0), 1.0))
+    return evidence
+
+
 def check_segmentation(seg: Segmentation, frame: Frame) -> Segmentation:
     """Reject backend output that would silently publish wrong masks."""
     expected = frame.image.shape[:2]
@@ -264,17 +279,31 @@ class Pipeline:
 
     def verify(self, frame: Frame, mask: np.ndarray, segmentation: Segmentation, predicted_box=None) -> Evidence | None:
         """The segmenter's independent check of a tracked mask (None when it has none); see ``TrackGuard``."""
-        evidence = self.segmenter.verify(frame, mask, segmentation, predicted_box)
-        if evidence is None:
-            return None
-        if not isinstance(evidence, Evidence) or not np.isfinite(evidence.support):
-            raise BackendFailure(f"segmenter verify returned {evidence!r}, not an Evidence with a finite support")
-        if evidence.correction is not None:
-            correction = np.asarray(evidence.correction)
-            if correction.shape != frame.image.shape[:2]:
-                raise BackendFailure(f"verify correction shape {correction.shape} != frame {frame.image.shape[:2]}")
-            evidence.correction = correction.astype(bool, copy=False)
-        evidence.support = float(min(max(evidence.support, 0.0), 1.0))
+        return _checked_evidence("verify", self.segmenter.verify(frame, mask, segmentation, predicted_box), frame)
+
+    def check_track(self, frame: Frame, tracked: TrackedMask | None, guard: TrackGuard, due: bool) -> Evidence | None:
+        """The independent evidence about one live step: the regular check of the tracked mask when ``due``
+        (``verify``); then, when that check contradicts the mask or the tracker's own output is about to lose the
+        target (``DriftMonitor.would_lose``: the last of ``lost_patience`` suspicious frames), a search for the
+        target where it was last
+        seen (``KeyframeSegmenter.refind``; at most ``TrackGuard.MAX_REFINDS`` in a row without a supporting
+        check). An evidence with a ``correction`` re-seeds the track; None when there is nothing to say."""
+        evidence = None
+        predicted = guard.predicted_box(frame.stamp)
+        if due and tracked is not None and tracked.area > 0:
+            evidence = self.verify(frame, tracked.mask, guard.segmentation, predicted)
+        if evidence is not None and evidence.correction is not None:
+            return evidence
+        contradicted = evidence is not None and evidence.support <= 0.0
+        if (contradicted or guard.monitor.would_lose(tracked)) and guard.may_refind():
+            expected = guard.expected_box(frame.stamp)
+            if expected is not None:
+                found = _checked_evidence(
+                    "refind", self.segmenter.refind(frame, expected, guard.segmentation, predicted), frame
+                )
+                if found is not None and found.correction is not None:
+                    guard.refinds_in_a_row += 1
+                    return found
         return evidence
 
     def acquire(
@@ -449,29 +478,44 @@ class DriftMonitor:
         self.strikes = 0
         self.touched_border = False
 
+    def would_lose(self, tracked: TrackedMask | None) -> bool:
+        """Whether ``update(tracked)`` would declare the target lost (no state change)."""
+        return self.strikes + 1 >= self.config.lost_patience and self._suspicion(tracked)[0] is not None
+
     def update(self, tracked: TrackedMask | None) -> str | None:
         """Feed one tracked frame; returns the reason when the target is lost, else None."""
-        cfg = self.config
-        reason = None
-        if tracked is None or tracked.area < max(1, cfg.min_mask_area_px):
-            reason = "object left the view" if self.touched_border else "mask vanished"
-        else:
-            ratio = tracked.area / self.seed_area
-            if ratio < cfg.lost_min_area_ratio:
-                reason = f"mask area collapsed to {ratio:.0%} of the key-frame area"
-            elif ratio > cfg.lost_max_area_ratio:
-                reason = f"mask area grew to {ratio:.1f}x the key-frame area"
-            mask = tracked.mask
-            self.touched_border = bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
-            if reason is None and self.touched_border and ratio < cfg.lost_border_area_ratio:
-                reason = f"object leaving the view ({ratio:.0%} of the key-frame area left, at the border)"
-            elif reason is None and tracked.confidence < cfg.lost_min_confidence:
-                reason = f"tracker confidence {tracked.confidence:.2f} below {cfg.lost_min_confidence:.2f}"
+        reason, touched_border = self._suspicion(tracked)
+        if touched_border is not None:
+            self.touched_border = touched_border
         if reason is None:
             self.strikes = 0
             return None
         self.strikes += 1
-        return reason if self.strikes >= cfg.lost_patience else None
+        return reason if self.strikes >= self.config.lost_patience else None
+
+    def _suspicion(self, tracked: TrackedMask | None) -> tuple[str | None, bool | None]:
+        """(why ``tracked`` is suspicious or None, whether its mask touches the image border; None when empty)."""
+        cfg = self.config
+        if tracked is None or tracked.area < max(1, cfg.min_mask_area_px):
+            return ("object left the view" if self.touched_border else "mask vanished"), None
+        ratio = tracked.area / self.seed_area
+        mask = tracked.mask
+        touched_border = bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+        if ratio < cfg.lost_min_area_ratio:
+            return f"mask area collapsed to {ratio:.0%} of the key-frame area", touched_border
+        if ratio > cfg.lost_max_area_ratio:
+            return f"mask area grew to {ratio:.1f}x the key-frame area", touched_border
+        if touched_border and ratio < cfg.lost_border_area_ratio:
+            return f"object leaving the view ({ratio:.0%} of the key-frame area left, at the border)", touched_border
+        if tracked.confidence < cfg.lost_min_confidence:
+            return f"tracker confidence {tracked.confidence:.2f} below {cfg.lost_min_confidence:.2f}", touched_border
+        return None, touched_border
+
+
+def _box_corners(mask: np.ndarray) -> np.ndarray | None:
+    """(x0, y0, x1, y1) of the mask's pixels as floats, or None when empty."""
+    box = mask_bbox(mask)
+    return None if box is None else np.array([box[0], box[1], box[0] + box[2], box[1] + box[3]], float)
 
 
 def redetect_due(config: PipelineConfig, stamp: float, last_stamp: float | None) -> bool:
@@ -497,6 +541,12 @@ class TrackGuard:
     IoU is measured by ``benchmarks/tracking_lite.py``.
     """
 
+    #: Re-finds (``Pipeline.check_track``) allowed in a row before a regular check supports the track again: a
+    #: target that keeps being lost and re-found is not being tracked; it is re-acquired.
+    MAX_REFINDS = 2
+    #: How long after the target was last seen a re-find may look for it there (seconds of camera time).
+    REFIND_WITHIN_S = 1.5
+
     def __init__(
         self, config: PipelineConfig, seed_area: int, segmentation: Segmentation, key_stamp: float | None = None
     ) -> None:
@@ -505,14 +555,38 @@ class TrackGuard:
         self.support = float(min(max(segmentation.score, 0.0), 1.0))
         self.checks = 0
         self.corrections = 0
+        self.refinds_in_a_row = 0
         self.unconfirmed = ""  # why the last check did not support the mask ("" when it did)
         # Constant-velocity motion model of the target's box centre (its size is the last located one), from the
         # checks that located the target unambiguously.
-        box = mask_bbox(segmentation.mask) if segmentation.mask.any() else None
-        self._box = None if box is None else np.array([box[0], box[1], box[0] + box[2], box[1] + box[3]], float)
+        box = _box_corners(segmentation.mask)
+        self._box = box
         self._stamp = key_stamp
         self._velocity = np.zeros(2)
         self._located = 0
+        # Where the target was last reported TRACKING (box corners, camera stamp): where a re-find looks.
+        self._seen_box, self._seen_stamp = box, key_stamp
+
+    def may_refind(self) -> bool:
+        return self.refinds_in_a_row < self.MAX_REFINDS
+
+    def expected_box(self, stamp: float) -> tuple[float, float, float, float] | None:
+        """Where to look for the target at ``stamp`` after its track looks lost: the predicted box when the motion
+        is known, else where it was last reported TRACKING (None when that is more than ``REFIND_WITHIN_S`` ago)."""
+        predicted = self.predicted_box(stamp)
+        if predicted is not None:
+            return predicted
+        if self._seen_box is None or self._seen_stamp is None:
+            return None
+        if not 0.0 <= stamp - self._seen_stamp <= self.REFIND_WITHIN_S:
+            return None
+        return tuple(float(v) for v in self._seen_box)
+
+    def _seen(self, tracked: TrackedMask | None, stamp: float | None) -> None:
+        if tracked is not None and stamp is not None:
+            box = _box_corners(tracked.mask)
+            if box is not None:
+                self._seen_box, self._seen_stamp = box, stamp
 
     def predicted_box(self, stamp: float) -> tuple[float, float, float, float] | None:
         """Where the target's box should be at ``stamp`` (None until two checks have located the target, so the
@@ -550,6 +624,7 @@ class TrackGuard:
             self.support = evidence.support
             self.monitor.strikes = 0
             self.unconfirmed = ""
+            self._seen(TrackedMask(evidence.correction, evidence.support), stamp)
             return Verdict(None, float(np.sqrt(max(confidence, evidence.support) * self.support)))
         reason = self.monitor.update(tracked)
         if reason is not None:
@@ -563,6 +638,7 @@ class TrackGuard:
                 self.unconfirmed = evidence.reason
             else:
                 self.unconfirmed = ""
+                self.refinds_in_a_row = 0
         if self.unconfirmed:
             # Not reported as tracked (nothing supports the mask), but the track is kept until the next check:
             # a detector miss (occlusion, motion blur) must not cost a whole re-acquisition.
@@ -571,6 +647,7 @@ class TrackGuard:
         if score < 0.5 * self.monitor.config.lost_min_confidence:
             # Too weak to publish as tracked; the drift monitor's patience decides whether the track is lost.
             return Verdict(f"score {score:.2f} on this frame is too low to report the mask; still tracking", 0.0, True)
+        self._seen(tracked, stamp)
         return Verdict(None, score)
 
 

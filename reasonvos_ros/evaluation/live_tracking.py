@@ -78,14 +78,14 @@ def replay_live(
                 out.append(LiveFrame(status, None, 0.0, 0.0, reason))
                 continue
             tracked = pipeline.step_session(session, frame, target_id)
-            evidence = None
-            if redetect_due(pipeline.config, frame.stamp, last_redetect) and tracked is not None and tracked.area:
+            due = redetect_due(pipeline.config, frame.stamp, last_redetect) and tracked is not None and tracked.area
+            if due:
                 last_redetect = frame.stamp
-                evidence = pipeline.verify(frame, tracked.mask, guard.segmentation, guard.predicted_box(frame.stamp))
-                if evidence is not None and evidence.correction is not None:
-                    session.close()
-                    session = pipeline.reseed(target_id, frame, evidence.correction)
-                    tracked = TrackedMask(evidence.correction, tracked.confidence)
+            evidence = pipeline.check_track(frame, tracked, guard, bool(due))
+            if evidence is not None and evidence.correction is not None:
+                session.close()
+                session = pipeline.reseed(target_id, frame, evidence.correction)
+                tracked = TrackedMask(evidence.correction, tracked.confidence if tracked is not None else 0.0)
             confidence = tracked.confidence if tracked is not None else 0.0
             verdict = guard.update(tracked, evidence, frame.stamp)
             if verdict.reason is not None:

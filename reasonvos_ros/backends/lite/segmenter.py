@@ -43,6 +43,9 @@ from .detector import Detections, DetectorOptions, detector_option, shared_detec
 from .text_to_category import TextToCategory, min_understanding_option, text_threshold_option
 
 REFINEMENTS = ("grabcut", "box")
+# ``refind`` refuses when the two best-looking detections where the target was are this close in colour
+# similarity: after two similar people cross, choosing one would be a coin toss reported as tracking.
+REFIND_MARGIN = 0.1
 
 
 def appearance_histogram(image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
@@ -216,22 +219,7 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             return Segmentation(empty, 0.0, False, reason, details, understood)
         box, score = best
         details["box"] = [float(v) for v in box]
-        x0, y0, x1, y1 = (round(float(v)) for v in box)
-        box_mask = empty.copy()
-        box_mask[y0:y1, x0:x1] = True
-        method = "box"
-        mask = box_mask
-        if self.options.refine == "grabcut":
-            cut = grabcut_from_box(
-                image,
-                box,
-                self.options.grabcut_iterations,
-                self.options.context_margin,
-                self.options.grabcut_max_side,
-                seed=frame.index,
-            )
-            if cut.sum() >= self.options.min_fill * max(1, box_mask.sum()):
-                mask, method = cut, "grabcut"
+        mask, method = self._mask_in_box(image, box, frame.index, self.options.refine == "grabcut")
         details["method"] = method
         details["appearance"] = appearance_histogram(image, mask)
         return Segmentation(mask, float(score), True, "", details, understood)
@@ -347,18 +335,7 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             return Evidence(
                 support, f"a {wanted} detection overlaps the mask (box IoU {support:.2f})", None, located
             ), float(overlaps[best])
-        corrected = grabcut_from_box(
-            image,
-            boxes[index],
-            self.options.grabcut_iterations,
-            self.options.context_margin,
-            self.options.grabcut_max_side,
-            seed=frame.index,
-        )
-        x0, y0, x1, y1 = (round(float(v)) for v in boxes[index])
-        if corrected.sum() < self.options.min_fill * max(1, (x1 - x0) * (y1 - y0)):
-            corrected = np.zeros_like(mask)
-            corrected[y0:y1, x0:x1] = True
+        corrected, _ = self._mask_in_box(image, boxes[index], frame.index)
         return Evidence(
             float(scores[index]) * similarity,
             f"the track drifted: re-seeded on a {wanted} detection (box IoU with the mask {overlaps[index]:.2f}, "
@@ -366,6 +343,73 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             corrected,
             tuple(float(v) for v in boxes[index]) if len(candidates) == 1 else None,
         ), float(overlaps[best])
+
+    def refind(
+        self,
+        frame: Frame,
+        expected_box: tuple[float, float, float, float],
+        segmentation: Segmentation,
+        predicted_box: tuple[float, float, float, float] | None = None,
+    ) -> Evidence | None:
+        categories = segmentation.details.get("categories")
+        if not categories:
+            return None
+        found = self.detector.detect_frame(frame).of_categories(categories)
+        keep = found.scores >= self.options.verify_min_score
+        boxes, scores = found.boxes[keep], found.scores[keep]
+        if not len(scores):
+            return None
+        image = frame.image
+        expected = np.asarray(expected_box, np.float64)
+        size = max(expected[2] - expected[0], expected[3] - expected[1], 1.0)
+        centre = (expected[:2] + expected[2:]) / 2
+        overlaps = box_iou(expected, boxes)
+        on_path = box_iou(predicted_box, boxes) if predicted_box is not None else np.zeros(len(boxes))
+        reference = segmentation.details.get("appearance")
+        ranked = []
+        for index, candidate in enumerate(boxes):
+            distance = float(np.linalg.norm((candidate[:2] + candidate[2:]) / 2 - centre))
+            if overlaps[index] < 0.1 and on_path[index] < 0.2 and distance > size:
+                continue  # not where the target was or is heading
+            similarity = appearance_similarity(
+                reference, appearance_histogram(image, _inner_box_mask(image.shape[:2], candidate))
+            )
+            if similarity >= self.options.verify_min_appearance:
+                ranked.append((similarity, index))
+        if not ranked:
+            return None
+        ranked.sort(reverse=True)
+        if len(ranked) > 1 and ranked[0][0] - ranked[1][0] < REFIND_MARGIN:
+            return None  # two look-alikes where the target was: taking either would be a guess
+        similarity, index = ranked[0]
+        wanted = " or ".join(categories)
+        mask, _ = self._mask_in_box(image, boxes[index], frame.index)
+        return Evidence(
+            float(scores[index]) * similarity,
+            f"the track was lost: re-found on a {wanted} detection where the target was (colour similarity "
+            f"{similarity:.2f})",
+            mask,
+            tuple(float(v) for v in boxes[index]),
+        )
+
+    def _mask_in_box(self, image: np.ndarray, box, seed: int, grabcut: bool = True) -> tuple[np.ndarray, str]:
+        """The object's mask inside a detection box: GrabCut (when ``grabcut``), or the filled box when GrabCut
+        keeps less than ``min_fill`` of it; with the method used ("grabcut" or "box")."""
+        x0, y0, x1, y1 = (round(float(v)) for v in box)
+        box_mask = np.zeros(image.shape[:2], bool)
+        box_mask[y0:y1, x0:x1] = True
+        if grabcut:
+            cut = grabcut_from_box(
+                image,
+                box,
+                self.options.grabcut_iterations,
+                self.options.context_margin,
+                self.options.grabcut_max_side,
+                seed=seed,
+            )
+            if cut.sum() >= self.options.min_fill * max(1, box_mask.sum()):
+                return cut, "grabcut"
+        return box_mask, "box"
 
     def release(self) -> None:
         """Drop the cached detections (the network itself is small and stays loaded)."""

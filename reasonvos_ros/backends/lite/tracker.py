@@ -64,9 +64,10 @@ FLOW_PRESETS = {
 }
 
 
-def make_box_tracker(kind: str, csrt_template_size: int = 200, csrt_segmentation: bool = True):
-    """A new OpenCV box tracker of ``kind`` (one of ``BOX_TRACKERS`` except "none"). CSRT's template size (its
-    learning resolution, px) and colour segmentation are its two largest costs.
+def make_box_tracker(kind: str, csrt_template_size: int = 200, csrt_segmentation: bool = False, csrt_scales: int = 9):
+    """A new OpenCV box tracker of ``kind`` (one of ``BOX_TRACKERS`` except "none"). CSRT's colour segmentation
+    and its number of scales searched are its largest costs on small objects; its template size (learning
+    resolution, px) on large ones.
 
     CSRT, KCF, MOSSE and MedianFlow live in OpenCV's contrib modules; a build without them raises
     ``BackendUnavailable`` naming the package that has them."""
@@ -74,7 +75,7 @@ def make_box_tracker(kind: str, csrt_template_size: int = 200, csrt_segmentation
         raise ValueError(f"unknown box tracker {kind!r}; expected one of {BOX_TRACKERS[:-2]}")
     factories = {
         "kcf": lambda: cv2.TrackerKCF_create(),
-        "csrt": lambda: cv2.TrackerCSRT_create(_csrt_params(csrt_template_size, csrt_segmentation)),
+        "csrt": lambda: cv2.TrackerCSRT_create(_csrt_params(csrt_template_size, csrt_segmentation, csrt_scales)),
         "mosse": lambda: cv2.legacy.TrackerMOSSE_create(),
         "medianflow": lambda: cv2.legacy.TrackerMedianFlow_create(),
     }
@@ -87,10 +88,11 @@ def make_box_tracker(kind: str, csrt_template_size: int = 200, csrt_segmentation
         ) from exc
 
 
-def _csrt_params(template_size: int, segmentation: bool):
+def _csrt_params(template_size: int, segmentation: bool, scales: int):
     params = cv2.TrackerCSRT_Params()
     params.template_size = float(template_size)
     params.use_segmentation = bool(segmentation)
+    params.number_of_scales = int(scales)
     return params
 
 
@@ -179,7 +181,11 @@ class OpenCVTrackerOptions(OptionSet):
         high=1.0,
     )
     csrt_template_size: int = option(200, "CSRT's learning resolution (px)", low=32, high=1000)
-    csrt_segmentation: bool = option(True, "CSRT's colour segmentation")
+    # Measured (benchmarks/tracking_lite.py, bench_multi_target.py --replay 2): CSRT with 9 scales and without
+    # its colour segmentation costs 18 ms a step on vtest.avi's pedestrians instead of 46 ms, for the same J&F
+    # with the detector's evidence (0.853) and 1 of 226 TRACKING frames confidently wrong either way.
+    csrt_segmentation: bool = option(False, "CSRT's colour segmentation (OpenCV's default: on; 2x the cost)")
+    csrt_scales: int = option(9, "scales CSRT searches per step (OpenCV's default: 33)", low=1, high=99)
 
     def check(self) -> None:
         # The two open bounds the declared ranges cannot say.
@@ -318,7 +324,8 @@ class OpenCVTrackerSession(TrackerSession):
         x0, y0, x1, y1 = box
         if x1 - x0 < 4 or y1 - y0 < 4:
             return None, None
-        box_tracker = make_box_tracker(kind, self.options.csrt_template_size, self.options.csrt_segmentation)
+        opts = self.options
+        box_tracker = make_box_tracker(kind, opts.csrt_template_size, opts.csrt_segmentation, opts.csrt_scales)
         box_tracker.init(image_bgr, (x0, y0, x1 - x0, y1 - y0))
         return box_tracker, ((x0 + x1) / 2, (y0 + y1) / 2)
 
