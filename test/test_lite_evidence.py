@@ -238,3 +238,118 @@ def test_acquisition_on_a_past_key_frame_is_checked_on_the_newest_frame():
     # Key frame = newest frame: nothing to check.
     pipeline = Pipeline(ScriptedSampler(position="latest"), _DoubtingSegmenter(0), ScriptedTracker(), PipelineConfig())
     assert complete(pipeline.acquire("t", "the red one", frames)).session is not None
+
+
+class _FixedDetector:
+    """Stand-in detector returning the same person boxes on every frame."""
+
+    def __init__(self, boxes, scores):
+        self.boxes, self.scores = boxes, scores
+
+    def detect_frame(self, frame):
+        from reasonvos_ros.backends.lite.detector import Detections
+
+        n = len(self.boxes)
+        return Detections(
+            np.array(self.boxes, np.float32).reshape(n, 4), np.ones(n, np.int64), np.array(self.scores, np.float32)
+        )
+
+
+def _scene_with_people(people):
+    """A grey 480x640 frame with filled rectangles ``(box, rgb)``; the key segmentation of the first one."""
+    from reasonvos_ros.backends.lite.segmenter import appearance_histogram
+
+    image = np.full((480, 640, 3), 128, np.uint8)
+    for (x0, y0, x1, y1), colour in people:
+        image[y0:y1, x0:x1] = colour
+    (x0, y0, x1, y1), _ = people[0]
+    mask = np.zeros((480, 640), bool)
+    mask[y0:y1, x0:x1] = True
+    key = Segmentation(
+        mask, 0.9, True, details={"categories": ["person"], "appearance": appearance_histogram(image, mask)}
+    )
+    return Frame(0, 0.0, image=image), key
+
+
+@needs_lite
+def test_lite_refind_takes_the_lookalike_where_the_target_was_and_refuses_a_coin_toss():
+    segmenter = DetectorGrabCutSegmenter()
+    red, blue = (200, 30, 30), (30, 30, 200)
+    # The target (red) moved to x 330-360; the tracker lost it around x 300-330 (expected box).
+    frame, key = _scene_with_people([((330, 100, 360, 180), red), ((420, 100, 450, 180), blue)])
+    segmenter.detector = _FixedDetector([(330, 100, 360, 180), (420, 100, 450, 180)], [0.8, 0.9])
+    found = segmenter.refind(frame, (300, 100, 330, 180), key)
+    assert found is not None and found.correction is not None
+    assert found.box == pytest.approx((330, 100, 360, 180)) and "re-found" in found.reason
+    rows, cols = np.nonzero(found.correction)
+    assert cols.min() >= 320 and cols.max() < 370 and rows.min() >= 90  # the mask is on the red one
+    # Only someone who does not look like the target is there: nothing re-found.
+    frame, key_blue_elsewhere = _scene_with_people([((20, 100, 50, 180), red), ((330, 100, 360, 180), blue)])
+    segmenter.detector = _FixedDetector([(330, 100, 360, 180)], [0.9])
+    assert segmenter.refind(frame, (300, 100, 330, 180), key_blue_elsewhere) is None
+    # Two people looking like the target where it was: a guess either way, refused.
+    frame, key = _scene_with_people([((330, 100, 360, 180), red), ((270, 100, 300, 180), red)])
+    segmenter.detector = _FixedDetector([(330, 100, 360, 180), (270, 100, 300, 180)], [0.8, 0.8])
+    assert segmenter.refind(frame, (300, 100, 330, 180), key) is None
+    # Far from where the target was: not searched.
+    frame, key = _scene_with_people([((600, 400, 630, 470), red)])
+    segmenter.detector = _FixedDetector([(600, 400, 630, 470)], [0.9])
+    assert segmenter.refind(frame, (100, 100, 130, 180), key) is None
+
+
+class _RefindingSegmenter(ScriptedSegmenter):
+    """Scripted segmenter that re-finds the target at ``box`` (a filled box mask) when asked."""
+
+    def __init__(self, box) -> None:
+        super().__init__()
+        self.box, self.asked = box, []
+
+    def refind(self, frame, expected_box, segmentation, predicted_box=None):
+        self.asked.append((frame.index, tuple(expected_box)))
+        x0, y0, x1, y1 = self.box
+        mask = np.zeros(frame.image.shape[:2], bool)
+        mask[y0:y1, x0:x1] = True
+        return Evidence(0.7, "scripted re-find", mask, tuple(float(v) for v in self.box))
+
+
+def test_check_track_refinds_a_vanishing_track_only_on_the_frame_that_would_lose_it():
+    from scenes import square_scene
+
+    images, masks = square_scene(3)
+    frame = Frame(2, 0.2, image=images[2])
+    segmenter = _RefindingSegmenter((40, 20, 64, 44))
+    config = PipelineConfig(lost_patience=2, redetect_interval_s=0.0)
+    pipeline = Pipeline(ScriptedSampler(), segmenter, ScriptedTracker(), config)
+    seed = masks["red"][0]
+    guard = TrackGuard(config, int(seed.sum()), _seg(seed), key_stamp=0.0)
+    assert guard.update(TrackedMask(seed, 1.0), None, 0.1).reason is None  # seen at its key-frame box at 0.1 s
+    vanished = TrackedMask(np.zeros_like(seed), 0.0)
+    assert pipeline.check_track(frame, vanished, guard, due=False) is None  # first suspicious frame: no search
+    assert guard.update(vanished, None, 0.2).reason is not None and not segmenter.asked  # one strike of two
+    found = pipeline.check_track(frame, vanished, guard, due=False)  # the frame that would lose it
+    assert found is not None and found.correction is not None and segmenter.asked
+    assert segmenter.asked[-1][1] == pytest.approx((10.0, 20.0, 34.0, 44.0))  # where it was last reported TRACKING
+    verdict = guard.update(TrackedMask(found.correction, 0.0), found, 0.2)
+    assert verdict.reason is None and guard.corrections == 1
+    # Re-found twice in a row without a supporting check: the next loss goes to re-acquisition.
+    guard.update(vanished, None, 0.3)
+    assert pipeline.check_track(frame, vanished, guard, due=False) is not None
+    guard.update(vanished, None, 0.4)
+    assert not guard.may_refind() and pipeline.check_track(frame, vanished, guard, due=False) is None
+    # A supporting check allows re-finds again.
+    guard.update(TrackedMask(seed, 1.0), Evidence(0.8, "supported"), 0.5)
+    assert guard.may_refind()
+
+
+def test_check_track_without_a_refind_backend_keeps_the_regular_evidence():
+    from scenes import square_scene
+
+    images, masks = square_scene(2)
+    frame = Frame(1, 0.1, image=images[1])
+    segmenter = _DoubtingSegmenter(doubt_from=0)  # verify contradicts; no refind (the interface's default)
+    config = PipelineConfig(lost_patience=1)
+    pipeline = Pipeline(ScriptedSampler(), segmenter, ScriptedTracker(), config)
+    seed = masks["red"][0]
+    guard = TrackGuard(config, int(seed.sum()), _seg(seed), key_stamp=0.0)
+    evidence = pipeline.check_track(frame, TrackedMask(masks["red"][1], 1.0), guard, due=True)
+    assert evidence.support == 0.0 and evidence.reason == "scripted doubt" and evidence.correction is None
