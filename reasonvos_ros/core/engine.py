@@ -1,10 +1,13 @@
 """The live engine: instructions + a rolling window in, per-frame target results out (ROS-free).
 
-Two worker threads keep ingest free of inference: the *acquisition* worker resolves instructions (sampler,
+Three worker threads keep ingest free of inference: the *acquisition* worker resolves instructions (sampler,
 segmenter, catch-up, then the backward pass), one target at a time in instruction order, an acquisition waiting
-in the queue before any backward pass not yet through (that pass resumes afterwards); the *tracking* worker
-steps every tracked target on the newest frame, skipping frames it had no time for (the newest frame always wins),
-runs drift detection and emits one result set per processed frame. A new instruction for a target replaces the old
+in the queue before any backward pass not yet through (that pass resumes afterwards, and while a target is
+tracked live it uses at most ``history_cpu_share`` of a core); the *tracking* worker steps every tracked target on
+the newest frame, skipping frames it had no time for (the newest frame always wins), runs drift detection and
+emits one result set per processed frame; the *evidence* worker runs the independent checks of the live tracks
+(every ``redetect_interval_s``, all targets on the same frame) beside it, and the tracking worker applies each
+check on the next frame it processes after the check returned. A new instruction for a target replaces the old
 one: the acquisition in flight is dropped at its next step (a model call already running is not interrupted).
 Backend exceptions set that target to ERROR with the reason; other targets continue; a new instruction retries.
 
@@ -542,6 +545,11 @@ class LiveEngine:
         histories: deque[_History] = deque()
         try:
             while True:
+                for stale in [h for h in histories if not self._may_change(h.state, h.generation)]:
+                    # Its target was replaced, reset or paused: the pass would stop at its next step anyway, and
+                    # kept here it would hold a window snapshot for as long as acquisitions keep coming.
+                    histories.remove(stale)
+                    stale.events.close()
                 with self._lock:
                     state = None
                     while not worker.stop:

@@ -535,7 +535,9 @@ class TrackGuard:
     check (``Pipeline.verify``, e.g. the detector re-run and associated with the mask by box overlap and
     appearance). A mask that a check does not support (support 0) is never reported as TRACKING: the frame is
     reported LOST ("unconfirmed") while the track is kept until the next check, and a second check in a row
-    without support loses it (re-acquisition). A check that returns a correction re-seeds the track.
+    without support loses it (re-acquisition). A check that returns a correction re-seeds the track. Before a
+    track is lost, the target is looked for where it was last seen (``Pipeline.check_track``,
+    ``KeyframeSegmenter.refind``); found, it is re-seeded instead (at most ``MAX_REFINDS`` times in a row).
 
     ``score`` is evidence-based: the geometric mean of the tracker's confidence and the support of the latest
     independent check (the key frame's detection score until the first check). Its calibration against the true
