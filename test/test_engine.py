@@ -11,7 +11,7 @@ from reasonvos_ros.backends.scripted import ScriptedSampler, ScriptedSegmenter, 
 from reasonvos_ros.core.config import PipelineConfig
 from reasonvos_ros.core.engine import LiveEngine, validate_instruction
 from reasonvos_ros.core.pipeline import Pipeline
-from reasonvos_ros.core.types import Evidence, TargetStatus
+from reasonvos_ros.core.types import Evidence, TargetStatus, TrackedMask
 from reasonvos_ros.core.window import RollingWindow
 
 
@@ -458,3 +458,72 @@ def test_tracker_figures_count_only_frames_where_a_tracker_ran(harness_factory):
     stats = h.engine.stats
     assert 0.035 <= stats.track_step_s < 0.5, stats.track_step_s
     assert 0.5 < stats.track_rate_hz <= 1 / 0.035, stats.track_rate_hz
+
+
+class _ForgetfulTracker(ScriptedTracker):
+    """A perfect scripted tracker except that a session seeded before frame ``forget_from`` loses its object
+    (empty masks) from that frame on; a session seeded on a later frame tracks normally."""
+
+    def __init__(self, forget_from: int) -> None:
+        super().__init__()
+        self.forget_from = forget_from
+
+    def new_session(self):
+        tracker = self
+        session = super().new_session()
+        step = session.step
+
+        def forgetful_step(frame, new_masks=None):
+            out = step(frame, new_masks)
+            if new_masks:
+                session.seeded_at = frame.index
+            if getattr(session, "seeded_at", 0) < tracker.forget_from <= frame.index:
+                return {obj_id: TrackedMask(np.zeros_like(m.mask), 0.0) for obj_id, m in out.items()}
+            return out
+
+        session.step = forgetful_step
+        return session
+
+
+class _RefindingScriptedSegmenter(ScriptedSegmenter):
+    """Re-finds the target by its colour (or, with ``finds`` False, never finds it)."""
+
+    def __init__(self, finds: bool) -> None:
+        super().__init__()
+        self.finds, self.refinds = finds, []
+
+    def refind(self, frame, expected_box, segmentation, predicted_box=None):
+        from reasonvos_ros.backends.scripted import colour_mask
+
+        self.refinds.append(frame.index)
+        mask = colour_mask(frame.image, 0)  # red
+        return Evidence(0.8, "scripted re-find", mask) if self.finds and mask.any() else None
+
+
+@pytest.mark.parametrize("finds", [True, False])
+def test_a_track_about_to_be_lost_is_refound_where_it_was_instead_of_reacquired(harness_factory, finds):
+    h = harness_factory(tracker=_ForgetfulTracker(forget_from=20), lost_patience=2, reacquire_interval_s=60.0)
+    h.pipeline.segmenter = segmenter = _RefindingScriptedSegmenter(finds)
+    images, masks = square_scene(45)
+    h.feed(images[:5])
+    h.engine.set_instruction("r", "the red one")
+    h.feed(images[5:], period=0.03)
+    h.wait_for(lambda: h.live and h.live[-1][0] == 44)
+    h.wait_for(lambda: segmenter.refinds)
+    with h.cond:
+        live = [(index, results["r"]) for index, results in h.live if "r" in results]
+    after = [result for index, result in live if index >= 20]
+    if finds:
+        # Held (not TRACKING, no mask) while the re-find ran, then TRACKING again on the re-seeded session: no loss,
+        # no second acquisition, and the masks after it are the object's.
+        assert h.engine.stats.lost_events == 0 and h.engine.stats.acquisitions == 1
+        assert h.engine.stats.track_corrections >= 1
+        held = [r for r in after if r.status != TargetStatus.TRACKING]
+        assert held and all(r.mask is None for r in held) and "looking for the target" in held[-1].reason
+        assert after[-1].status == TargetStatus.TRACKING
+        index, last = live[-1]
+        np.testing.assert_array_equal(last.mask, masks["red"][index])
+    else:
+        # Not found: the track is lost, as without a re-find.
+        assert h.engine.stats.lost_events == 1 and after[-1].status == TargetStatus.LOST
+        assert "mask vanished" in after[-1].reason and len(segmenter.refinds) == 1

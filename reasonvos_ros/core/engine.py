@@ -232,7 +232,8 @@ class _Check:
     session: TrackerSession
     guard: TrackGuard
     frame: Frame
-    tracked: TrackedMask
+    tracked: TrackedMask | None
+    kind: str = "check"  # "check": the regular check (``Pipeline.check_track``); "refind": ``Pipeline.refind``
     evidence: Evidence | None = None
     reseeded: TrackerSession | None = None
     failure: Exception | None = None
@@ -763,6 +764,7 @@ class LiveEngine:
                 snapshots.append((state, generation, session if needs_step else None, state.monitor))
         stepped = self._step_sessions(frame, [(state, session) for state, _, session, _ in snapshots if session])
         wanted = []  # the tracks to check on this frame, when a check is due
+        refinds = []  # the tracks about to be lost on this frame
         for state, generation, session, guard in snapshots:
             if session is not None:
                 try:
@@ -774,18 +776,23 @@ class LiveEngine:
                     check = checks.get(state.target_id)
                     if check is not None and check.failure is not None:
                         raise check.failure
+                    if check is not None and check.kind == "refind" and check.evidence is None:
+                        guard.refind_failed()
                     evidence = check.evidence if check is not None else None
                     evidence_stamp = check.frame.stamp if check is not None else frame.stamp
-                    reseeded = None
-                    if guard is not None and (evidence is None or evidence.correction is None):
-                        # The track is about to be lost on this very frame: look for the target where it was
-                        # now (rare, so here), instead of losing it and waiting for a re-acquisition.
-                        found = self.pipeline.check_track(frame, tracked, guard, due=False)
-                        if found is not None:
-                            with self._private_session_lock():
-                                reseeded = self.pipeline.reseed(state.target_id, frame, found.correction)
-                            tracked = TrackedMask(found.correction, tracked.confidence if tracked is not None else 0.0)
-                            evidence, evidence_stamp = found, frame.stamp
+                    if (
+                        guard is not None
+                        and self.pipeline.can_refind
+                        and (evidence is None or evidence.correction is None)
+                        and not guard.refinding
+                        and guard.may_refind()
+                        and guard.monitor.would_lose(tracked)
+                    ):
+                        # The track is about to be lost on this frame: the target is looked for where it was last
+                        # seen (on the evidence worker) while the track is held, instead of losing it and waiting
+                        # for a re-acquisition.
+                        guard.refind_asked(frame.stamp)
+                        refinds.append(_Check(state, generation, session, guard, frame, tracked, "refind"))
                     if guard is not None and tracked is not None and tracked.area > 0:
                         wanted.append(_Check(state, generation, session, guard, frame, tracked))
                 except Exception as exc:  # a tracker or check failure only affects this target
@@ -795,7 +802,7 @@ class LiveEngine:
                     if not superseded:
                         self._fail(state, generation, exc)
                 else:
-                    self._after_step(state, generation, frame, tracked, evidence, reseeded, evidence_stamp)
+                    self._after_step(state, generation, frame, tracked, evidence, evidence_stamp)
             with self._lock:
                 if not self._is_current(state, generation):
                     continue
@@ -825,14 +832,14 @@ class LiveEngine:
                 )
         with self._lock:
             # Every target is checked on the same frame, so the detector's per-frame cache serves them all.
-            if (
-                wanted
-                and not self._check_in_flight
-                and redetect_due(self.pipeline.config, frame.stamp, self._last_redetect)
-            ):
+            due = wanted and not self._check_in_flight
+            if due and redetect_due(self.pipeline.config, frame.stamp, self._last_redetect):
                 self._last_redetect = frame.stamp
                 self.stats.redetections += 1
-                self._checks_wanted, self._check_in_flight = wanted, True
+                self._checks_wanted.extend(wanted)
+                self._check_in_flight = True
+            self._checks_wanted.extend(refinds)
+            if self._checks_wanted:
                 self._wake_evidence.notify_all()
             self.stats.frames_processed += 1
             # Only frames on which a tracker actually ran count: the others cost microseconds and used to turn the
@@ -870,6 +877,8 @@ class LiveEngine:
                     current[target_id] = check
                 else:
                     stale.append(check.reseeded)
+                    if check.kind == "refind":
+                        check.guard.refind_failed()
         self._close_sessions(stale)
         return current
 
@@ -889,7 +898,10 @@ class LiveEngine:
                 if not self._may_change(check.state, check.generation):
                     continue
                 try:
-                    check.evidence = self.pipeline.check_track(check.frame, check.tracked, check.guard, due=True)
+                    if check.kind == "refind":
+                        check.evidence = self.pipeline.refind(check.frame, check.guard)
+                    else:
+                        check.evidence = self.pipeline.check_track(check.frame, check.tracked, check.guard, True)
                     if check.evidence is not None and check.evidence.correction is not None:
                         with self._private_session_lock():
                             check.reseeded = self.pipeline.reseed(
@@ -899,7 +911,7 @@ class LiveEngine:
                     check.failure = exc
             stale = []
             with self._lock:
-                self._check_in_flight = False
+                self._check_in_flight = any(check.kind == "check" for check in self._checks_wanted)
                 for check in checks:
                     if not self._running:
                         stale.append(check.reseeded)
@@ -932,7 +944,10 @@ class LiveEngine:
                 if self._step_pool is None and self._running:
                     self._step_pool = ThreadPoolExecutor(self._step_pool_size, thread_name_prefix="rvos-step")
                 pool = self._step_pool
-            for state, session in jobs[1:] if pool is not None else ():
+            # This thread steps its share too: with one pool thread (two cores) it used to step one target while
+            # the pool stepped the three others one after the other.
+            mine = -(-len(jobs) // (self._step_pool_size + 1))
+            for state, session in jobs[mine:] if pool is not None else ():
                 try:
                     futures[state.target_id] = pool.submit(step, state, session)
                 except RuntimeError:  # the pool was shut down by ``stop`` meanwhile: step here
@@ -948,18 +963,12 @@ class LiveEngine:
         frame: Frame,
         tracked: TrackedMask | None,
         evidence: Evidence | None = None,
-        reseeded: TrackerSession | None = None,
         evidence_stamp: float | None = None,
     ) -> None:
         """Apply one live step (and the evidence about it, gathered on the frame at ``evidence_stamp``)."""
         stale: list[TrackerSession | None] = []
         with self._lock:
-            if not self._may_change(state, generation):  # superseded, reset or paused: no state change
-                stale.append(reseeded)
-            else:
-                if reseeded is not None:
-                    stale.append(state.reseeded(reseeded))
-                    self.stats.track_corrections += 1
+            if self._may_change(state, generation):  # else superseded, reset or paused: no state change
                 verdict = (
                     state.monitor.update(tracked, evidence, frame.stamp, evidence_stamp) if state.monitor else None
                 )

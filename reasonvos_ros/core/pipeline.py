@@ -285,27 +285,40 @@ class Pipeline:
     def check_track(self, frame: Frame, tracked: TrackedMask | None, guard: TrackGuard, due: bool) -> Evidence | None:
         """The independent evidence about one live step: the regular check of the tracked mask when ``due``
         (``verify``); then, when that check contradicts the mask or the tracker's own output is about to lose the
-        target (``DriftMonitor.would_lose``: the last of ``lost_patience`` suspicious frames), a search for the
-        target where it was last
-        seen (``KeyframeSegmenter.refind``; at most ``TrackGuard.MAX_REFINDS`` in a row without a supporting
-        check). An evidence with a ``correction`` re-seeds the track; None when there is nothing to say."""
+        target (``DriftMonitor.would_lose``: the last of ``lost_patience`` suspicious frames), ``refind``. An
+        evidence with a ``correction`` re-seeds the track; None when there is nothing to say."""
         evidence = None
-        predicted = guard.predicted_box(frame.stamp)
         if due and tracked is not None and tracked.area > 0:
-            evidence = self.verify(frame, tracked.mask, guard.segmentation, predicted)
+            evidence = self.verify(frame, tracked.mask, guard.segmentation, guard.predicted_box(frame.stamp))
         if evidence is not None and evidence.correction is not None:
             return evidence
         contradicted = evidence is not None and evidence.support <= 0.0
-        if (contradicted or guard.monitor.would_lose(tracked)) and guard.may_refind():
-            expected = guard.expected_box(frame.stamp)
-            if expected is not None:
-                found = _checked_evidence(
-                    "refind", self.segmenter.refind(frame, expected, guard.segmentation, predicted), frame
-                )
-                if found is not None and found.correction is not None:
-                    guard.refound()
-                    return found
+        if contradicted or guard.monitor.would_lose(tracked):
+            found = self.refind(frame, guard)
+            if found is not None:
+                return found
         return evidence
+
+    @property
+    def can_refind(self) -> bool:
+        """Whether the segmenter implements ``KeyframeSegmenter.refind``."""
+        return type(self.segmenter).refind is not KeyframeSegmenter.refind
+
+    def refind(self, frame: Frame, guard: TrackGuard) -> Evidence | None:
+        """The target looked for on ``frame`` where it was last seen (``KeyframeSegmenter.refind``), for a track
+        about to be lost: an evidence with the ``correction`` to re-seed it with, or None (not found, no such
+        search, or ``TrackGuard.MAX_REFINDS`` re-finds in a row without a supporting check already)."""
+        if not guard.may_refind():
+            return None
+        expected = guard.expected_box(frame.stamp)
+        if expected is None:
+            return None
+        found = self.segmenter.refind(frame, expected, guard.segmentation, guard.predicted_box(frame.stamp))
+        found = _checked_evidence("refind", found, frame)
+        if found is None or found.correction is None:
+            return None
+        guard.refound()
+        return found
 
     def acquire(
         self,
@@ -549,6 +562,9 @@ class TrackGuard:
     MAX_REFINDS = 2
     #: How long after the target was last seen a re-find may look for it there (seconds of camera time).
     REFIND_WITHIN_S = 1.5
+    #: How long a track about to be lost is held while a re-find runs elsewhere (the live engine's evidence
+    #: worker), in seconds of camera time: its result normally comes back within a frame or two.
+    REFIND_WAIT_S = 1.0
 
     def __init__(
         self, config: PipelineConfig, seed_area: int, segmentation: Segmentation, key_stamp: float | None = None
@@ -571,6 +587,25 @@ class TrackGuard:
         self._located = 0
         # Where the target was last reported TRACKING (box corners, camera stamp): where a re-find looks.
         self._seen_box, self._seen_stamp = box, key_stamp
+        self._refind_asked: float | None = None  # stamp of the frame a re-find in flight was asked on
+
+    @property
+    def refinding(self) -> bool:
+        with self._lock:
+            return self._refind_asked is not None
+
+    def refind_asked(self, stamp: float) -> None:
+        """A re-find was asked for on the frame at ``stamp`` (and runs elsewhere): until it answers (a correction
+        in ``update``, or ``refind_failed``), or for ``REFIND_WAIT_S``, the track is held instead of lost."""
+        with self._lock:
+            self._refind_asked = stamp
+
+    def refind_failed(self) -> None:
+        """The re-find in flight did not find the target (or its answer is stale): the next suspicious frame
+        loses the track, and there is no other re-find until a check supports the track again."""
+        with self._lock:
+            self._refind_asked = None
+            self.refinds_in_a_row = self.MAX_REFINDS
 
     def may_refind(self) -> bool:
         with self._lock:
@@ -646,10 +681,15 @@ class TrackGuard:
             self.support = evidence.support
             self.monitor.strikes = 0
             self.unconfirmed = ""
+            self._refind_asked = None
             self._seen(TrackedMask(evidence.correction, evidence.support), evidence_stamp)
             return Verdict(None, float(np.sqrt(max(confidence, evidence.support) * self.support)))
         reason = self.monitor.update(tracked)
         if reason is not None:
+            asked = self._refind_asked
+            if asked is not None and stamp is not None and 0.0 <= stamp - asked <= self.REFIND_WAIT_S:
+                return Verdict(f"{reason}; looking for the target where it was last seen", 0.0, hold=True)
+            self._refind_asked = None
             return Verdict(reason, 0.0)
         if evidence is not None:
             self.checks += 1
