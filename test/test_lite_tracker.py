@@ -3,6 +3,8 @@ leaving the view."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -277,3 +279,59 @@ def test_cheaper_csrt_settings_reach_the_box_tracker(clip, monkeypatch):
     assert ious.mean() > TRACK_IOU_FLOOR, ious.round(2)
     with pytest.raises(ValueError, match="csrt_template_size"):
         OpenCVTracker(csrt_template_size=8)
+
+
+def test_shared_work_is_computed_once_when_two_threads_miss_it_together():
+    import threading
+    from collections import OrderedDict
+
+    from reasonvos_ros.backends.lite.tracker import SharedFrameWork
+
+    shared, table = SharedFrameWork(), OrderedDict()
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def slow():
+        calls.append(threading.current_thread().name)
+        started.set()
+        release.wait(5)
+        return "flow"
+
+    results = {}
+    first = threading.Thread(target=lambda: results.update(first=shared.once(table, ("k",), slow)), name="first")
+    first.start()
+    started.wait(5)
+    second = threading.Thread(target=lambda: results.update(second=shared.once(table, ("k",), slow)), name="second")
+    second.start()
+    time.sleep(0.05)  # the second thread now waits for the first one's result
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert calls == ["first"] and results == {"first": ("flow", False), "second": ("flow", True)}
+
+    # The computing thread fails: the error stays in its thread and a waiter computes the value itself.
+    started.clear()
+    release.clear()
+
+    def failing():
+        started.set()
+        release.wait(5)
+        raise RuntimeError("flow failed")
+
+    errors = []
+
+    def run_failing():
+        try:
+            shared.once(table, ("j",), failing)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    failer = threading.Thread(target=run_failing)
+    failer.start()
+    started.wait(5)
+    waiter = threading.Thread(target=lambda: results.update(waiter=shared.once(table, ("j",), lambda: "again")))
+    waiter.start()
+    time.sleep(0.05)
+    release.set()
+    failer.join(5)
+    waiter.join(5)
+    assert errors == ["flow failed"] and results["waiter"] == ("again", False)

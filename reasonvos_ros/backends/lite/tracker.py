@@ -217,30 +217,51 @@ class SharedFrameWork:
     Several targets are tracked by one session each, and live they all step the same frame pair, so without this
     the DIS flow (the largest cost of a step) was computed once per target. Entries are keyed by ``Frame.uid``
     (unique within the process) and the processing shape, and only a few recent ones are kept. Cached arrays are
-    shared between sessions and must not be written to. Thread-safe; two threads missing the same key at once
-    both compute it (the results are identical)."""
+    shared between sessions and must not be written to. Thread-safe; a thread that misses a key another thread is
+    computing waits for that result (targets are stepped side by side, so they used to compute the same flow
+    twice)."""
 
     def __init__(self, capacity: int = 6) -> None:
         self.capacity = capacity
         self._lock = threading.Lock()
         self._prepared: OrderedDict[tuple, _Prepared] = OrderedDict()
         self._flows: OrderedDict[tuple, _StepFlow] = OrderedDict()
+        self._computing: dict[tuple, threading.Event] = {}
         self.flow_hits = 0
         self.flow_misses = 0
         self.prepare_hits = 0
 
-    def _get(self, table: OrderedDict, key: tuple):
+    def once(self, table: OrderedDict, key: tuple, compute):
+        """(the value of ``key`` in ``table``, whether it was there): computed by ``compute()`` by the first thread
+        that misses it; the others wait for it. A failing ``compute`` raises in its thread only: a waiter then
+        computes the value itself."""
         with self._lock:
             value = table.get(key)
             if value is not None:
                 table.move_to_end(key)
-            return value
-
-    def _put(self, table: OrderedDict, key: tuple, value) -> None:
-        with self._lock:
-            table[key] = value
-            while len(table) > self.capacity:
-                table.popitem(last=False)
+                return value, True
+            computing = self._computing.get(key)
+            if computing is None:
+                computing = self._computing[key] = threading.Event()
+                mine = True
+            else:
+                mine = False
+        if not mine:
+            computing.wait()
+            with self._lock:
+                value = table.get(key)
+            return (value, True) if value is not None else (compute(), False)
+        try:
+            value = compute()
+            with self._lock:
+                table[key] = value
+                while len(table) > self.capacity:
+                    table.popitem(last=False)
+        finally:
+            with self._lock:
+                del self._computing[key]
+            computing.set()
+        return value, False
 
     def clear(self) -> None:
         with self._lock:
@@ -269,16 +290,16 @@ class OpenCVTrackerSession(TrackerSession):
     # --- resolution handling -------------------------------------------------------------------------------
     def _prepare_frame(self, frame: Frame) -> _Prepared:
         """The frame at processing resolution, from the shared cache when another session prepared it."""
-        key = (frame.uid, self.options.max_side)
-        prepared = self._shared._get(self._shared._prepared, key)
-        if prepared is None:
-            image = frame.image
+
+        def prepare() -> _Prepared:
+            image = frame.image  # decoded once
             small, gray = self._prepare(image)
-            prepared = _Prepared(image.shape[:2], small, gray, cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
-            self._shared._put(self._shared._prepared, key, prepared)
-            return prepared
-        self._shared.prepare_hits += 1
-        self._check_shape(prepared.frame_shape)
+            return _Prepared(image.shape[:2], small, gray, cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+
+        prepared, hit = self._shared.once(self._shared._prepared, (frame.uid, self.options.max_side), prepare)
+        if hit:
+            self._shared.prepare_hits += 1
+            self._check_shape(prepared.frame_shape)
         return prepared
 
     def _check_shape(self, shape: tuple[int, int]) -> None:
@@ -393,13 +414,11 @@ class OpenCVTrackerSession(TrackerSession):
     def _step_flow(self, uid: int, gray: np.ndarray) -> _StepFlow:
         """The flow from the previous frame to frame ``uid``; shared with the other sessions stepping that pair."""
         key = (self._prev_uid, uid, self._proc_shape, self.options.flow_preset, self.options.fb_threshold)
-        flow = self._shared._get(self._shared._flows, key)
-        if flow is not None:
+        flow, hit = self._shared.once(self._shared._flows, key, lambda: self._compute_flow(gray))
+        if hit:
             self._shared.flow_hits += 1
-            return flow
-        flow = self._compute_flow(gray)
-        self._shared.flow_misses += 1
-        self._shared._put(self._shared._flows, key, flow)
+        else:
+            self._shared.flow_misses += 1
         return flow
 
     def _compute_flow(self, gray: np.ndarray) -> _StepFlow:
