@@ -58,6 +58,11 @@ def appearance_histogram(image: np.ndarray, mask: np.ndarray) -> np.ndarray | No
     return (hist / total).astype(np.float32) if total > 0 else None
 
 
+def _looks_like(reference: np.ndarray | None, image: np.ndarray, box: Sequence[float]) -> float:
+    """``appearance_similarity`` of ``reference`` and the central part of ``box`` on ``image``."""
+    return appearance_similarity(reference, appearance_histogram(image, _inner_box_mask(image.shape[:2], box)))
+
+
 def appearance_similarity(first: np.ndarray | None, second: np.ndarray | None) -> float:
     """1 - Bhattacharyya distance of two histograms from ``appearance_histogram`` (1 = same colours)."""
     if first is None or second is None:
@@ -307,9 +312,7 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
                 if overlaps[index] <= 0.0 and distance > size:
                     continue  # too far from where the target was to be it
                 closeness = float(overlaps[index])
-            similarity = appearance_similarity(
-                reference, appearance_histogram(image, _inner_box_mask(image.shape[:2], candidate))
-            )
+            similarity = _looks_like(reference, image, candidate)
             # Colours like the target's, or a large part of the mask (a mask grown over a neighbour, or lagging);
             # squarely on the predicted path, colours need only be roughly alike.
             on_course = on_path is not None and on_path[index] >= 0.3
@@ -335,14 +338,14 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             return Evidence(
                 support, f"a {wanted} detection overlaps the mask (box IoU {support:.2f})", None, located
             ), float(overlaps[best])
-        corrected, _ = self._mask_in_box(image, boxes[index], frame.index)
-        return Evidence(
-            float(scores[index]) * similarity,
+        reason = (
             f"the track drifted: re-seeded on a {wanted} detection (box IoU with the mask {overlaps[index]:.2f}, "
-            f"colour similarity {similarity:.2f})",
-            corrected,
-            tuple(float(v) for v in boxes[index]) if len(candidates) == 1 else None,
-        ), float(overlaps[best])
+            f"colour similarity {similarity:.2f})"
+        )
+        located = len(candidates) == 1
+        return self._reseed_on(frame, boxes[index], float(scores[index]) * similarity, reason, located), float(
+            overlaps[best]
+        )
 
     def refind(
         self,
@@ -371,9 +374,7 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             distance = float(np.linalg.norm((candidate[:2] + candidate[2:]) / 2 - centre))
             if overlaps[index] < 0.1 and on_path[index] < 0.2 and distance > size:
                 continue  # not where the target was or is heading
-            similarity = appearance_similarity(
-                reference, appearance_histogram(image, _inner_box_mask(image.shape[:2], candidate))
-            )
+            similarity = _looks_like(reference, image, candidate)
             if similarity >= self.options.verify_min_appearance:
                 ranked.append((similarity, index))
         if not ranked:
@@ -383,14 +384,14 @@ class DetectorGrabCutSegmenter(KeyframeSegmenter):
             return None  # two look-alikes where the target was: taking either would be a guess
         similarity, index = ranked[0]
         wanted = " or ".join(categories)
-        mask, _ = self._mask_in_box(image, boxes[index], frame.index)
-        return Evidence(
-            float(scores[index]) * similarity,
-            f"the track was lost: re-found on a {wanted} detection where the target was (colour similarity "
-            f"{similarity:.2f})",
-            mask,
-            tuple(float(v) for v in boxes[index]),
-        )
+        reason = f"the track was lost: re-found on a {wanted} detection where the target was (colour similarity {similarity:.2f})"
+        return self._reseed_on(frame, boxes[index], float(scores[index]) * similarity, reason, located=True)
+
+    def _reseed_on(self, frame: Frame, box, support: float, reason: str, located: bool) -> Evidence:
+        """Evidence whose correction is the object's mask inside the detection ``box`` (``box`` is given as the
+        target's location when ``located``: it was found unambiguously)."""
+        mask, _ = self._mask_in_box(frame.image, box, frame.index)
+        return Evidence(support, reason, mask, tuple(float(v) for v in box) if located else None)
 
     def _mask_in_box(self, image: np.ndarray, box, seed: int, grabcut: bool = True) -> tuple[np.ndarray, str]:
         """The object's mask inside a detection box: GrabCut (when ``grabcut``), or the filled box when GrabCut
