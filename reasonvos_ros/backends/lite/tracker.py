@@ -64,10 +64,11 @@ FLOW_PRESETS = {
 }
 
 
-def make_box_tracker(kind: str, csrt_template_size: int = 200, csrt_segmentation: bool = False, csrt_scales: int = 9):
-    """A new OpenCV box tracker of ``kind`` (one of ``BOX_TRACKERS`` except "none"). CSRT's colour segmentation
-    and its number of scales searched are its largest costs on small objects; its template size (learning
-    resolution, px) on large ones.
+def make_box_tracker(kind: str, options: OpenCVTrackerOptions | None = None):
+    """A new OpenCV box tracker of ``kind`` (one of ``BOX_TRACKERS`` except "none"), CSRT set up with the
+    ``csrt_*`` fields of ``options`` (default: the default options). CSRT's colour segmentation and its number of
+    scales searched are its largest costs on small objects; its template size (learning resolution, px) on large
+    ones.
 
     CSRT, KCF, MOSSE and MedianFlow live in OpenCV's contrib modules; a build without them raises
     ``BackendUnavailable`` naming the package that has them."""
@@ -75,7 +76,7 @@ def make_box_tracker(kind: str, csrt_template_size: int = 200, csrt_segmentation
         raise ValueError(f"unknown box tracker {kind!r}; expected one of {BOX_TRACKERS[:-2]}")
     factories = {
         "kcf": lambda: cv2.TrackerKCF_create(),
-        "csrt": lambda: cv2.TrackerCSRT_create(_csrt_params(csrt_template_size, csrt_segmentation, csrt_scales)),
+        "csrt": lambda: cv2.TrackerCSRT_create(_csrt_params(options or OpenCVTrackerOptions())),
         "mosse": lambda: cv2.legacy.TrackerMOSSE_create(),
         "medianflow": lambda: cv2.legacy.TrackerMedianFlow_create(),
     }
@@ -88,11 +89,11 @@ def make_box_tracker(kind: str, csrt_template_size: int = 200, csrt_segmentation
         ) from exc
 
 
-def _csrt_params(template_size: int, segmentation: bool, scales: int):
+def _csrt_params(options: OpenCVTrackerOptions):
     params = cv2.TrackerCSRT_Params()
-    params.template_size = float(template_size)
-    params.use_segmentation = bool(segmentation)
-    params.number_of_scales = int(scales)
+    params.template_size = float(options.csrt_template_size)
+    params.use_segmentation = bool(options.csrt_segmentation)
+    params.number_of_scales = int(options.csrt_scales)
     return params
 
 
@@ -345,8 +346,7 @@ class OpenCVTrackerSession(TrackerSession):
         x0, y0, x1, y1 = box
         if x1 - x0 < 4 or y1 - y0 < 4:
             return None, None
-        opts = self.options
-        box_tracker = make_box_tracker(kind, opts.csrt_template_size, opts.csrt_segmentation, opts.csrt_scales)
+        box_tracker = make_box_tracker(kind, self.options)
         box_tracker.init(image_bgr, (x0, y0, x1 - x0, y1 - y0))
         return box_tracker, ((x0 + x1) / 2, (y0 + y1) / 2)
 
