@@ -220,7 +220,8 @@ class EngineStats:
 
 @dataclass
 class _Check:
-    """Independent evidence about one target's live track, gathered by the evidence worker on ``frame``.
+    """Independent evidence about one target's live track, gathered by the evidence worker on ``frame``: the
+    regular check when ``due``, a re-find when the track was about to be lost (``refind``), or both in one go.
 
     ``session`` is the live session when the check was asked for: the result applies only while it is still the
     target's session (a loss, a re-acquisition or a new instruction meanwhile makes it stale). ``reseeded``: a new
@@ -233,7 +234,8 @@ class _Check:
     guard: TrackGuard
     frame: Frame
     tracked: TrackedMask | None
-    kind: str = "check"  # "check": the regular check (``Pipeline.check_track``); "refind": ``Pipeline.refind``
+    due: bool
+    refind: bool
     evidence: Evidence | None = None
     reseeded: TrackerSession | None = None
     failure: Exception | None = None
@@ -341,8 +343,8 @@ class LiveEngine:
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the workers (acquisition, tracking, evidence). A worker of an earlier run that is still inside a model call (``stop`` gave up
-        waiting for it) is taken back instead of starting a second one of its kind."""
+        """Start the workers (acquisition, tracking, evidence). A worker of an earlier run that is still inside a
+        model call (``stop`` gave up waiting for it) is taken back instead of starting a second one of its kind."""
         with self._lock:
             if self._running:
                 return
@@ -754,6 +756,10 @@ class LiveEngine:
         results = []
         steps, step_time = 0, 0.0
         checks = self._apply_checks()
+        with self._lock:  # every target is checked on the same frame: the detector's per-frame cache serves them all
+            check_due = not self._check_in_flight and redetect_due(
+                self.pipeline.config, frame.stamp, self._last_redetect
+            )
         ordered = sorted(states, key=lambda s: s.target_id)
         snapshots = []
         for state in ordered:
@@ -763,8 +769,7 @@ class LiveEngine:
                 needs_step = session is not None and frame.index > state.last_index
                 snapshots.append((state, generation, session if needs_step else None, state.monitor))
         stepped = self._step_sessions(frame, [(state, session) for state, _, session, _ in snapshots if session])
-        wanted = []  # the tracks to check on this frame, when a check is due
-        refinds = []  # the tracks about to be lost on this frame
+        jobs = []  # for the evidence worker: the tracks to check on this frame, and those about to be lost
         for state, generation, session, guard in snapshots:
             if session is not None:
                 try:
@@ -776,25 +781,27 @@ class LiveEngine:
                     check = checks.get(state.target_id)
                     if check is not None and check.failure is not None:
                         raise check.failure
-                    if check is not None and check.kind == "refind" and check.evidence is None:
-                        guard.refind_failed()
                     evidence = check.evidence if check is not None else None
                     evidence_stamp = check.frame.stamp if check is not None else frame.stamp
-                    if (
+                    corrected = evidence is not None and evidence.correction is not None
+                    if check is not None and check.refind and not corrected:
+                        guard.refind_failed()
+                    # The track is about to be lost on this frame: the target is looked for where it was last seen
+                    # (on the evidence worker) while the track is held, instead of losing it and waiting for a
+                    # re-acquisition.
+                    refind = (
                         guard is not None
                         and self.pipeline.can_refind
-                        and (evidence is None or evidence.correction is None)
+                        and not corrected
                         and not guard.refinding
                         and guard.may_refind()
                         and guard.monitor.would_lose(tracked)
-                    ):
-                        # The track is about to be lost on this frame: the target is looked for where it was last
-                        # seen (on the evidence worker) while the track is held, instead of losing it and waiting
-                        # for a re-acquisition.
+                    )
+                    if refind:
                         guard.refind_asked(frame.stamp)
-                        refinds.append(_Check(state, generation, session, guard, frame, tracked, "refind"))
-                    if guard is not None and tracked is not None and tracked.area > 0:
-                        wanted.append(_Check(state, generation, session, guard, frame, tracked))
+                    due = check_due and tracked is not None and tracked.area > 0
+                    if guard is not None and (due or refind):
+                        jobs.append(_Check(state, generation, session, guard, frame, tracked, due, refind))
                 except Exception as exc:  # a tracker or check failure only affects this target
                     with self._lock:
                         # A new instruction or a reset may have closed this session under us: not a failure.
@@ -831,15 +838,12 @@ class LiveEngine:
                     )
                 )
         with self._lock:
-            # Every target is checked on the same frame, so the detector's per-frame cache serves them all.
-            due = wanted and not self._check_in_flight
-            if due and redetect_due(self.pipeline.config, frame.stamp, self._last_redetect):
+            if any(job.due for job in jobs):
                 self._last_redetect = frame.stamp
                 self.stats.redetections += 1
-                self._checks_wanted.extend(wanted)
                 self._check_in_flight = True
-            self._checks_wanted.extend(refinds)
-            if self._checks_wanted:
+            if jobs:
+                self._checks_wanted.extend(jobs)
                 self._wake_evidence.notify_all()
             self.stats.frames_processed += 1
             # Only frames on which a tracker actually ran count: the others cost microseconds and used to turn the
@@ -877,7 +881,7 @@ class LiveEngine:
                     current[target_id] = check
                 else:
                     stale.append(check.reseeded)
-                    if check.kind == "refind":
+                    if check.refind:
                         check.guard.refind_failed()
         self._close_sessions(stale)
         return current
@@ -898,10 +902,9 @@ class LiveEngine:
                 if not self._may_change(check.state, check.generation):
                     continue
                 try:
-                    if check.kind == "refind":
-                        check.evidence = self.pipeline.refind(check.frame, check.guard)
-                    else:
-                        check.evidence = self.pipeline.check_track(check.frame, check.tracked, check.guard, True)
+                    check.evidence = self.pipeline.check_track(
+                        check.frame, check.tracked, check.guard, check.due, check.refind
+                    )
                     if check.evidence is not None and check.evidence.correction is not None:
                         with self._private_session_lock():
                             check.reseeded = self.pipeline.reseed(
@@ -911,7 +914,7 @@ class LiveEngine:
                     check.failure = exc
             stale = []
             with self._lock:
-                self._check_in_flight = any(check.kind == "check" for check in self._checks_wanted)
+                self._check_in_flight = any(check.due for check in self._checks_wanted)
                 for check in checks:
                     if not self._running:
                         stale.append(check.reseeded)

@@ -282,18 +282,22 @@ class Pipeline:
         """The segmenter's independent check of a tracked mask (None when it has none); see ``TrackGuard``."""
         return _checked_evidence("verify", self.segmenter.verify(frame, mask, segmentation, predicted_box), frame)
 
-    def check_track(self, frame: Frame, tracked: TrackedMask | None, guard: TrackGuard, due: bool) -> Evidence | None:
+    def check_track(
+        self, frame: Frame, tracked: TrackedMask | None, guard: TrackGuard, due: bool, refind: bool = False
+    ) -> Evidence | None:
         """The independent evidence about one live step: the regular check of the tracked mask when ``due``
-        (``verify``); then, when that check contradicts the mask or the tracker's own output is about to lose the
-        target (``DriftMonitor.would_lose``: the last of ``lost_patience`` suspicious frames), ``refind``. An
-        evidence with a ``correction`` re-seeds the track; None when there is nothing to say."""
+        (``verify``); then, unless that check corrected the track, ``refind`` when the check contradicts the mask,
+        when the tracker's own output is about to lose the target (``DriftMonitor.would_lose``: the last of
+        ``lost_patience`` suspicious frames) or when the caller says so (``refind``: it found the track about to be
+        lost when it asked). An evidence with a ``correction`` re-seeds the track; None when there is nothing to
+        say."""
         evidence = None
         if due and tracked is not None and tracked.area > 0:
             evidence = self.verify(frame, tracked.mask, guard.segmentation, guard.predicted_box(frame.stamp))
         if evidence is not None and evidence.correction is not None:
             return evidence
         contradicted = evidence is not None and evidence.support <= 0.0
-        if contradicted or guard.monitor.would_lose(tracked):
+        if refind or contradicted or guard.monitor.would_lose(tracked):
             found = self.refind(frame, guard)
             if found is not None:
                 return found
@@ -557,7 +561,7 @@ class TrackGuard:
     IoU is measured by ``benchmarks/tracking_lite.py``.
     """
 
-    #: Re-finds (``Pipeline.check_track``) allowed in a row before a regular check supports the track again: a
+    #: Re-finds (``Pipeline.refind``) allowed in a row before a regular check supports the track again: a
     #: target that keeps being lost and re-found is not being tracked; it is re-acquired.
     MAX_REFINDS = 2
     #: How long after the target was last seen a re-find may look for it there (seconds of camera time).
@@ -612,7 +616,7 @@ class TrackGuard:
             return self.refinds_in_a_row < self.MAX_REFINDS
 
     def refound(self) -> None:
-        """A re-find located the target (``Pipeline.check_track``)."""
+        """A re-find located the target (``Pipeline.refind``)."""
         with self._lock:
             self.refinds_in_a_row += 1
 
